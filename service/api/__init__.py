@@ -1,0 +1,1 @@
+"""HTTP adapters: one router per resource, thin routes over ``service.studies``."""

@@ -1,0 +1,56 @@
+"""Typed dependencies (FastAPI full-stack template style): session, context, current owner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Request
+from sqlalchemy.orm import Session
+
+from service.db.keys import resolve_owner
+from service.studies import Context
+
+
+def get_context(request: Request) -> Context:
+    return request.app.state.context
+
+
+def get_session(context: Annotated[Context, Depends(get_context)]) -> Iterator[Session]:
+    with context.sessions() as session:
+        yield session
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def current_owner(request: Request, context: ContextDep) -> int:
+    """The owner of the bearer key. With auth off (loopback only), requests without a key act as
+    the local owner; a key that is sent is still checked."""
+    header = request.headers.get("authorization")
+    if header is None:
+        local = request.app.state.local_owner_id
+        if local is not None:
+            return local
+        raise _unauthorized("missing `Authorization: Bearer <key>` header")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise _unauthorized("malformed Authorization header: expected `Bearer <key>`")
+    with context.sessions() as session:
+        owner_id = resolve_owner(session, secret.strip())
+    if owner_id is None:
+        raise _unauthorized("unknown or revoked API key")
+    return owner_id
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+CurrentOwner = Annotated[int, Depends(current_owner)]
+
+
+# Bounded path parameters: an out-of-range id is a 422 here, not a database error later.
+StudyId = Annotated[str, Path(min_length=1, max_length=64)]
+TrialId = Annotated[int, Path(ge=0, le=2**63 - 1)]

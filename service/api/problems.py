@@ -1,0 +1,92 @@
+"""Every error leaves as an RFC 9457 problem document naming the field and the reason."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import DomainError
+
+log = logging.getLogger("dyesp.api")
+RETRY_AFTER_S = "2"
+
+
+def problem(status: int, detail: str, errors: list[dict[str, str]] | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": HTTPStatus(status).phrase,
+                            "status": status, "detail": detail, "errors": errors or []}
+    return JSONResponse(body, status_code=status, headers=headers,
+                        media_type="application/problem+json")
+
+
+# pydantic names the union member that failed at the end of a location; users need the field.
+_UNION_TAGS = {"int", "float", "str", "bool", "none", "list", "dict"}
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """("body", "space", "params", 1, "high", "float") -> "space.params[1].high"."""
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
+    while len(parts) > 1 and isinstance(parts[-1], str) and parts[-1] in _UNION_TAGS:
+        parts.pop()
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or "[" in str(part):
+            continue  # pydantic's internal union/validator tags say nothing to a user
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, error: DomainError) -> JSONResponse:
+        errors = [{"field": error.field, "message": getattr(error, "reason", error.detail)}] \
+            if error.field else []
+        return problem(error.status, error.detail, errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
+        errors: list[dict[str, str]] = []
+        for item in error.errors():
+            field = field_path(tuple(item.get("loc", ())))
+            message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+            if item.get("type") in ("int_type", "float_type", "string_type", "bool_type"):
+                message += f", got {item.get('input')!r}"[:120]
+            if any(e["field"] == field for e in errors):
+                continue  # one line per field, not one per union member
+            errors.append({"field": field, "message": message})
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return problem(422, detail or "invalid request", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return problem(error.status_code, str(error.detail), headers=error.headers)
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_: Request, __: RecursionError) -> JSONResponse:
+        return problem(400, "body: JSON nested too deeply")
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _db_down(_: Request, error: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", str(error).splitlines()[0])
+        return problem(503, "the database is unavailable; retry shortly",
+                       headers={"Retry-After": RETRY_AFTER_S})
+
+    @app.exception_handler(DBAPIError)
+    async def _db_error(_: Request, error: DBAPIError) -> JSONResponse:
+        if error.connection_invalidated:
+            return problem(503, "the database connection was lost; retry shortly",
+                           headers={"Retry-After": RETRY_AFTER_S})
+        log.exception("database error")
+        return problem(500, "internal database error")

@@ -1,0 +1,51 @@
+"""Routes of the study resource."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from service import studies
+from service.api.deps import ContextDep, CurrentOwner, SessionDep, StudyId
+from service.api.views import studies_out, trial_out
+from service.db import studies as study_queries
+from service.db import trials as trial_queries
+from service.errors import NotFound
+from service.schemas import Problem, StudyCreate, StudyList, StudyOut, TrialOut
+
+ERRORS = {401: {"model": Problem}, 404: {"model": Problem}, 422: {"model": Problem}}
+router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=ERRORS)
+
+
+@router.post("", status_code=201, operation_id="create_study")
+def create_study(body: StudyCreate, owner: CurrentOwner, ctx: ContextDep,
+                 session: SessionDep) -> StudyOut:
+    study = studies.create_study(ctx, owner, body)
+    return studies_out(session, [study])[0]
+
+
+@router.get("", operation_id="list_studies")
+def list_studies(owner: CurrentOwner, session: SessionDep,
+                 name: Annotated[str | None, Query(max_length=256)] = None) -> StudyList:
+    return StudyList(studies=studies_out(session, study_queries.list_studies(session, owner, name)))
+
+
+@router.get("/{study_id}", operation_id="get_study")
+def get_study(study_id: StudyId, owner: CurrentOwner, session: SessionDep) -> StudyOut:
+    return studies_out(session, [studies.find_study(session, owner, study_id)])[0]
+
+
+@router.delete("/{study_id}", status_code=204, operation_id="delete_study")
+def delete_study(study_id: StudyId, owner: CurrentOwner, ctx: ContextDep) -> Response:
+    studies.delete_study(ctx, owner, study_id)
+    return Response(status_code=204)
+
+
+@router.get("/{study_id}/best", operation_id="get_best_trial")
+def get_best_trial(study_id: StudyId, owner: CurrentOwner, session: SessionDep) -> TrialOut:
+    study = studies.find_study(session, owner, study_id)
+    best = trial_queries.best(session, study.id, study.direction)
+    if best is None:
+        raise NotFound(f"study {study_id!r} has no complete trial yet")
+    return trial_out(best)

@@ -1,0 +1,116 @@
+"""Routes of the trial resource: ask, tell, heartbeat, enqueue, list, export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from service import studies
+from service.api.deps import ContextDep, CurrentOwner, SessionDep, StudyId, TrialId
+from service.api.views import trial_out
+from service.db import trials as trial_queries
+from service.errors import NotFound
+from service.schemas import (
+    AskRequest,
+    AskResponse,
+    EnqueueRequest,
+    Problem,
+    TellRequest,
+    TrialOut,
+    TrialPage,
+)
+
+ERRORS = {401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem},
+          422: {"model": Problem}, 503: {"model": Problem}}
+router = APIRouter(prefix="/v1/studies/{study_id}", tags=["trials"], responses=ERRORS)
+StateFilter = Literal["waiting", "running", "complete", "failed", "infeasible"]
+
+
+@router.post("/ask", operation_id="ask")
+def ask(study_id: StudyId, owner: CurrentOwner, ctx: ContextDep,
+        body: AskRequest | None = None) -> AskResponse:
+    body = body or AskRequest()
+    trials = studies.ask(ctx, owner, study_id, body.count, body.client_id)
+    return AskResponse(trials=[trial_out(t) for t in trials])
+
+
+@router.post("/trials", status_code=201, operation_id="enqueue_trial")
+def enqueue_trial(study_id: StudyId, body: EnqueueRequest, owner: CurrentOwner,
+                  ctx: ContextDep) -> TrialOut:
+    return trial_out(studies.enqueue(ctx, owner, study_id, dict(body.params)))
+
+
+@router.get("/trials", operation_id="list_trials")
+def list_trials(study_id: StudyId, owner: CurrentOwner, session: SessionDep,
+                state: StateFilter | None = None,
+                offset: Annotated[int, Query(ge=0)] = 0,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> TrialPage:
+    studies.find_study(session, owner, study_id)
+    rows, total = trial_queries.page(session, study_id, state, offset, limit)
+    return TrialPage(trials=[trial_out(t) for t in rows], total=total, offset=offset, limit=limit)
+
+
+@router.get("/trials.csv", operation_id="export_trials_csv",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}}}})
+def export_trials_csv(study_id: StudyId, owner: CurrentOwner,
+                      ctx: ContextDep) -> StreamingResponse:
+    with ctx.sessions() as session:
+        study = studies.find_study(session, owner, study_id)
+        param_names = [p["name"] for p in study.space["params"]]
+        metric_names = list(study.static_metrics or [])
+
+    def rows() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["number", "id", "state", "value", "reason", "strategy",
+                         "created_at", "completed_at",
+                         *[f"params.{n}" for n in param_names],
+                         *[f"metrics.{n}" for n in metric_names]])
+        with ctx.sessions() as session:
+            for trial in trial_queries.iter_all(session, study_id):
+                writer.writerow([
+                    trial.number, trial.id, trial.state,
+                    "" if trial.value is None else repr(trial.value), trial.reason or "",
+                    (trial.proposal or {}).get("strategy", ""),
+                    trial.created_at.isoformat(),
+                    trial.completed_at.isoformat() if trial.completed_at else "",
+                    *[trial.params.get(n, "") for n in param_names],
+                    *[(trial.static_metrics or {}).get(n, "") for n in metric_names],
+                ])
+                if buffer.tell() > 64_000:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+        yield buffer.getvalue()
+
+    filename = f"study-{study_id}.csv"
+    return StreamingResponse(rows(), media_type="text/csv",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.get("/trials/{trial_id}", operation_id="get_trial")
+def get_trial(study_id: StudyId, trial_id: TrialId, owner: CurrentOwner,
+              session: SessionDep) -> TrialOut:
+    studies.find_study(session, owner, study_id)
+    trial = trial_queries.get_trial(session, study_id, trial_id)
+    if trial is None:
+        raise NotFound(f"trial {trial_id} does not exist in study {study_id!r}", "trial_id")
+    return trial_out(trial)
+
+
+@router.post("/trials/{trial_id}/tell", operation_id="tell")
+def tell(study_id: StudyId, trial_id: TrialId, body: TellRequest, owner: CurrentOwner,
+         ctx: ContextDep) -> TrialOut:
+    return trial_out(studies.tell(ctx, owner, study_id, trial_id, body))
+
+
+@router.post("/trials/{trial_id}/heartbeat", operation_id="heartbeat")
+def heartbeat(study_id: StudyId, trial_id: TrialId, owner: CurrentOwner,
+              ctx: ContextDep) -> TrialOut:
+    return trial_out(studies.heartbeat(ctx, owner, study_id, trial_id))

@@ -1,0 +1,97 @@
+"""The FastAPI app factory and its lifespan: migrations, caches, reaper, retrainer."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api import health, problems, studies, trials
+from service.config import Settings, get_settings
+from service.db import keys as key_queries
+from service.db import migrate
+from service.db.session import make_engine, make_sessionmaker, transaction
+from service.db.studies import global_state_counts
+from service.history_cache import HistoryCache
+from service.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
+from service.pruner_store import PrunerStore
+from service.retraining import make_retrainer
+from service.studies import Context, SpaceCache, reap_stale
+
+log = logging.getLogger("dyesp")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Nothing touches the database until the lifespan starts."""
+    settings = settings or get_settings()
+    settings.check()
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
+                         max_overflow=settings.db_max_overflow)
+    sessions = make_sessionmaker(engine)
+    retrainer = make_retrainer(settings, sessions)
+    context = Context(
+        sessions=sessions, cache=HistoryCache(), spaces=SpaceCache(), pruners=PrunerStore(),
+        default_heartbeat_timeout_s=settings.default_heartbeat_timeout_s,
+        max_ask_count=settings.max_ask_count, on_told=retrainer.notify,
+    )
+
+    def trial_counts() -> dict[str, int]:
+        with sessions() as session:
+            return global_state_counts(session)
+
+    metrics = Metrics(trial_counts)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            migrate.upgrade(engine)
+        app.state.local_owner_id = None
+        if not settings.auth_enabled:
+            with transaction(sessions) as session:
+                app.state.local_owner_id = key_queries.get_or_create_owner(
+                    session, key_queries.LOCAL_OWNER).id
+        stop = threading.Event()
+        reaper = threading.Thread(target=_reap_forever, args=(context, settings, stop),
+                                  name="dyesp-reaper", daemon=True)
+        reaper.start()
+        retrainer.start()
+        log.info("dyesp ready: database=%s auth=%s retraining=%s",
+                 engine.url.render_as_string(hide_password=True),
+                 "on" if settings.auth_enabled else "off (loopback only)", retrainer.mode)
+        try:
+            yield
+        finally:
+            stop.set()
+            retrainer.stop()
+            reaper.join(timeout=5)
+            engine.dispose()
+
+    app = FastAPI(
+        title="DyESP", version="0.1.0", lifespan=lifespan,
+        summary="Search-as-a-service for joint hyperparameter-architecture search.",
+    )
+    app.state.settings = settings
+    app.state.context = context
+    app.state.retrainer = retrainer
+    app.state.metrics = metrics
+    app.state.engine = engine
+    app.state.local_owner_id = None
+    problems.install(app)
+    for module in (studies, trials, health):
+        app.include_router(module.router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _reap_forever(context: Context, settings: Settings, stop: threading.Event) -> None:
+    while not stop.wait(settings.reaper_interval_s):
+        try:
+            n = reap_stale(context)
+            if n:
+                log.info("failed %d trials silent past their heartbeat timeout", n)
+        except Exception as error:  # the database may be down; try again next round
+            log.warning("reaper: %s", str(error).splitlines()[0])

@@ -1,0 +1,150 @@
+"""`dyesp serve | db | keys | worker | bench`: the one command users and operators meet."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from service.config import get_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dyesp", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API server (applies pending migrations)")
+    serve.add_argument("--host", default=None, help="bind address (default DYESP_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default DYESP_PORT, 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="apply pending Alembic migrations")
+    db_commands.add_parser("current", help="print the applied and the newest revision")
+
+    keys = commands.add_parser("keys", help="API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print it (shown once)")
+    create.add_argument("name", help="a label for the key")
+    create.add_argument("--owner", default=None, help="owner name (default: the key's name)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its prefix")
+    revoke.add_argument("prefix")
+    key_commands.add_parser("list", help="list keys (prefixes only)")
+
+    worker = commands.add_parser("worker", help="run an RQ worker that retrains pruners")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--fork", action="store_true",
+                        help="fork a child per job (default: run jobs in the worker process, "
+                             "which keeps torch and CUDA initialised once)")
+
+    bench = commands.add_parser("bench", help="benchmarks (needs the [bench] extra)")
+    bench.add_argument("which", choices=["quality", "static-metrics"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handlers = {"serve": _serve, "db": _db, "keys": _keys, "worker": _worker, "bench": _bench}
+    return handlers[args.command](args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.host:
+        os.environ["DYESP_HOST"] = args.host
+    if args.port:
+        os.environ["DYESP_PORT"] = str(args.port)
+    get_settings.cache_clear()
+    settings = get_settings()
+    try:
+        settings.check()
+    except ValueError as error:
+        print(f"dyesp: {error}", file=sys.stderr)
+        return 2
+    auth = "on" if settings.auth_enabled else "OFF (embedded default, loopback only)"
+    print(f"dyesp: serving on http://{settings.host}:{settings.port} "
+          f"database={_redacted(settings.database_url)} auth={auth} "
+          f"workers={args.workers}", flush=True)
+    uvicorn.run("service.asgi:app", host=settings.host, port=settings.port,
+                workers=args.workers, log_level="info", access_log=False)
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    from service.db import migrate
+    from service.db.session import make_engine
+
+    engine = make_engine(get_settings().database_url)
+    if args.db_command == "upgrade":
+        migrate.upgrade(engine)
+    print(f"current: {migrate.current(engine)}  head: {migrate.head()}")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from service.db import keys as key_queries
+    from service.db import migrate
+    from service.db.session import make_engine, make_sessionmaker, transaction
+
+    engine = make_engine(get_settings().database_url)
+    migrate.upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    with transaction(sessions) as session:
+        if args.keys_command == "create":
+            new = key_queries.create_key(session, args.owner or args.name, args.name)
+            print(new.secret)
+        elif args.keys_command == "revoke":
+            if not key_queries.revoke_key(session, args.prefix):
+                print(f"dyesp: no active key with prefix {args.prefix!r}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.prefix}")
+        else:
+            for key, owner in key_queries.list_keys(session):
+                state = "revoked" if key.revoked_at else "active"
+                print(f"{key.prefix}\t{owner.name}\t{key.name}\t{state}")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from rq import SimpleWorker, Worker
+
+    from workers.queue import QUEUE_NAME, connect
+
+    settings = get_settings()
+    if not settings.redis_url:
+        print("dyesp: the worker needs DYESP_REDIS_URL", file=sys.stderr)
+        return 2
+    worker_class = Worker if args.fork else SimpleWorker
+    print(f"dyesp: worker on {_redacted_redis(settings.redis_url)} queue={QUEUE_NAME} "
+          f"database={_redacted(settings.database_url)}", flush=True)
+    worker = worker_class([QUEUE_NAME], connection=connect(settings.redis_url, timeout_s=None))
+    worker.work(burst=args.burst, with_scheduler=True)
+    return 0
+
+
+def _redacted_redis(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import runpy
+
+    module = {"quality": "benchmarks.quality", "static-metrics": "benchmarks.static_metrics"}
+    sys.argv = [module[args.which], *args.rest]
+    runpy.run_module(module[args.which], run_name="__main__")
+    return 0
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

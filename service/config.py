@@ -1,0 +1,66 @@
+"""Settings from the environment (``DYESP_*``) in one place, each default with its reason."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DYESP_", env_file=".env", extra="ignore")
+
+    # The embedded default: a SQLite file in the working directory, so `dyesp serve` needs nothing.
+    database_url: str = "sqlite:///dyesp.db"
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # "auto": off only for the embedded SQLite default bound to loopback, on everywhere else.
+    auth: Literal["auto", "on", "off"] = "auto"
+    # Migrations on start keep `dyesp serve` a one-command experience; several processes serialise
+    # on an advisory lock (PostgreSQL) so they don't race.
+    migrate_on_start: bool = True
+    # How long a running trial may stay silent before the server marks it failed. Long enough for
+    # an SDK heartbeat (every 30 s) to miss a few beats; users override it per study.
+    default_heartbeat_timeout_s: float = Field(300.0, gt=0)
+    # How often the background reaper sweeps all studies for silent trials.
+    reaper_interval_s: float = Field(10.0, gt=0)
+    # Request-size guards: a body larger than this is refused before parsing (413).
+    max_body_bytes: int = 1_000_000
+    # Upper bound for ask's count, so one call can't lock a study for long.
+    max_ask_count: int = 100
+    # Connection pool: enough for a few concurrent asks per process without exhausting PostgreSQL.
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    # Pruner retraining: start once this many results exist, then whenever results grew by the
+    # larger of `retrain_min_new` and `retrain_growth` x the last training size.
+    retrain_min_trials: int = 10
+    retrain_min_new: int = 5
+    retrain_growth: float = 0.1
+    retrain_enabled: bool = True
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def auth_enabled(self) -> bool:
+        if self.auth == "auto":
+            return not (self.is_sqlite and self.host in LOOPBACK_HOSTS)
+        return self.auth == "on"
+
+    def check(self) -> None:
+        """Refuse configurations that would expose an unauthenticated service."""
+        if not self.auth_enabled and self.host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                f"DYESP_AUTH=off is only allowed when bound to 127.0.0.1, got host={self.host}"
+            )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

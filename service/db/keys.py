@@ -1,0 +1,73 @@
+"""API keys and owners: create, revoke, and resolve a bearer key in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db.models import ApiKey, Owner, utcnow
+
+KEY_PREFIX = "dyesp"
+LOCAL_OWNER = "local"
+# Compared against when a prefix is unknown, so a miss costs the same as a hit.
+_DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+
+
+@dataclass(frozen=True)
+class NewKey:
+    owner_id: int
+    prefix: str
+    secret: str  # shown once, never stored
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def get_or_create_owner(session: Session, name: str) -> Owner:
+    owner = session.scalar(select(Owner).where(Owner.name == name))
+    if owner is None:
+        owner = Owner(name=name)
+        session.add(owner)
+        session.flush()
+    return owner
+
+
+def create_key(session: Session, owner_name: str, key_name: str) -> NewKey:
+    owner = get_or_create_owner(session, owner_name)
+    prefix = secrets.token_hex(6)
+    secret = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    session.add(ApiKey(owner_id=owner.id, name=key_name, prefix=prefix, key_hash=_hash(secret)))
+    session.flush()
+    return NewKey(owner.id, prefix, secret)
+
+
+def revoke_key(session: Session, prefix: str) -> bool:
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None or key.revoked_at is not None:
+        return False
+    key.revoked_at = utcnow()
+    return True
+
+
+def list_keys(session: Session) -> list[tuple[ApiKey, Owner]]:
+    rows = session.execute(select(ApiKey, Owner).join(Owner).order_by(ApiKey.id))
+    return [(k, o) for k, o in rows]
+
+
+def resolve_owner(session: Session, secret: str) -> int | None:
+    """The owner id of a valid, unrevoked key; None otherwise. Timing does not reveal which part
+    failed: the stored hash is always compared with ``hmac.compare_digest``."""
+    parts = secret.split("_", 2)
+    prefix = parts[1] if len(parts) == 3 and parts[0] == KEY_PREFIX else ""
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix)) if prefix else None
+    expected = key.key_hash if key is not None else _DUMMY_HASH
+    matches = hmac.compare_digest(expected, _hash(secret))
+    if key is None or not matches or key.revoked_at is not None:
+        return None
+    return key.owner_id

@@ -1,0 +1,92 @@
+"""Queries on the study aggregate: create, find for an owner, lock for a write, delete."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from service.db.models import Study, Trial
+
+
+@dataclass(frozen=True)
+class StudyLock:
+    """What a write learns when it takes the study's row lock."""
+
+    revision: int  # the revision this write's changes are stamped with
+    next_number: int
+
+
+def create_study(session: Session, owner_id: int, **fields: Any) -> Study:
+    study = Study(id=uuid.uuid4().hex, owner_id=owner_id, next_number=0, revision=0, **fields)
+    session.add(study)
+    session.flush()
+    return study
+
+
+def get_study(session: Session, owner_id: int, study_id: str) -> Study | None:
+    """The study if it exists and belongs to ``owner_id``; another owner's study is None (404)."""
+    return session.scalar(select(Study).where(Study.id == study_id, Study.owner_id == owner_id))
+
+
+def list_studies(session: Session, owner_id: int, name: str | None = None) -> list[Study]:
+    query = select(Study).where(Study.owner_id == owner_id).order_by(Study.created_at, Study.id)
+    if name is not None:
+        query = query.where(Study.name == name)
+    return list(session.scalars(query))
+
+
+def delete_study(session: Session, study_id: str) -> None:
+    session.execute(delete(Study).where(Study.id == study_id))
+
+
+def lock_study(session: Session, owner_id: int, study_id: str) -> StudyLock | None:
+    """Take the study's row lock for the rest of the transaction and bump its revision.
+
+    Every change to a study's trials goes through here, so writes to one study are serialised
+    (trial numbers stay gapless) and caches can catch up on ``revision``. None if not found.
+    """
+    row = session.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.owner_id == owner_id)
+        .values(revision=Study.revision + 1)
+        .returning(Study.revision, Study.next_number)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    return None if row is None else StudyLock(row[0], row[1])
+
+
+def take_numbers(session: Session, study_id: str, lock: StudyLock, count: int) -> range:
+    """Reserve ``count`` consecutive trial numbers (the caller holds the study lock)."""
+    session.execute(
+        update(Study).where(Study.id == study_id).values(next_number=lock.next_number + count)
+        .execution_options(synchronize_session=False)
+    )
+    return range(lock.next_number, lock.next_number + count)
+
+
+def current_revision(session: Session, study_id: str) -> int | None:
+    return session.scalar(select(Study.revision).where(Study.id == study_id))
+
+
+def state_counts(session: Session, study_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Trials by state for each study, in one query."""
+    counts: dict[str, dict[str, int]] = {sid: {} for sid in study_ids}
+    if not study_ids:
+        return counts
+    rows = session.execute(
+        select(Trial.study_id, Trial.state, func.count())
+        .where(Trial.study_id.in_(study_ids))
+        .group_by(Trial.study_id, Trial.state)
+    )
+    for study_id, state, n in rows:
+        counts[study_id][state] = n
+    return counts
+
+
+def global_state_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Trial.state, func.count()).group_by(Trial.state))
+    return {state: n for state, n in rows}

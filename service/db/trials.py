@@ -1,0 +1,135 @@
+"""Queries on trials and pruned candidates. Writers hold the study lock (``lock_study``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from service.db.models import PrunedCandidate, Study, Trial
+from service.engine.history import TrialState
+
+HEARTBEAT_TIMEOUT_REASON = "heartbeat timeout"
+
+
+def get_trial(session: Session, study_id: str, trial_id: int) -> Trial | None:
+    return session.scalar(select(Trial).where(Trial.id == trial_id, Trial.study_id == study_id))
+
+
+def running_for_client(session: Session, study_id: str, client_id: str) -> list[Trial]:
+    return list(session.scalars(
+        select(Trial).where(Trial.study_id == study_id, Trial.client_id == client_id,
+                            Trial.state == TrialState.RUNNING.value).order_by(Trial.number)
+    ))
+
+
+def waiting(session: Session, study_id: str, limit: int) -> list[Trial]:
+    return list(session.scalars(
+        select(Trial).where(Trial.study_id == study_id, Trial.state == TrialState.WAITING.value)
+        .order_by(Trial.number).limit(limit)
+    ))
+
+
+def start(trial: Trial, *, now: datetime, revision: int, client_id: str | None) -> None:
+    trial.state = TrialState.RUNNING.value
+    trial.started_at = trial.heartbeat_at = now
+    trial.client_id = client_id
+    trial.revision = revision
+
+
+def add_trial(session: Session, study_id: str, number: int, **fields: Any) -> Trial:
+    trial = Trial(study_id=study_id, number=number, **fields)
+    session.add(trial)
+    return trial
+
+
+def add_pruned(session: Session, study_id: str, params: dict[str, Any], predicted: float,
+               metrics: dict[str, Any]) -> None:
+    session.add(PrunedCandidate(study_id=study_id, params=params, predicted=predicted,
+                                static_metrics=metrics))
+
+
+def changed_since(session: Session, study_id: str, revision: int) -> list[Trial]:
+    return list(session.scalars(
+        select(Trial).where(Trial.study_id == study_id, Trial.revision > revision)
+    ))
+
+
+def pruned_after(session: Session, study_id: str, last_id: int) -> list[PrunedCandidate]:
+    return list(session.scalars(
+        select(PrunedCandidate)
+        .where(PrunedCandidate.study_id == study_id, PrunedCandidate.id > last_id)
+        .order_by(PrunedCandidate.id)
+    ))
+
+
+def touch(session: Session, study_id: str, trial_id: int, now: datetime) -> bool:
+    """Record a heartbeat; False when the trial is not running (finished, reaped or unknown)."""
+    result = session.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.study_id == study_id,
+               Trial.state == TrialState.RUNNING.value)
+        .values(heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def stale_study_ids(session: Session, now: datetime) -> list[str]:
+    """Studies with a running trial silent past the study's own heartbeat timeout."""
+    rows = session.execute(
+        select(Trial.study_id, Trial.heartbeat_at, Study.heartbeat_timeout_s)
+        .join(Study, Study.id == Trial.study_id)
+        .where(Trial.state == TrialState.RUNNING.value)
+    )
+    return sorted({sid for sid, beat, timeout in rows
+                   if beat is not None and beat < now - timedelta(seconds=timeout)})
+
+
+def fail_stale(session: Session, study: Study, now: datetime, revision: int) -> int:
+    """Mark the study's silent running trials failed (caller holds the study lock)."""
+    cutoff = now - timedelta(seconds=study.heartbeat_timeout_s)
+    result = session.execute(
+        update(Trial)
+        .where(Trial.study_id == study.id, Trial.state == TrialState.RUNNING.value,
+               Trial.heartbeat_at < cutoff)
+        .values(state=TrialState.FAILED.value, reason=HEARTBEAT_TIMEOUT_REASON,
+                completed_at=now, revision=revision)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def page(session: Session, study_id: str, state: str | None, offset: int,
+         limit: int) -> tuple[list[Trial], int]:
+    where = [Trial.study_id == study_id]
+    if state is not None:
+        where.append(Trial.state == state)
+    total = session.scalar(select(func.count()).select_from(Trial).where(*where)) or 0
+    rows = session.scalars(select(Trial).where(*where).order_by(Trial.number)
+                           .offset(offset).limit(limit))
+    return list(rows), total
+
+
+def iter_all(session: Session, study_id: str, batch: int = 1000):
+    """All trials in number order, fetched in batches (for the CSV export)."""
+    last = -1
+    while True:
+        rows = list(session.scalars(
+            select(Trial).where(Trial.study_id == study_id, Trial.number > last)
+            .order_by(Trial.number).limit(batch)
+        ))
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].number
+
+
+def best(session: Session, study_id: str, direction: str) -> Trial | None:
+    order = Trial.value.asc() if direction == "minimize" else Trial.value.desc()
+    return session.scalar(
+        select(Trial).where(Trial.study_id == study_id, Trial.state == TrialState.COMPLETE.value)
+        .order_by(order, Trial.number).limit(1)
+    )

@@ -1,0 +1,243 @@
+"""The one encoder: configurations <-> fixed-length vectors (DESIGN rule 3).
+
+Layout, param by param in space order:
+- float/int: one unit-scaled number in [0, 1] (in log space when ``log``), then for conditional
+  params one "active" bit; an inactive number is set to 0.5 so it carries no information;
+- categorical: one-hot over the choices (all zeros when inactive), then the active bit if conditional.
+Strategies, pruner inference and worker training all use this module, and stored weights carry
+``Encoder.fingerprint`` so a model trained for another layout is never applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from service.engine.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace
+
+ENCODING_VERSION = 1
+
+
+class Encoder:
+    """Maps configurations of one space to vectors and back.
+
+    >>> space = SearchSpace.from_dict({"params": [
+    ...     {"name": "lr", "type": "float", "low": 1e-4, "high": 1.0, "log": True},
+    ...     {"name": "act", "type": "categorical", "choices": ["relu", "gelu"]}]})
+    >>> enc = Encoder(space)
+    >>> enc.encode({"lr": 1e-2, "act": "gelu"}).round(3).tolist()
+    [0.5, 0.0, 1.0]
+    >>> enc.decode(enc.encode({"lr": 1e-2, "act": "gelu"}))["act"]
+    'gelu'
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.slices: dict[str, slice] = {}
+        self.active_bit: dict[str, int] = {}
+        offset = 0
+        for param in space.params:
+            width = len(param.choices) if isinstance(param, CategoricalParam) else 1
+            self.slices[param.name] = slice(offset, offset + width)
+            offset += width
+            if param.condition is not None:
+                self.active_bit[param.name] = offset
+                offset += 1
+        self.dim = offset
+        layout = f"v{ENCODING_VERSION}:{space.fingerprint}:{self.dim}"
+        self.fingerprint = hashlib.sha256(layout.encode()).hexdigest()[:16]
+
+    def encode(self, config: Mapping[str, Any]) -> np.ndarray:
+        vector = np.zeros(self.dim, dtype=np.float64)
+        for param in self.space.params:
+            where = self.slices[param.name]
+            present = param.name in config
+            if param.name in self.active_bit:
+                vector[self.active_bit[param.name]] = 1.0 if present else 0.0
+            if isinstance(param, CategoricalParam):
+                if present:
+                    vector[where.start + param.index(config[param.name])] = 1.0
+            else:
+                vector[where.start] = to_unit(param, config[param.name]) if present else 0.5
+        return vector
+
+    def encode_many(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        if not configs:
+            return np.zeros((0, self.dim))
+        return np.stack([self.encode(c) for c in configs])
+
+    def decode(self, vector: np.ndarray) -> dict[str, Any]:
+        """The configuration nearest to ``vector``; activity follows the decoded parents."""
+        config: dict[str, Any] = {}
+        for param in self.space.params:
+            if not self.space.is_active(param, config):
+                continue
+            where = self.slices[param.name]
+            if isinstance(param, CategoricalParam):
+                config[param.name] = param.choices[int(np.argmax(vector[where]))]
+            else:
+                config[param.name] = from_unit(param, float(vector[where.start]))
+        return config
+
+
+def to_unit(param: FloatParam | IntParam, value: float) -> float:
+    """Position of ``value`` in [0, 1] along the param's (log) scale."""
+    low, high = float(param.low), float(param.high)
+    if param.log:
+        if isinstance(param, IntParam):
+            low, high = low - 0.5, high + 0.5
+        low, high, value = math.log(low), math.log(high), math.log(max(float(value), 1e-300))
+    elif isinstance(param, IntParam):
+        low, high = low - 0.5, high + 0.5
+    if high == low:
+        return 0.5
+    return min(max((float(value) - low) / (high - low), 0.0), 1.0)
+
+
+def from_unit(param: FloatParam | IntParam, unit: float) -> float | int:
+    """Inverse of ``to_unit``, snapped onto the param's domain."""
+    unit = min(max(unit, 0.0), 1.0)
+    low, high = float(param.low), float(param.high)
+    if isinstance(param, IntParam):
+        low, high = low - 0.5, high + 0.5
+    if param.log:
+        value = math.exp(math.log(low) + unit * (math.log(high) - math.log(low)))
+    else:
+        value = low + unit * (high - low)
+    return param.clip(value)
+
+
+def unit_width(param: Param) -> float:
+    """The unit-space distance between neighbouring values (0 for continuous floats)."""
+    if isinstance(param, IntParam):
+        span = (param.high - param.low) / param.step + 1
+        return 1.0 / span
+    if isinstance(param, FloatParam) and param.step is not None and not param.log:
+        return param.step / max(param.high - param.low, 1e-300)
+    return 0.0
+
+
+# --- neighbourhoods for local search ---------------------------------------------------------
+
+def ordinal_positions(param: Param) -> np.ndarray | None:
+    """Positions in [0, 1] of a categorical's choices when they are all numbers (a grid given as a
+    list, e.g. learning rates), by rank; None for nominal choices.
+
+    Rank spacing makes a geometric grid (1e-5, 1e-4, ...) evenly spaced, as a log scale would; it
+    lets local search step to the adjacent value instead of jumping anywhere in the list.
+    """
+    if not isinstance(param, CategoricalParam) or len(param.choices) < 3:
+        return None
+    if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in param.choices):
+        return None
+    ranks = np.argsort(np.argsort([float(c) for c in param.choices]))
+    return ranks / (len(param.choices) - 1)
+
+
+def _notch(param: Param, value: Any, direction: int) -> Any:
+    """The adjacent value of a discrete param in ``direction`` (+1/-1), bouncing off the ends."""
+    if isinstance(param, CategoricalParam):
+        positions = ordinal_positions(param)
+        assert positions is not None
+        order = np.argsort(positions)
+        rank = int(np.where(order == param.index(value))[0][0])
+        rank = rank + direction if 0 <= rank + direction < len(order) else rank - direction
+        return param.choices[int(order[rank])]
+    step = param.step if param.step is not None else 0.0
+    moved = value + direction * step
+    if not param.low <= moved <= param.high:
+        moved = value - direction * step
+    return param.clip(moved)
+
+
+def neighbour(encoder: Encoder, config: Mapping[str, Any], step: float,
+              rng: np.random.Generator) -> dict[str, Any]:
+    """A configuration one random-direction step of length ``step`` away in unit space.
+
+    Numbers move along their unit scale, ordinal choices to the nearest position, and a nominal
+    choice changes with a probability that grows with its share of the step. At least one value
+    always changes, so a small step on a coarse grid still moves; newly active children are
+    sampled.
+    """
+    space = encoder.space
+    active = [p for p in space.params if p.name in config]
+    direction = rng.standard_normal(len(active))
+    direction /= max(float(np.linalg.norm(direction)), 1e-12)
+    moved: dict[str, Any] = dict(config)
+    for param, d in zip(active, step * direction, strict=True):
+        value = config[param.name]
+        if isinstance(param, CategoricalParam):
+            positions = ordinal_positions(param)
+            if positions is not None:
+                target = positions[param.index(value)] + d
+                moved[param.name] = param.choices[int(np.argmin(np.abs(positions - target)))]
+            elif rng.random() < min(1.0, 2.0 * abs(d)):
+                moved[param.name] = _other_choice(param, value, rng)
+        else:
+            moved[param.name] = from_unit(param, to_unit(param, value) + d)
+    if all(moved[p.name] == config[p.name] for p in active):
+        param = active[int(np.argmax(np.abs(direction)))]
+        sign = 1 if direction[int(np.argmax(np.abs(direction)))] >= 0 else -1
+        moved[param.name] = _forced_move(param, config[param.name], sign, step, rng)
+    return space.complete(moved, rng)
+
+
+def _other_choice(param: CategoricalParam, value: Any, rng: np.random.Generator) -> Any:
+    if len(param.choices) == 1:
+        return value
+    index = param.index(value)
+    other = int(rng.integers(len(param.choices) - 1))
+    return param.choices[other + (other >= index)]
+
+
+def _forced_move(param: Param, value: Any, sign: int, step: float,
+                 rng: np.random.Generator) -> Any:
+    if isinstance(param, CategoricalParam):
+        if ordinal_positions(param) is not None:
+            return _notch(param, value, sign)
+        return _other_choice(param, value, rng)
+    if unit_width(param) > 0 or (isinstance(param, FloatParam) and param.step is not None):
+        return _notch(param, value, sign)
+    unit = to_unit(param, value)
+    delta = sign * max(abs(step) / 4, 1e-3)
+    if not 0.0 <= unit + delta <= 1.0:
+        delta = -delta
+    return from_unit(param, unit + delta)
+
+
+def notch_neighbours(space: SearchSpace, config: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """Every configuration one notch away (one value changed to an adjacent or other choice), or
+    None when a continuous param makes the neighbourhood infinite.
+
+    When all of them have been tried without improving, the centre is a local optimum: local
+    search has converged there and should restart elsewhere. Neighbours that would activate an
+    unset child are left out (their child value is not determined).
+    """
+    out: list[dict[str, Any]] = []
+    for param in space.params:
+        if param.name not in config:
+            continue
+        value = config[param.name]
+        if isinstance(param, CategoricalParam):
+            index = param.index(value)
+            if ordinal_positions(param) is not None:
+                picks = {param.index(_notch(param, value, s)) for s in (1, -1)} - {index}
+                options = [param.choices[i] for i in sorted(picks)]
+            else:
+                options = [c for i, c in enumerate(param.choices) if i != index]
+        elif isinstance(param, FloatParam) and param.step is None:
+            return None
+        else:
+            options = sorted({_notch(param, value, 1), _notch(param, value, -1)} - {value})
+        for option in options:
+            candidate = dict(config)
+            candidate[param.name] = option
+            kept = {p.name: candidate[p.name] for p in space.params
+                    if p.name in candidate and space.is_active(p, candidate)}
+            if all(p.name in kept for p in space.params if space.is_active(p, kept)):
+                out.append({p.name: kept[p.name] for p in space.params if p.name in kept})
+    return out

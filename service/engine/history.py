@@ -1,0 +1,100 @@
+"""Plain value objects for what happened in a study: the engine's whole view of the past.
+
+The service converts its rows into these (Vizier's pass-by-value datastore), so strategies never see
+an ORM object, a request body or a database session.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Direction = Literal["minimize", "maximize"]
+
+
+class TrialState(str, enum.Enum):
+    WAITING = "waiting"  # enqueued by the user, not yet handed out
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"  # the infrastructure failed: the configuration may be tried again
+    INFEASIBLE = "infeasible"  # the configuration itself cannot work: avoid its region
+
+    @property
+    def finished(self) -> bool:
+        return self in (TrialState.COMPLETE, TrialState.FAILED, TrialState.INFEASIBLE)
+
+
+@dataclass(frozen=True)
+class ProposalInfo:
+    """Why a configuration was proposed (DESIGN rule 11): recorded with the trial, credited later."""
+
+    strategy: str
+    exploration: float
+    predicted: float | None = None  # the pruner's predicted goodness in [0, 1], when it had a say
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "exploration": self.exploration,
+                "predicted": self.predicted}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ProposalInfo | None:
+        if not data:
+            return None
+        return cls(str(data.get("strategy", "unknown")), float(data.get("exploration", 0.0)),
+                   data.get("predicted"))
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One trial as the engine sees it; ``value`` is as told (not sign-adjusted)."""
+
+    number: int
+    params: Mapping[str, Any]
+    state: TrialState
+    value: float | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)  # static metrics, when known
+    proposal: ProposalInfo | None = None
+
+
+@dataclass(frozen=True)
+class PrunedCandidate:
+    """A configuration the pruner discarded before anyone trained it, with its prediction."""
+
+    params: Mapping[str, Any]
+    predicted: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class History:
+    """Everything the engine may learn from, in trial-number order."""
+
+    direction: Direction
+    trials: tuple[Observation, ...] = ()
+    pruned: tuple[PrunedCandidate, ...] = ()
+
+    def loss(self, obs: Observation) -> float:
+        """The objective turned into a loss (lower is better) so strategies need one convention."""
+        assert obs.value is not None
+        return obs.value if self.direction == "minimize" else -obs.value
+
+    @property
+    def complete(self) -> tuple[Observation, ...]:
+        return tuple(t for t in self.trials
+                     if t.state is TrialState.COMPLETE and t.value is not None
+                     and math.isfinite(t.value))
+
+    @property
+    def running(self) -> tuple[Observation, ...]:
+        return tuple(t for t in self.trials if t.state in (TrialState.RUNNING, TrialState.WAITING))
+
+    @property
+    def infeasible(self) -> tuple[Observation, ...]:
+        return tuple(t for t in self.trials if t.state is TrialState.INFEASIBLE)
+
+    def best(self) -> Observation | None:
+        done = self.complete
+        return min(done, key=self.loss) if done else None

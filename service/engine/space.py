@@ -1,0 +1,543 @@
+"""The data model of a search space: parameters, conditions, validation and uniform sampling.
+
+Everything here is a frozen value object so a space can be shared between threads, cached per
+study and compared by value. Errors name the offending field and say what must hold and what was
+received (Optuna's distributions.py habit), because the API turns them into 422 responses verbatim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+MAX_PARAMS = 256
+MAX_CHOICES = 1024
+MAX_NAME_LENGTH = 128
+
+Choice = Union[str, int, float, bool]
+
+
+class SpaceError(ValueError):
+    """A space or a configuration breaks a rule; ``field`` is the dotted path of the culprit."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Condition:
+    """The param is active only when ``parent`` currently takes one of ``values``."""
+
+    parent: str
+    values: tuple[Choice, ...]
+
+    def holds(self, parent_value: Any) -> bool:
+        return any(_same_choice(parent_value, v) for v in self.values)
+
+
+@dataclass(frozen=True)
+class FloatParam:
+    """A real number in ``[low, high]``, optionally log-scaled or quantised to ``step``."""
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    condition: Condition | None = None
+
+    def sample(self, rng: np.random.Generator) -> float:
+        if self.log:
+            value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        else:
+            value = rng.uniform(self.low, self.high)
+        return self.clip(value)
+
+    def clip(self, value: float) -> float:
+        """Bring a number onto the param's domain (range and step grid)."""
+        value = min(max(float(value), self.low), self.high)
+        if self.step is not None:
+            value = self.low + round((value - self.low) / self.step) * self.step
+            value = min(max(value, self.low), self.high)
+        return value
+
+
+@dataclass(frozen=True)
+class IntParam:
+    """An integer in ``[low, high]`` on a grid of ``step`` (default 1), optionally log-scaled."""
+
+    name: str
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+    condition: Condition | None = None
+
+    def sample(self, rng: np.random.Generator) -> int:
+        if self.log:
+            # Sample in log space over [low - 0.5, high + 0.5] so the ends get their fair share.
+            value = math.exp(rng.uniform(math.log(self.low - 0.5), math.log(self.high + 0.5)))
+            return self.clip(value)
+        n_values = (self.high - self.low) // self.step + 1
+        return self.low + int(rng.integers(n_values)) * self.step
+
+    def clip(self, value: float) -> int:
+        value = min(max(float(value), self.low), self.high)
+        return int(self.low + round((value - self.low) / self.step) * self.step)
+
+
+@dataclass(frozen=True)
+class CategoricalParam:
+    """One of a finite, unordered set of choices (strings, numbers or booleans)."""
+
+    name: str
+    choices: tuple[Choice, ...]
+    condition: Condition | None = None
+
+    def sample(self, rng: np.random.Generator) -> Choice:
+        return self.choices[int(rng.integers(len(self.choices)))]
+
+    def index(self, value: Any) -> int:
+        """Position of ``value`` among the choices; raises ValueError when absent."""
+        for i, choice in enumerate(self.choices):
+            if _same_choice(value, choice):
+                return i
+        raise ValueError(value)
+
+
+Param = Union[FloatParam, IntParam, CategoricalParam]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """An ordered tuple of params; parents always come before the params they condition.
+
+    >>> space = SearchSpace.from_dict({"params": [
+    ...     {"name": "depth", "type": "int", "low": 1, "high": 4},
+    ...     {"name": "width_3", "type": "int", "low": 16, "high": 256, "log": True,
+    ...      "condition": {"parent": "depth", "values": [3, 4]}},
+    ...     {"name": "lr", "type": "float", "low": 1e-4, "high": 1e-1, "log": True}]})
+    >>> config = space.sample(np.random.default_rng(0))
+    >>> space.validate_config(config) == config
+    True
+    """
+
+    params: tuple[Param, ...]
+    _by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {p.name: p for p in self.params})
+
+    def __getitem__(self, name: str) -> Param:
+        return self._by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
+        """Build and validate a space from its API form ``{"params": [...]}``."""
+        return parse_space(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"params": [param_to_dict(p) for p in self.params]}
+
+    @property
+    def fingerprint(self) -> str:
+        """A short stable hash of the space, so stored artefacts can refuse a different layout."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def is_active(self, param: Param, config: Mapping[str, Any]) -> bool:
+        """Whether ``param`` takes part in ``config`` (its parent chain is active and matches)."""
+        condition = param.condition
+        while condition is not None:
+            if condition.parent not in config:
+                return False
+            if not condition.holds(config[condition.parent]):
+                return False
+            condition = self._by_name[condition.parent].condition
+        return True
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """A uniform random configuration holding exactly the active params."""
+        config: dict[str, Any] = {}
+        for param in self.params:
+            if self.is_active(param, config):
+                config[param.name] = param.sample(rng)
+        return config
+
+    def complete(self, partial: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """Keep the active values of ``partial``, drop inactive ones and sample what is missing.
+
+        Strategies that change one value (a parent, say) use this to repair the rest.
+        """
+        config: dict[str, Any] = {}
+        for param in self.params:
+            if not self.is_active(param, config):
+                continue
+            if param.name in partial:
+                config[param.name] = _coerce(param, partial[param.name], f"params.{param.name}")
+            else:
+                config[param.name] = param.sample(rng)
+        return config
+
+    def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Check a user-given configuration: every active param present and in range, nothing else.
+
+        Returns the configuration with numbers coerced to their param's type, in space order.
+        """
+        if not isinstance(config, Mapping):
+            raise SpaceError("params", f"must be an object, got {type(config).__name__}")
+        for name in config:
+            if name not in self._by_name:
+                raise SpaceError(f"params.{name}", "is not a parameter of this study's space")
+        result: dict[str, Any] = {}
+        for param in self.params:
+            path = f"params.{param.name}"
+            active = self.is_active(param, result)
+            if not active:
+                if param.name in config:
+                    raise SpaceError(path, "is inactive under the given parent values")
+                continue
+            if param.name not in config:
+                raise SpaceError(path, "is required (active) but missing")
+            result[param.name] = _coerce(param, config[param.name], path)
+        return result
+
+
+def _same_choice(a: Any, b: Any) -> bool:
+    """Equality that keeps True apart from 1 and "1" apart from 1, as users mean them."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
+    return a == b
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _coerce(param: Param, value: Any, path: str) -> Any:
+    if isinstance(param, CategoricalParam):
+        try:
+            return param.choices[param.index(value)]
+        except ValueError:
+            raise SpaceError(path, f"must be one of {list(param.choices)}, got {value!r}") from None
+    if not _is_number(value) or not math.isfinite(float(value)):
+        raise SpaceError(path, f"must be a finite number, got {value!r}")
+    if not param.low <= value <= param.high:
+        raise SpaceError(path, f"`{param.low} <= value <= {param.high}` must hold, got {value!r}")
+    if isinstance(param, IntParam):
+        if float(value) != int(value) or (int(value) - param.low) % param.step:
+            raise SpaceError(path, f"must be an integer on step {param.step} from {param.low}, "
+                             f"got {value!r}")
+        return int(value)
+    if param.step is not None:
+        k = (float(value) - param.low) / param.step
+        if abs(k - round(k)) > 1e-6:
+            raise SpaceError(path, f"must lie on step {param.step} from {param.low}, got {value!r}")
+    return float(value)
+
+
+# --- parsing the API form ---------------------------------------------------------------------
+
+_KEYS = {
+    "float": {"name", "type", "low", "high", "log", "step", "condition"},
+    "int": {"name", "type", "low", "high", "log", "step", "condition"},
+    "categorical": {"name", "type", "choices", "condition"},
+}
+
+
+def parse_space(data: Mapping[str, Any]) -> SearchSpace:
+    """Validate the API form of a space; raise SpaceError naming the first bad field."""
+    if not isinstance(data, Mapping):
+        raise SpaceError("space", f"must be an object, got {type(data).__name__}")
+    unknown = set(data) - {"params"}
+    if unknown:
+        raise SpaceError(f"space.{sorted(unknown)[0]}", "is not a known field")
+    raw = data.get("params")
+    if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
+        raise SpaceError("space.params", "must be a list of params")
+    if not raw:
+        raise SpaceError("space.params", "must hold at least one param")
+    if len(raw) > MAX_PARAMS:
+        raise SpaceError("space.params", f"at most {MAX_PARAMS} params allowed, got {len(raw)}")
+    params: list[Param] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        param = _parse_param(item, f"space.params[{i}]")
+        if param.name in seen:
+            raise SpaceError(f"space.params[{i}].name",
+                             f"duplicate name {param.name!r} (also params[{seen[param.name]}])")
+        seen[param.name] = i
+        params.append(param)
+    return SearchSpace(tuple(_order_by_condition(params, seen)))
+
+
+def _parse_param(item: Any, path: str) -> Param:
+    if not isinstance(item, Mapping):
+        raise SpaceError(path, f"must be an object, got {type(item).__name__}")
+    name = item.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise SpaceError(f"{path}.name", "must be a non-empty string")
+    if len(name) > MAX_NAME_LENGTH:
+        raise SpaceError(f"{path}.name", f"at most {MAX_NAME_LENGTH} characters, got {len(name)}")
+    kind = item.get("type")
+    if kind not in _KEYS:
+        raise SpaceError(f"{path}.type", f"must be one of float, int, categorical, got {kind!r}")
+    unknown = set(item) - _KEYS[kind]
+    if unknown:
+        raise SpaceError(f"{path}.{sorted(unknown)[0]}", f"is not a field of a {kind} param")
+    condition = _parse_condition(item.get("condition"), f"{path}.condition")
+    if kind == "categorical":
+        return CategoricalParam(name, _parse_choices(item.get("choices"), f"{path}.choices"),
+                                condition)
+    log = item.get("log", False)
+    if log is None:
+        log = False
+    if not isinstance(log, bool):
+        raise SpaceError(f"{path}.log", f"must be a boolean, got {log!r}")
+    low, high = item.get("low"), item.get("high")
+    for key, value in (("low", low), ("high", high)):
+        if not _is_number(value) or not math.isfinite(float(value)):
+            raise SpaceError(f"{path}.{key}", f"must be a finite number, got {value!r}")
+        if kind == "int" and float(value) != int(value):
+            raise SpaceError(f"{path}.{key}", f"must be an integer, got {value!r}")
+    if not low <= high:
+        raise SpaceError(f"{path}.high", f"`low <= high` must hold, got low={low}, high={high}")
+    if log and low <= 0:
+        raise SpaceError(f"{path}.low", f"`low > 0` must hold when log is true, got low={low}")
+    step = item.get("step")
+    if step is not None:
+        if not _is_number(step) or not math.isfinite(float(step)) or step <= 0:
+            raise SpaceError(f"{path}.step", f"must be a positive number, got {step!r}")
+        if log:
+            raise SpaceError(f"{path}.step", "cannot be combined with log=true")
+        if kind == "int" and float(step) != int(step):
+            raise SpaceError(f"{path}.step", f"must be an integer for an int param, got {step!r}")
+        k = (high - low) / step
+        if abs(k - round(k)) > 1e-9 * max(1.0, abs(k)):
+            raise SpaceError(f"{path}.step", f"must divide high - low = {high - low}, got {step}")
+    if kind == "int":
+        return IntParam(name, int(low), int(high), log, int(step or 1), condition)
+    return FloatParam(name, float(low), float(high), log,
+                      None if step is None else float(step), condition)
+
+
+def _parse_choices(raw: Any, path: str) -> tuple[Choice, ...]:
+    if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)) or not raw:
+        raise SpaceError(path, "must be a non-empty list")
+    if len(raw) > MAX_CHOICES:
+        raise SpaceError(path, f"at most {MAX_CHOICES} choices allowed, got {len(raw)}")
+    choices: list[Choice] = []
+    for i, choice in enumerate(raw):
+        if not isinstance(choice, (str, bool, int, float)) or (
+            isinstance(choice, float) and not math.isfinite(choice)
+        ):
+            raise SpaceError(f"{path}[{i}]", f"must be a string, number or boolean, got {choice!r}")
+        if any(_same_choice(choice, c) for c in choices):
+            raise SpaceError(f"{path}[{i}]", f"duplicate choice {choice!r}")
+        choices.append(choice)
+    return tuple(choices)
+
+
+def _parse_condition(raw: Any, path: str) -> Condition | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise SpaceError(path, "must be an object {parent, values}")
+    unknown = set(raw) - {"parent", "values"}
+    if unknown:
+        raise SpaceError(f"{path}.{sorted(unknown)[0]}", "is not a field of a condition")
+    parent = raw.get("parent")
+    if not isinstance(parent, str) or not parent:
+        raise SpaceError(f"{path}.parent", "must name another param")
+    values = raw.get("values")
+    if not isinstance(values, Sequence) or isinstance(values, (str, bytes)) or not values:
+        raise SpaceError(f"{path}.values", "must be a non-empty list")
+    for i, v in enumerate(values):
+        if not isinstance(v, (str, bool, int, float)):
+            raise SpaceError(f"{path}.values[{i}]", f"must be a string, number or boolean, got {v!r}")
+    return Condition(parent, tuple(values))
+
+
+def _order_by_condition(params: list[Param], index: dict[str, int]) -> list[Param]:
+    """Topologically order params so parents precede children; reject unknown parents and cycles."""
+    by_name = {p.name: p for p in params}
+    for p in params:
+        if p.condition is None:
+            continue
+        path = f"space.params[{index[p.name]}].condition"
+        parent = by_name.get(p.condition.parent)
+        if parent is None:
+            raise SpaceError(f"{path}.parent", f"unknown param {p.condition.parent!r}")
+        if parent.name == p.name:
+            raise SpaceError(f"{path}.parent", "a param cannot be conditioned on itself")
+        for i, v in enumerate(p.condition.values):
+            if not _value_possible(parent, v):
+                raise SpaceError(f"{path}.values[{i}]",
+                                 f"{v!r} is not a possible value of {parent.name!r}")
+    ordered: list[Param] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(p: Param, chain: list[str]) -> None:
+        if state.get(p.name) == 2:
+            return
+        if state.get(p.name) == 1:
+            cycle = " -> ".join([*chain, p.name])
+            raise SpaceError(f"space.params[{index[p.name]}].condition", f"cycle: {cycle}")
+        state[p.name] = 1
+        if p.condition is not None:
+            visit(by_name[p.condition.parent], [*chain, p.name])
+        state[p.name] = 2
+        ordered.append(p)
+
+    for p in params:
+        visit(p, [])
+    return ordered
+
+
+def _value_possible(param: Param, value: Any) -> bool:
+    if isinstance(param, CategoricalParam):
+        return any(_same_choice(value, c) for c in param.choices)
+    return _is_number(value) and param.low <= value <= param.high
+
+
+def param_to_dict(param: Param) -> dict[str, Any]:
+    """The API form of one param (inverse of parsing)."""
+    out: dict[str, Any] = {"name": param.name}
+    if isinstance(param, CategoricalParam):
+        out.update(type="categorical", choices=list(param.choices))
+    else:
+        out.update(type="int" if isinstance(param, IntParam) else "float",
+                   low=param.low, high=param.high, log=param.log)
+        if isinstance(param, FloatParam) and param.step is not None:
+            out["step"] = param.step
+        if isinstance(param, IntParam) and param.step != 1:
+            out["step"] = param.step
+    if param.condition is not None:
+        out["condition"] = {"parent": param.condition.parent,
+                            "values": list(param.condition.values)}
+    return out
+
+
+# --- helpers for strategies: identity, size and enumeration of configurations ---------------------
+
+def config_key(config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A hashable identity of a configuration, so "already tried" is one set lookup.
+
+    Floats are rounded to 12 significant digits: a value that went through JSON and back (or
+    through the encoder) must still match itself.
+    """
+    items = []
+    for name in sorted(config):
+        value = config[name]
+        if isinstance(value, (bool, str)):
+            items.append((name, value))
+        elif _is_number(value):
+            number = float(value)
+            items.append((name, int(number) if number.is_integer() else float(f"{number:.12g}")))
+        else:
+            items.append((name, repr(value)))
+    return tuple(items)
+
+
+def n_values(param: Param) -> float:
+    """How many values a param can take; ``inf`` for a continuous float."""
+    if isinstance(param, CategoricalParam):
+        return float(len(param.choices))
+    if isinstance(param, IntParam):
+        return float((param.high - param.low) // param.step + 1)
+    if param.step is not None:
+        return float(round((param.high - param.low) / param.step) + 1)
+    return math.inf
+
+
+def space_size(space: SearchSpace) -> float:
+    """The number of distinct configurations (``inf`` with a continuous float).
+
+    Conditional params are counted only under the parent values that activate them, so a tiny
+    conditional space is recognised as exhausted rather than sampled forever.
+    """
+    return _count(space, 0, {})
+
+
+def _count(space: SearchSpace, index: int, config: dict[str, Any]) -> float:
+    # Recursion only branches on parents (params that others are conditioned on); others multiply.
+    total = 1.0
+    parents = {p.condition.parent for p in space.params if p.condition is not None}
+    for i in range(index, len(space.params)):
+        param = space.params[i]
+        if not space.is_active(param, config):
+            continue
+        if param.name in parents and isinstance(param, CategoricalParam):
+            branches = 0.0
+            for choice in param.choices:
+                branches += _count(space, i + 1, {**config, param.name: choice})
+            return total * branches
+        if param.name in parents:
+            # A numeric parent: condition values are specific numbers; count each branch.
+            values = _values(param, limit=4096)
+            if values is None:
+                return math.inf
+            return total * sum(_count(space, i + 1, {**config, param.name: v}) for v in values)
+        total *= n_values(param)
+        if math.isinf(total):
+            return total
+    return total
+
+
+def _values(param: Param, limit: int) -> list[Any] | None:
+    """Every value of a discrete param in order, or None when continuous or above ``limit``."""
+    if isinstance(param, CategoricalParam):
+        return list(param.choices)
+    count = n_values(param)
+    if math.isinf(count) or count > limit:
+        return None
+    if isinstance(param, IntParam):
+        return list(range(param.low, param.high + 1, param.step))
+    assert param.step is not None
+    return [param.clip(param.low + k * param.step) for k in range(int(count))]
+
+
+def enumerate_configs(space: SearchSpace, limit: int) -> list[dict[str, Any]] | None:
+    """All configurations of a discrete space in a fixed order, or None when more than ``limit``.
+
+    Used to find the last untried configurations of a small space instead of sampling blindly.
+    """
+    if space_size(space) > limit:
+        return None
+    out: list[dict[str, Any]] = []
+
+    def walk(i: int, config: dict[str, Any]) -> None:
+        if i == len(space.params):
+            out.append(dict(config))
+            return
+        param = space.params[i]
+        if not space.is_active(param, config):
+            walk(i + 1, config)
+            return
+        for value in _values(param, limit) or []:
+            config[param.name] = value
+            walk(i + 1, config)
+            del config[param.name]
+
+    walk(0, {})
+    return out

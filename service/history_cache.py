@@ -1,0 +1,82 @@
+"""Per-study history cache that catches up incrementally from the database.
+
+Asks must not re-read a study's whole history (10,000 trials is tens of milliseconds of rows).
+Every write to a study's trials bumps ``studies.revision`` under the study's row lock and stamps the
+rows it changed with that revision, so a cache only reads rows newer than the revision it has seen:
+correct across any number of server processes, since the database orders the writes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from service.db import trials as trial_queries
+from service.db.history import to_observation, to_pruned
+from service.db.studies import current_revision
+from service.engine.history import Direction, History, Observation, PrunedCandidate
+
+
+@dataclass
+class _Entry:
+    revision: int = 0
+    last_pruned_id: int = 0
+    trials: list[Observation | None] = field(default_factory=list)  # indexed by trial number
+    pruned: list[PrunedCandidate] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class HistoryCache:
+    """Holds the newest known History of recently used studies (LRU-bounded)."""
+
+    def __init__(self, max_studies: int = 512) -> None:
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max = max_studies
+
+    def _entry(self, study_id: str) -> _Entry:
+        with self._lock:
+            entry = self._entries.get(study_id)
+            if entry is None:
+                entry = self._entries[study_id] = _Entry()
+                while len(self._entries) > self._max:
+                    self._entries.popitem(last=False)
+            else:
+                self._entries.move_to_end(study_id)
+            return entry
+
+    def forget(self, study_id: str) -> None:
+        with self._lock:
+            self._entries.pop(study_id, None)
+
+    def load(self, session: Session, study_id: str, direction: Direction,
+             revision: int | None = None) -> History:
+        """The study's history as of ``revision`` (default: the one ``session`` sees now).
+
+        A writer holding the study lock passes the revision before its own, so rows it stamps
+        later in its transaction are read on the next load. Otherwise the revision is read before
+        the changed rows: every row at or below it is included, and rows above it may be read too
+        and are simply read again next time.
+        """
+        entry = self._entry(study_id)
+        with entry.lock:
+            if revision is None:
+                revision = current_revision(session, study_id) or 0
+            if revision > entry.revision:
+                for row in trial_queries.changed_since(session, study_id, entry.revision):
+                    _put(entry.trials, row.number, to_observation(row))
+                for row in trial_queries.pruned_after(session, study_id, entry.last_pruned_id):
+                    entry.pruned.append(to_pruned(row))
+                    entry.last_pruned_id = row.id
+                entry.revision = revision
+            trials = tuple(t for t in entry.trials if t is not None)
+            return History(direction=direction, trials=trials, pruned=tuple(entry.pruned))
+
+
+def _put(trials: list[Observation | None], number: int, observation: Observation) -> None:
+    if number >= len(trials):
+        trials.extend([None] * (number + 1 - len(trials)))
+    trials[number] = observation

@@ -1,0 +1,178 @@
+"""The API contract: request and response models, separate from the tables (DESIGN rule 6)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+ChoiceValue = StrictBool | StrictInt | StrictFloat | StrictStr
+Number = StrictInt | StrictFloat
+ParamValue = StrictBool | StrictInt | StrictFloat | StrictStr
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConditionSpec(Strict):
+    parent: str = Field(min_length=1, max_length=128)
+    values: list[ChoiceValue] = Field(min_length=1, max_length=1024)
+
+
+class ParamSpec(Strict):
+    """One parameter. Semantic rules (ranges, steps, conditions) are checked by the engine's
+    space parser, whose errors name the field the same way."""
+
+    name: str = Field(min_length=1, max_length=128)
+    type: Literal["float", "int", "categorical"]
+    low: Number | None = None
+    high: Number | None = None
+    log: bool = False
+    step: Number | None = None
+    choices: list[ChoiceValue] | None = Field(default=None, min_length=1, max_length=1024)
+    condition: ConditionSpec | None = None
+
+
+class SpaceSpec(Strict):
+    params: list[ParamSpec] = Field(min_length=1, max_length=256)
+
+
+class StudyCreate(Strict):
+    name: str = Field(min_length=1, max_length=256)
+    direction: Literal["minimize", "maximize"] = "minimize"
+    space: SpaceSpec
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    heartbeat_timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    static_metrics: list[str] = Field(default_factory=list, max_length=64)
+
+
+class ProposalOut(BaseModel):
+    strategy: str
+    exploration: float
+    predicted: float | None = None
+
+
+class TrialOut(BaseModel):
+    id: int
+    number: int
+    study_id: str
+    state: Literal["waiting", "running", "complete", "failed", "infeasible"]
+    params: dict[str, Any]
+    value: float | None
+    reason: str | None
+    static_metrics: dict[str, float]
+    proposal: ProposalOut | None
+    created_at: datetime
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    completed_at: datetime | None
+
+
+class StudyOut(BaseModel):
+    id: str
+    name: str
+    direction: Literal["minimize", "maximize"]
+    space: dict[str, Any]
+    seed: int
+    heartbeat_timeout_s: float
+    static_metrics: list[str]
+    created_at: datetime
+    n_trials: int
+    trials_by_state: dict[str, int]
+    best_trial: TrialOut | None
+
+
+class StudyList(BaseModel):
+    studies: list[StudyOut]
+
+
+class AskRequest(Strict):
+    count: int = Field(default=1, ge=1)
+    client_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class AskResponse(BaseModel):
+    trials: list[TrialOut]
+
+
+class TellRequest(Strict):
+    """``{"value": x}`` completes a trial; ``{"state": "failed"}`` says the infrastructure failed;
+    ``{"state": "infeasible", "reason": ...}`` says the configuration itself cannot work."""
+
+    value: Number | None = None
+    state: Literal["complete", "failed", "infeasible"] | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+    static_metrics: dict[str, Number] | None = Field(default=None, max_length=64)
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
+
+    @field_validator("static_metrics")
+    @classmethod
+    def _finite_metrics(cls, metrics: dict[str, float] | None) -> dict[str, float] | None:
+        for name, value in (metrics or {}).items():
+            if not math.isfinite(value):
+                raise ValueError(f"metric {name!r} must be a finite number, got {value}")
+        return metrics
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TellRequest:
+        state = self.state or ("complete" if self.value is not None else None)
+        if state is None:
+            raise ValueError("give a `value`, or a `state` of failed or infeasible")
+        if state == "complete" and self.value is None:
+            raise ValueError("state complete needs a `value`")
+        if state != "complete" and self.value is not None:
+            raise ValueError(f"state {state} takes no `value`")
+        self.state = state
+        return self
+
+
+class EnqueueRequest(Strict):
+    params: dict[str, ParamValue] = Field(max_length=256)
+
+
+class TrialPage(BaseModel):
+    trials: list[TrialOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with per-field errors for 422s."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] = []
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "unreachable"]
+    retraining: str
+    auth: Literal["on", "off"]

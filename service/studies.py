@@ -1,0 +1,254 @@
+"""The application layer: study and trial use cases between the database and the engine.
+
+Routes stay thin and call these functions; each is one transaction. Writes to a study take its row
+lock first (``lock_study``), which serialises them per study across every server process: trial
+numbers stay gapless, a trial is never handed out twice, and the history cache stays exact.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import studies as study_queries
+from service.db import trials as trial_queries
+from service.db.models import Study, Trial, utcnow
+from service.db.session import transaction
+from service.engine.engine import propose
+from service.engine.history import TrialState
+from service.engine.space import SearchSpace, SpaceError
+from service.errors import Conflict, Invalid, NotFound
+from service.history_cache import HistoryCache
+from service.pruner_store import PrunerStore
+from service.schemas import StudyCreate, TellRequest
+
+
+@dataclass
+class Context:
+    """What the use cases need, built once per app (see ``service.app``)."""
+
+    sessions: sessionmaker[Session]
+    cache: HistoryCache
+    spaces: SpaceCache
+    pruners: PrunerStore
+    default_heartbeat_timeout_s: float
+    max_ask_count: int
+    on_told: Any = None  # callable(study_id) -> None: lets the retrainer know results arrived
+
+
+class SpaceCache:
+    """Parsed spaces by study id: parsing is pure, studies' spaces never change."""
+
+    def __init__(self) -> None:
+        self._spaces: dict[str, SearchSpace] = {}
+
+    def get(self, study: Study) -> SearchSpace:
+        space = self._spaces.get(study.id)
+        if space is None:
+            space = self._spaces[study.id] = SearchSpace.from_dict(study.space)
+        return space
+
+
+# --- studies ---------------------------------------------------------------------------------
+
+def create_study(ctx: Context, owner_id: int, body: StudyCreate) -> Study:
+    raw_space = body.space.model_dump(exclude_unset=True, exclude_none=True)
+    try:
+        space = SearchSpace.from_dict(raw_space)
+    except SpaceError as error:
+        raise Invalid(error.field, error.reason) from None
+    for i, name in enumerate(body.static_metrics):
+        if not name or len(name) > 64:
+            raise Invalid(f"static_metrics[{i}]", "must be 1 to 64 characters")
+    if len(set(body.static_metrics)) != len(body.static_metrics):
+        raise Invalid("static_metrics", "names must be unique")
+    with transaction(ctx.sessions) as session:
+        return study_queries.create_study(
+            session, owner_id, name=body.name, direction=body.direction,
+            space=space.to_dict(),
+            seed=body.seed if body.seed is not None else secrets.randbits(31),
+            heartbeat_timeout_s=body.heartbeat_timeout_s or ctx.default_heartbeat_timeout_s,
+            static_metrics=list(body.static_metrics),
+        )
+
+
+def find_study(session: Session, owner_id: int, study_id: str) -> Study:
+    study = study_queries.get_study(session, owner_id, study_id)
+    if study is None:
+        raise NotFound(f"study {study_id!r} does not exist", "study_id")
+    return study
+
+
+def delete_study(ctx: Context, owner_id: int, study_id: str) -> None:
+    with transaction(ctx.sessions) as session:
+        find_study(session, owner_id, study_id)
+        study_queries.delete_study(session, study_id)
+    ctx.cache.forget(study_id)
+
+
+# --- ask / tell ------------------------------------------------------------------------------
+
+def ask(ctx: Context, owner_id: int, study_id: str, count: int,
+        client_id: str | None) -> list[Trial]:
+    """Hand out ``count`` trials: the client's own running ones first (a re-ask after a crash gets
+    its work back), then user-enqueued ones, then fresh proposals from the engine."""
+    if count > ctx.max_ask_count:
+        raise Invalid("count", f"`count <= {ctx.max_ask_count}` must hold, got {count}")
+    now = utcnow()
+    with transaction(ctx.sessions) as session:
+        lock = study_queries.lock_study(session, owner_id, study_id)
+        if lock is None:
+            raise NotFound(f"study {study_id!r} does not exist", "study_id")
+        study = find_study(session, owner_id, study_id)
+        trial_queries.fail_stale(session, study, now, lock.revision)
+        if client_id is not None:
+            mine = trial_queries.running_for_client(session, study_id, client_id)
+            if mine:
+                for trial in mine:
+                    trial.heartbeat_at = now
+                return mine[:count]
+        handed = trial_queries.waiting(session, study_id, count)
+        for trial in handed:
+            trial_queries.start(trial, now=now, revision=lock.revision, client_id=client_id)
+        missing = count - len(handed)
+        if missing:
+            handed += _propose_new(ctx, session, study, lock, missing, client_id, now)
+        session.flush()
+        return handed
+
+
+def _propose_new(ctx: Context, session: Session, study: Study, lock: study_queries.StudyLock,
+                 count: int, client_id: str | None, now: Any) -> list[Trial]:
+    # The history as of just before this write: rows this transaction stamps are read next time.
+    history = ctx.cache.load(session, study.id, study.direction, revision=lock.revision - 1)
+    space = ctx.spaces.get(study)
+    model = ctx.pruners.active(session, study.id)
+    decision = propose(space, history, count, seed=study.seed, pruner=model)
+    numbers = study_queries.take_numbers(session, study.id, lock, len(decision.proposals))
+    trials = []
+    for number, proposal in zip(numbers, decision.proposals, strict=True):
+        trial = trial_queries.add_trial(
+            session, study.id, number, state=TrialState.RUNNING.value,
+            params=dict(proposal.params), proposal=proposal.info.to_dict(),
+            client_id=client_id, revision=lock.revision,
+            started_at=now, heartbeat_at=now, static_metrics={},
+        )
+        trials.append(trial)
+    for candidate in decision.pruned:
+        trial_queries.add_pruned(session, study.id, dict(candidate.params),
+                                 candidate.predicted, dict(candidate.metrics))
+    return trials
+
+
+def tell(ctx: Context, owner_id: int, study_id: str, trial_id: int, body: TellRequest) -> Trial:
+    """Finish a trial. Idempotent: the same result again returns the stored trial unchanged; a
+    different result for a finished trial is a conflict. A result for a trial the server had
+    failed for silence is still accepted: a told result is never thrown away."""
+    now = utcnow()
+    with transaction(ctx.sessions) as session:
+        lock = study_queries.lock_study(session, owner_id, study_id)
+        if lock is None:
+            raise NotFound(f"study {study_id!r} does not exist", "study_id")
+        trial = _find_trial(session, study_id, trial_id)
+        if trial.state == TrialState.WAITING.value:
+            raise Conflict(f"trial {trial_id} is enqueued and was not handed out by ask yet")
+        if TrialState(trial.state).finished:
+            if _same_result(trial, body):
+                return trial
+            if not (trial.reason == trial_queries.HEARTBEAT_TIMEOUT_REASON
+                    and trial.state == TrialState.FAILED.value):
+                raise Conflict(
+                    f"trial {trial_id} is already {trial.state}"
+                    + (f" with value {trial.value}" if trial.value is not None else "")
+                    + f"; refusing a different result ({_describe(body)})"
+                )
+        _check_metrics(ctx, session, study_id, body)
+        trial.state = body.state or TrialState.COMPLETE.value
+        trial.value = None if body.value is None else float(body.value)
+        trial.reason = body.reason
+        if body.static_metrics:
+            trial.static_metrics = {k: float(v) for k, v in body.static_metrics.items()}
+        trial.completed_at = now
+        trial.revision = lock.revision
+    if ctx.on_told is not None:
+        ctx.on_told(study_id)
+    return trial
+
+
+def heartbeat(ctx: Context, owner_id: int, study_id: str, trial_id: int) -> Trial:
+    with transaction(ctx.sessions) as session:
+        find_study(session, owner_id, study_id)
+        if not trial_queries.touch(session, study_id, trial_id, utcnow()):
+            trial = _find_trial(session, study_id, trial_id)
+            raise Conflict(f"trial {trial_id} is {trial.state}, not running: stop working on it")
+        return _find_trial(session, study_id, trial_id)
+
+
+def enqueue(ctx: Context, owner_id: int, study_id: str, params: dict[str, Any]) -> Trial:
+    """Queue a user-given configuration; the next ask hands it out before any proposal."""
+    with transaction(ctx.sessions) as session:
+        lock = study_queries.lock_study(session, owner_id, study_id)
+        if lock is None:
+            raise NotFound(f"study {study_id!r} does not exist", "study_id")
+        study = find_study(session, owner_id, study_id)
+        try:
+            config = ctx.spaces.get(study).validate_config(params)
+        except SpaceError as error:
+            raise Invalid(error.field, error.reason) from None
+        (number,) = study_queries.take_numbers(session, study_id, lock, 1)
+        trial = trial_queries.add_trial(
+            session, study_id, number, state=TrialState.WAITING.value, params=config,
+            proposal={"strategy": "user", "exploration": 0.0, "predicted": None},
+            revision=lock.revision, static_metrics={},
+        )
+        session.flush()
+        return trial
+
+
+def reap_stale(ctx: Context) -> int:
+    """Fail running trials silent past their study's heartbeat timeout, across all studies."""
+    now = utcnow()
+    with ctx.sessions() as session:
+        study_ids = trial_queries.stale_study_ids(session, now)
+    reaped = 0
+    for study_id in study_ids:
+        with transaction(ctx.sessions) as session:
+            study = session.get(Study, study_id)
+            if study is None:
+                continue
+            lock = study_queries.lock_study(session, study.owner_id, study_id)
+            if lock is not None:
+                reaped += trial_queries.fail_stale(session, study, now, lock.revision)
+    return reaped
+
+
+def _find_trial(session: Session, study_id: str, trial_id: int) -> Trial:
+    trial = trial_queries.get_trial(session, study_id, trial_id)
+    if trial is None:
+        raise NotFound(f"trial {trial_id} does not exist in study {study_id!r}", "trial_id")
+    return trial
+
+
+def _check_metrics(ctx: Context, session: Session, study_id: str, body: TellRequest) -> None:
+    if not body.static_metrics:
+        return
+    declared = set(session.get(Study, study_id).static_metrics or [])
+    for name in body.static_metrics:
+        if name not in declared:
+            raise Invalid(f"static_metrics.{name}",
+                          f"is not declared by the study (declared: {sorted(declared)})")
+
+
+def _same_result(trial: Trial, body: TellRequest) -> bool:
+    if trial.state != body.state:
+        return False
+    if body.state == TrialState.COMPLETE.value:
+        return trial.value == float(body.value)
+    return True
+
+
+def _describe(body: TellRequest) -> str:
+    return f"value={body.value}" if body.state == "complete" else f"state={body.state}"

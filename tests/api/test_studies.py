@@ -1,0 +1,121 @@
+"""Studies: creation, validation (422 naming the field), listing, ownership, deletion."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import MIXED_SPACE, new_key
+
+
+def create(api: TestClient, space: dict, **extra: object):
+    return api.post("/v1/studies", json={"name": "s", "space": space, **extra})
+
+
+def test_create_study_returns_its_id_and_normalised_space(api: TestClient) -> None:
+    response = create(api, MIXED_SPACE, direction="maximize", seed=3)
+    assert response.status_code == 201
+    body = response.json()
+    assert len(body["id"]) == 32
+    assert body["direction"] == "maximize" and body["seed"] == 3
+    assert [p["name"] for p in body["space"]["params"]] == [p["name"] for p in
+                                                            MIXED_SPACE["params"]]
+    assert body["n_trials"] == 0 and body["best_trial"] is None
+    assert api.get(f"/v1/studies/{body['id']}").json()["id"] == body["id"]
+
+
+def _with(index: int, **changes: object) -> dict:
+    space = copy.deepcopy(MIXED_SPACE)
+    space["params"][index].update(changes)
+    return space
+
+
+@pytest.mark.parametrize(("space", "field", "words"), [
+    (_with(3, low=0.1, high=0.001), "space.params[3].high", "low <= high"),
+    (_with(3, low=0.0), "space.params[3].low", "low > 0"),
+    (_with(4, step=0.3), "space.params[4].step", "must divide"),
+    (_with(1, name="depth"), "space.params[1].name", "duplicate name"),
+    (_with(1, condition={"parent": "nope", "values": [1]}), "space.params[1].condition.parent",
+     "unknown param"),
+    (_with(1, condition={"parent": "depth", "values": [9]}),
+     "space.params[1].condition.values[0]", "not a possible value"),
+    (_with(2, choices=[]), "space.params[2].choices", ""),
+    (_with(2, choices=["a", "a"]), "space.params[2].choices[1]", "duplicate choice"),
+    (_with(0, type="tensor"), "space.params[0].type", ""),
+    (_with(0, low="one"), "space.params[0].low", ""),
+    (_with(0, colour="red"), "space.params[0].colour", ""),
+    ({"params": []}, "space.params", ""),
+    ({"params": [{"name": f"p{i}", "type": "float", "low": 0, "high": 1}
+                 for i in range(300)]}, "space.params", ""),
+])
+def test_invalid_space_is_422_naming_the_field(api: TestClient, space: dict, field: str,
+                                               words: str) -> None:
+    response = create(api, space)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert any(e["field"] == field for e in problem["errors"]), problem
+    assert words in problem["detail"]
+    assert api.get("/v1/studies").json()["studies"] == []  # nothing stored
+
+
+def test_condition_cycle_is_rejected(api: TestClient) -> None:
+    space = {"params": [
+        {"name": "a", "type": "categorical", "choices": [1, 2],
+         "condition": {"parent": "b", "values": [1]}},
+        {"name": "b", "type": "categorical", "choices": [1, 2],
+         "condition": {"parent": "a", "values": [1]}},
+    ]}
+    response = create(api, space)
+    assert response.status_code == 422
+    assert "cycle" in response.json()["detail"]
+
+
+def test_wrong_direction_and_unknown_top_level_field_are_422(api: TestClient) -> None:
+    response = create(api, MIXED_SPACE, direction="sideways")
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "direction"
+    response = create(api, MIXED_SPACE, budget=10)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "budget"
+
+
+def test_another_owner_gets_404_and_never_sees_the_study(api: TestClient, app, study) -> None:
+    other = {"Authorization": f"Bearer {new_key(app)}"}
+    assert api.get(f"/v1/studies/{study['id']}", headers=other).status_code == 404
+    assert api.post(f"/v1/studies/{study['id']}/ask", headers=other).status_code == 404
+    assert api.delete(f"/v1/studies/{study['id']}", headers=other).status_code == 404
+    assert api.get("/v1/studies", headers=other).json()["studies"] == []
+    assert [s["id"] for s in api.get("/v1/studies").json()["studies"]] == [study["id"]]
+
+
+@pytest.mark.parametrize("header", [None, "Bearer", "Basic abc", "Bearer dyesp_nope_nope",
+                                    "Bearer not-a-key"])
+def test_missing_or_bad_key_is_401(http: TestClient, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+    response = http.get("/v1/studies", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_revoked_key_is_401(http: TestClient, app) -> None:
+    from service.db import keys as key_queries
+    from service.db.session import transaction
+
+    key = new_key(app)
+    assert http.get("/v1/studies", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    with transaction(app.state.context.sessions) as session:
+        assert key_queries.revoke_key(session, key.split("_")[1])
+    assert http.get("/v1/studies", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+
+
+def test_list_filters_by_name_and_delete_removes_trials(api: TestClient, study) -> None:
+    create(api, MIXED_SPACE)
+    names = [s["name"] for s in api.get("/v1/studies", params={"name": "mixed"}).json()["studies"]]
+    assert names == ["mixed"]
+    api.post(f"/v1/studies/{study['id']}/ask", json={"count": 2})
+    assert api.delete(f"/v1/studies/{study['id']}").status_code == 204
+    assert api.get(f"/v1/studies/{study['id']}").status_code == 404
+    assert api.get(f"/v1/studies/{study['id']}/trials").status_code == 404

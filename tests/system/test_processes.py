@@ -1,0 +1,121 @@
+"""Several server processes on one database behave as one service; a killed server loses no
+acknowledged tell. These run real uvicorn processes against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from service.db import keys as key_queries
+from service.db.session import make_engine, make_sessionmaker, transaction
+from tests.conftest import MIXED_SPACE
+from tests.system.servers import start_server
+
+pytestmark = pytest.mark.slow
+
+
+def make_key(database_url: str) -> str:
+    from service.db import migrate
+
+    engine = make_engine(database_url)
+    migrate.upgrade(engine)
+    with transaction(make_sessionmaker(engine)) as session:
+        secret = key_queries.create_key(session, "system-test", "k").secret
+    engine.dispose()
+    return secret
+
+
+def test_two_servers_hammered_concurrently_act_as_one(database_url: str) -> None:
+    key = make_key(database_url)
+    servers = [start_server(database_url), start_server(database_url)]
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        study = httpx.post(f"{servers[0].url}/v1/studies", headers=headers, timeout=10,
+                           json={"name": "hammer", "space": MIXED_SPACE}).json()
+        acknowledged: dict[int, float] = {}
+        handed: list[int] = []
+        lock = threading.Lock()
+
+        def client(worker: int) -> None:
+            with httpx.Client(headers=headers, timeout=30) as http:
+                for i in range(15):
+                    base = servers[(worker + i) % 2].url
+                    ask = http.post(f"{base}/v1/studies/{study['id']}/ask", json={})
+                    assert ask.status_code == 200, ask.text
+                    (trial,) = ask.json()["trials"]
+                    value = float(worker * 1000 + i)
+                    told = http.post(
+                        f"{servers[(worker + i + 1) % 2].url}/v1/studies/{study['id']}"
+                        f"/trials/{trial['id']}/tell", json={"value": value})
+                    assert told.status_code == 200, told.text
+                    with lock:
+                        handed.append(trial["id"])
+                        acknowledged[trial["id"]] = value
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(client, range(8)))
+        assert len(handed) == len(set(handed)) == 120  # no trial handed out twice
+        page = httpx.get(f"{servers[1].url}/v1/studies/{study['id']}/trials", headers=headers,
+                         params={"limit": 1000}).json()
+        assert sorted(t["number"] for t in page["trials"]) == list(range(120))  # gapless
+        stored = {t["id"]: t["value"] for t in page["trials"]}
+        assert stored == acknowledged
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_acknowledged_tells_survive_kill_9(database_url: str) -> None:
+    key = make_key(database_url)
+    headers = {"Authorization": f"Bearer {key}"}
+    server = start_server(database_url)
+    acknowledged: dict[int, float] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+    try:
+        study = httpx.post(f"{server.url}/v1/studies", headers=headers, timeout=10,
+                           json={"name": "crash", "space": MIXED_SPACE}).json()
+
+        def client(worker: int) -> None:
+            with httpx.Client(headers=headers, timeout=5) as http:
+                i = 0
+                while not stop.is_set():
+                    try:
+                        ask = http.post(f"{server.url}/v1/studies/{study['id']}/ask", json={})
+                        (trial,) = ask.json()["trials"]
+                        value = float(worker * 100_000 + i)
+                        told = http.post(f"{server.url}/v1/studies/{study['id']}/trials/"
+                                         f"{trial['id']}/tell", json={"value": value})
+                    except (httpx.HTTPError, ValueError, KeyError):
+                        return  # the server died under us
+                    if told.status_code == 200:
+                        with lock:
+                            acknowledged[trial["id"]] = value
+                    i += 1
+
+        threads = [threading.Thread(target=client, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        deadline = threading.Event()
+        while len(acknowledged) < 40 and not deadline.wait(0.05):
+            pass
+        server.kill()  # SIGKILL mid-load: no shutdown hooks run
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert len(acknowledged) >= 40
+        server = start_server(database_url)
+        page = httpx.get(f"{server.url}/v1/studies/{study['id']}/trials", headers=headers,
+                         params={"limit": 1000, "state": "complete"}).json()
+        stored = {t["id"]: t["value"] for t in page["trials"]}
+        for trial_id, value in acknowledged.items():
+            assert stored.get(trial_id) == value
+        numbers = [t["number"] for t in httpx.get(
+            f"{server.url}/v1/studies/{study['id']}/trials", headers=headers,
+            params={"limit": 1000}).json()["trials"]]
+        assert numbers == list(range(len(numbers)))  # no duplicate or missing number
+    finally:
+        server.stop()

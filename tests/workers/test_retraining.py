@@ -1,0 +1,93 @@
+"""Pruner retraining off the request path: a spawned process without Redis, RQ workers with it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from service.app import create_app
+from service.db.models import PrunerModel as PrunerRow
+from tests.conftest import MIXED_SPACE, REDIS_URL, make_settings, new_key, service_missing
+
+
+def run_trials(api: TestClient, n: int) -> str:
+    study = api.post("/v1/studies", json={"name": "r", "space": MIXED_SPACE, "seed": 1}).json()
+    for _ in range(n):
+        (trial,) = api.post(f"/v1/studies/{study['id']}/ask").json()["trials"]
+        loss = (trial["params"]["lr"] - 0.01) ** 2 + trial["params"]["depth"]
+        told = api.post(f"/v1/studies/{study['id']}/trials/{trial['id']}/tell",
+                        json={"value": loss})
+        assert told.status_code == 200
+    return study["id"]
+
+
+def pruner_rows(app, study_id: str) -> list[PrunerRow]:
+    with app.state.context.sessions() as session:
+        return list(session.scalars(select(PrunerRow).where(PrunerRow.study_id == study_id)))
+
+
+def test_without_redis_retraining_runs_beside_the_server(database_url: str) -> None:
+    app = create_app(make_settings(database_url, retrain_enabled=True, retrain_min_trials=10))
+    with TestClient(app) as api:
+        api.headers["Authorization"] = f"Bearer {new_key(app)}"
+        assert api.get("/healthz").json()["retraining"] == "thread"
+        study_id = run_trials(api, 12)
+        deadline = time.monotonic() + 120
+        while not pruner_rows(app, study_id) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        (row,) = pruner_rows(app, study_id)[:1]
+        assert row.version == 1 and row.n_train >= 10 and row.device == "cpu"
+        with app.state.context.sessions() as session:
+            model = app.state.context.pruners.active(session, study_id)
+        assert model is not None and model.n_train == row.n_train
+        import sys
+        assert "torch" not in sys.modules or "service.training" not in sys.modules
+
+
+def test_with_redis_an_rq_worker_trains_and_jobs_are_deduplicated(database_url: str,
+                                                                  monkeypatch) -> None:
+    from rq import Queue, SimpleWorker
+
+    from workers.queue import QUEUE_NAME, connect, enqueue_retraining
+
+    redis = connect(REDIS_URL)
+    try:
+        redis.ping()
+    except Exception as error:
+        service_missing("Redis", error)
+    Queue(QUEUE_NAME, connection=redis).empty()
+    settings = make_settings(database_url, retrain_enabled=True, retrain_min_trials=10,
+                             redis_url=REDIS_URL)
+    app = create_app(settings)
+    with TestClient(app) as api:
+        api.headers["Authorization"] = f"Bearer {new_key(app)}"
+        assert api.get("/healthz").json()["retraining"] == "rq"
+        study_id = run_trials(api, 12)
+        queue = Queue(QUEUE_NAME, connection=redis)
+        deadline = time.monotonic() + 10
+        while not queue.job_ids and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert queue.job_ids == [f"retrain-{study_id}"]
+        assert not enqueue_retraining(redis, study_id)  # one job per study at a time
+        assert len(queue.job_ids) == 1
+        job = queue.fetch_job(f"retrain-{study_id}")
+        monkeypatch.setenv("DYESP_DATABASE_URL", database_url)  # the worker's own settings
+        SimpleWorker([queue], connection=redis).work(burst=True)
+        rows = pruner_rows(app, study_id)
+        assert [r.version for r in rows] == [1]
+        assert job.get_status(refresh=True).value == "finished"
+
+
+@pytest.mark.parametrize("n_complete, trained_on, due", [(9, 0, False), (10, 0, True),
+                                                        (14, 10, False), (15, 10, True),
+                                                        (1050, 1000, False), (1100, 1000, True)])
+def test_retraining_is_due_after_enough_new_results(n_complete: int, trained_on: int,
+                                                    due: bool) -> None:
+    from service.config import Settings
+    from service.retraining import is_due
+
+    settings = Settings(retrain_min_trials=10, retrain_min_new=5, retrain_growth=0.1)
+    assert is_due(n_complete, trained_on, settings) is due

@@ -1,0 +1,1 @@
+"""Background jobs: plain functions taking ids (RQ style), safe to retry."""
