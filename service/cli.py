@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     handlers = {"serve": _serve, "db": _db, "keys": _keys, "worker": _worker, "bench": _bench}
     return handlers[args.command](args)
 

@@ -134,7 +134,7 @@ def _propose_new(ctx: Context, session: Session, study: Study, lock: study_queri
             session, study.id, number, state=TrialState.RUNNING.value,
             params=dict(proposal.params), proposal=proposal.info.to_dict(),
             client_id=client_id, revision=lock.revision,
-            started_at=now, heartbeat_at=now, static_metrics={},
+            created_at=now, started_at=now, heartbeat_at=now, static_metrics={},
         )
         trials.append(trial)
     for candidate in decision.pruned:

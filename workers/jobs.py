@@ -2,11 +2,14 @@
 
 Idempotent and safe to retry: it trains only when enough new results arrived since the newest
 version, and a version row is written in one transaction, so a killed job leaves nothing half-made.
+The newest results are held out: the new model is activated only if it ranks them at least about as
+well as the active one does (a worse version is kept, for the record, but not served).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from sqlalchemy import func, select
 
@@ -15,10 +18,15 @@ from service.db.models import PrunerModel as PrunerRow
 from service.db.models import Study
 from service.db.session import make_engine, make_sessionmaker, transaction
 from service.engine.encoding import Encoder
-from service.engine.pruner import PrunerModel, make_training_set
+from service.engine.history import History
+from service.engine.pruner import PrunerModel, make_training_set, observed_goodness
 from service.engine.space import SearchSpace
 from service.history_cache import HistoryCache
 from service.retraining import is_due
+
+HOLDOUT_SHARE = 0.2  # the newest fifth of the results judges the new model
+MIN_HOLDOUT = 5  # fewer held-out results than this say nothing reliable about ranking
+ACTIVATION_SLACK = 0.05  # Spearman noise on a few results: don't refuse a model for less
 
 
 def retrain_pruner(study_id: str, *, database_url: str | None = None,
@@ -34,29 +42,63 @@ def retrain_pruner(study_id: str, *, database_url: str | None = None,
                 return None
             history = HistoryCache().load(session, study_id, study.direction)
             last = session.execute(
-                select(PrunerRow.version, PrunerRow.n_train, PrunerRow.weights)
+                select(PrunerRow.n_train, PrunerRow.weights)
                 .where(PrunerRow.study_id == study_id).order_by(PrunerRow.version.desc()).limit(1)
             ).one_or_none()
+            active = session.scalar(
+                select(PrunerRow.weights).where(PrunerRow.study_id == study_id, PrunerRow.active)
+                .order_by(PrunerRow.version.desc()).limit(1))
             space = SearchSpace.from_dict(study.space)
             metric_names = tuple(study.static_metrics or ())
-        if not is_due(len(history.complete), last[1] if last else 0, settings):
+        labelled, _ = observed_goodness(history)
+        if not is_due(len(history.complete), last[0] if last else 0, settings):
             return None
-        training_set = make_training_set(Encoder(space), history, metric_names)
-        previous = PrunerModel.from_bytes(last[2]) if last else None
+        encoder = Encoder(space)
+        fit, held_out = _split(history, [t.number for t in labelled])
+        training_set = make_training_set(encoder, fit, metric_names)
+        previous = PrunerModel.from_bytes(last[1]) if last else None
         import torch  # only here: the API process never imports torch
 
-        from service.training import train_pruner
+        from service.training import evaluate, train_pruner
 
         chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
         start = time.perf_counter()
         model = train_pruner(training_set, previous, device=chosen)
         seconds = time.perf_counter() - start
+        report: dict[str, float | int | None] = {"n_fit": training_set.n_trials,
+                                                 "n_holdout": 0, "spearman_holdout": None,
+                                                 "spearman_active": None}
+        activate = True
+        if held_out is not None:
+            held = make_training_set(encoder, held_out, metric_names)
+            report["n_holdout"] = held.n_trials
+            report["spearman_holdout"] = evaluate(model, held)["spearman"]
+            current = PrunerModel.from_bytes(active) if active else None
+            if current is not None and current.fingerprint == model.fingerprint:
+                report["spearman_active"] = evaluate(current, held)["spearman"]
+                activate = report["spearman_holdout"] >= report["spearman_active"] - \
+                    ACTIVATION_SLACK
         with transaction(sessions) as session:
             version = (session.scalar(select(func.max(PrunerRow.version))
                                       .where(PrunerRow.study_id == study_id)) or 0) + 1
             session.add(PrunerRow(study_id=study_id, version=version, weights=model.to_bytes(),
-                                  fingerprint=model.fingerprint, n_train=model.n_train,
-                                  metrics={}, device=chosen, seconds=seconds, active=True))
-        return f"pruner v{version} on {model.n_train} trials ({chosen}, {seconds:.2f}s)"
+                                  fingerprint=model.fingerprint, n_train=len(history.complete),
+                                  metrics=report, device=chosen, seconds=seconds,
+                                  active=activate))
+        state = "active" if activate else "kept, not activated"
+        return (f"pruner v{version} ({state}) fit on {training_set.n_trials} results, "
+                f"held-out Spearman {report['spearman_holdout']} ({chosen}, {seconds:.2f}s)")
     finally:
         engine.dispose()
+
+
+def _split(history: History, labelled_numbers: list[int]) -> tuple[History, History | None]:
+    """Older results to fit on, the newest ones to judge the model; no split while few."""
+    n_holdout = int(len(labelled_numbers) * HOLDOUT_SHARE)
+    if n_holdout < MIN_HOLDOUT:
+        return history, None
+    cut = sorted(labelled_numbers)[-n_holdout]
+    fit = replace(history, trials=tuple(t for t in history.trials if t.number < cut))
+    held = replace(history, trials=tuple(t for t in history.trials if t.number >= cut),
+                   pruned=())
+    return fit, held

@@ -1,0 +1,253 @@
+"""Study and Trial: thin views of the server's objects, with the calls that act on them."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, overload
+from urllib.parse import quote
+
+from dyesp_client._errors import APIError, Infeasible
+from dyesp_client._retry import Retryable
+
+if TYPE_CHECKING:
+    from dyesp_client._client import Client
+
+__all__ = ["Study", "Trial", "TrialState"]
+
+log = logging.getLogger("dyesp_client")
+TrialState = Literal["waiting", "running", "complete", "failed", "infeasible"]
+# The server's maximum page size: fewest round trips when listing trials.
+PAGE_SIZE = 1000
+
+
+def study_path(study_id: str) -> str:
+    return f"/v1/studies/{quote(str(study_id), safe='')}"
+
+
+def _time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:  # Python 3.10's fromisoformat does not read the "Z" suffix
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:  # a timestamp is informative only: never fail a call over its format
+        return None
+
+
+class Trial:
+    """One configuration handed out by the server, and its outcome.
+
+    A trial from :meth:`Study.ask` is ``running`` and heartbeats in the background until it is
+    told, failed or marked infeasible. Used as a context manager, an exception marks it failed
+    (or infeasible for :class:`Infeasible`), and leaving without a result marks it failed, so an
+    abandoned trial is not kept alive by its heartbeats.
+
+    Example::
+
+        with study.ask() as trial:
+            trial.tell(train(**trial.params))
+    """
+
+    def __init__(self, study: Study, data: Mapping[str, Any]) -> None:
+        self.study = study
+        self._update(data)
+
+    def _update(self, data: Mapping[str, Any]) -> None:
+        self.id: int = data["id"]
+        self.number: int = data["number"]
+        self.state: TrialState = data["state"]
+        self.params: dict[str, Any] = dict(data["params"])
+        self.value: float | None = data.get("value")
+        self.reason: str | None = data.get("reason")
+        self.proposal: dict[str, Any] | None = data.get("proposal")
+        self.static_metrics: dict[str, float] = dict(data.get("static_metrics") or {})
+        self.created_at = _time(data.get("created_at"))
+        self.started_at = _time(data.get("started_at"))
+        self.heartbeat_at = _time(data.get("heartbeat_at"))
+        self.completed_at = _time(data.get("completed_at"))
+
+    @property
+    def _path(self) -> str:
+        return f"{self.study._path}/trials/{self.id}"
+
+    @property
+    def _key(self) -> tuple[str, int]:
+        return (self.study.id, self.id)
+
+    def tell(self, value: float) -> Trial:
+        """Record the objective value. Telling the same value again is harmless (the server makes
+        tell idempotent, which is also why it is retried); a different value is a 409."""
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"value must be a finite number, got {value!r}")
+        return self._finish({"value": number})
+
+    def fail(self) -> Trial:
+        """Record that the run broke for reasons unrelated to the configuration."""
+        return self._finish({"state": "failed"})
+
+    def infeasible(self, reason: str | None = None) -> Trial:
+        """Record that the configuration cannot work, so the search avoids its neighbourhood."""
+        body: dict[str, Any] = {"state": "infeasible"}
+        if reason is not None:
+            body["reason"] = reason
+        return self._finish(body)
+
+    def _finish(self, body: dict[str, Any]) -> Trial:
+        client = self.study.client
+        try:
+            data = client._call("POST", f"{self._path}/tell", json=body)
+        except APIError as error:
+            if error.status in (404, 409):  # gone or finished: no more heartbeats either way
+                client._heartbeat.discard(self._key)
+            raise
+        client._heartbeat.discard(self._key)
+        self._update(data)
+        return self
+
+    def _start_heartbeat(self) -> None:
+        interval = self.study.client.heartbeat_interval
+        if interval is None or self.state != "running":
+            return
+        timeout = self.study.heartbeat_timeout_s
+        if timeout:  # beat well within the study's timeout, even if the client's default is longer
+            interval = min(interval, timeout / 3)
+        self.study.client._heartbeat.add(self._key, interval, self._beat)
+
+    def _beat(self) -> bool:
+        try:
+            self.study.client._call("POST", f"{self._path}/heartbeat", json={})
+        except APIError as error:
+            if error.status in (404, 409):
+                log.warning("trial %d of study %s is no longer running (%s); heartbeats stop",
+                            self.number, self.study.id, error.detail)
+                return False
+            raise
+        return True
+
+    def __enter__(self) -> Trial:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.state != "running":
+            return
+        if isinstance(exc, Infeasible):
+            self.infeasible(exc.reason)
+        else:
+            self.fail()
+
+    def __repr__(self) -> str:
+        return (f"Trial(number={self.number}, state={self.state!r}, value={self.value!r}, "
+                f"params={self.params!r})")
+
+
+class Study:
+    """A named search over one space, owned by one API key.
+
+    Example::
+
+        study = client.create_study("mlp", [
+            {"name": "depth", "type": "int", "low": 1, "high": 4},
+            {"name": "lr", "type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        ])
+        best = study.optimize(lambda t: t.params["depth"] * t.params["lr"], n_trials=20)
+        print(best.value, best.params)
+    """
+
+    def __init__(self, client: Client, data: Mapping[str, Any]) -> None:
+        self.client = client
+        self._update(data)
+
+    def _update(self, data: Mapping[str, Any]) -> None:
+        self.id: str = data["id"]
+        self.name: str = data["name"]
+        self.direction: Literal["minimize", "maximize"] = data["direction"]
+        self.space: dict[str, Any] = dict(data["space"])
+        self.seed: int | None = data.get("seed")
+        self.heartbeat_timeout_s: float | None = data.get("heartbeat_timeout_s")
+        self.static_metrics: list[str] = list(data.get("static_metrics") or [])
+        self.created_at = _time(data.get("created_at"))
+        self.n_trials: int = data.get("n_trials", 0)
+        self.trials_by_state: dict[str, int] = dict(data.get("trials_by_state") or {})
+        best = data.get("best_trial")
+        self.best_trial: Trial | None = Trial(self, best) if best else None
+
+    @property
+    def _path(self) -> str:
+        return study_path(self.id)
+
+    def refresh(self) -> Study:
+        """Re-read the study (trial counts, best trial) from the server."""
+        self._update(self.client._call("GET", self._path))
+        return self
+
+    @overload
+    def ask(self, count: None = None, *, client_id: str | None = None) -> Trial: ...
+
+    @overload
+    def ask(self, count: int, *, client_id: str | None = None) -> list[Trial]: ...
+
+    def ask(self, count: int | None = None, *,
+            client_id: str | None = None) -> Trial | list[Trial]:
+        """Get one running trial, or a list of ``count`` trials.
+
+        Each call sends a fresh ``client_id``, reused by its own retries: the server answers a
+        repeated ask with the same id with the trials it already handed out, so a retried ask never
+        leaks a trial. Pass a stable ``client_id`` (e.g. a host and GPU name) to get a crashed
+        worker's running trials back after a restart.
+        """
+        trials = self._ask(1 if count is None else count, client_id or self.client._new_client_id())
+        return trials[0] if count is None else trials
+
+    def _ask(self, count: int, client_id: str) -> list[Trial]:
+        data = self.client._call("POST", f"{self._path}/ask",
+                                 json={"count": count, "client_id": client_id})
+        trials = [Trial(self, item) for item in data["trials"]]
+        for trial in trials:
+            trial._start_heartbeat()
+        return trials
+
+    def enqueue(self, params: Mapping[str, Any]) -> Trial:
+        """Queue a configuration to be handed out by the next ask, ahead of new proposals.
+
+        Not retried once sent: a second POST would queue it twice.
+        """
+        data = self.client._call("POST", f"{self._path}/trials", json={"params": dict(params)},
+                                 retry=Retryable.UNSENT)
+        return Trial(self, data)
+
+    def trials(self, state: TrialState | None = None) -> list[Trial]:
+        """All trials in number order, optionally only those in ``state`` (follows the pages)."""
+        out: list[Trial] = []
+        while True:
+            query: dict[str, Any] = {"offset": len(out), "limit": PAGE_SIZE}
+            if state is not None:
+                query["state"] = state
+            page = self.client._call("GET", f"{self._path}/trials", params=query)
+            out.extend(Trial(self, item) for item in page["trials"])
+            if not page["trials"] or len(out) >= page["total"]:
+                return out
+
+    def best(self) -> Trial | None:
+        """The best complete trial, or None before any result (also refreshes the study)."""
+        return self.refresh().best_trial
+
+    def optimize(self, fn: Callable[[Trial], float], n_trials: int, n_workers: int = 1,
+                 show_progress: bool = True,
+                 catch: tuple[type[BaseException], ...] = (Exception,)) -> Trial | None:
+        """Run ``fn`` on ``n_trials`` trials with ``n_workers`` threads; return the best trial.
+
+        See :func:`dyesp_client.optimize` for how exceptions in ``fn`` are recorded.
+        """
+        from dyesp_client._optimize import optimize
+
+        return optimize(self, fn, n_trials, n_workers=n_workers, show_progress=show_progress,
+                        catch=catch)
+
+    def __repr__(self) -> str:
+        return (f"Study(id={self.id!r}, name={self.name!r}, direction={self.direction!r}, "
+                f"n_trials={self.n_trials})")
