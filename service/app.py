@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import health, problems, studies, trials
+from service.api import health, problems, pruner, studies, trials
 from service.config import Settings, get_settings
 from service.db import keys as key_queries
 from service.db import migrate
@@ -36,6 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessions=sessions, cache=HistoryCache(), spaces=SpaceCache(), pruners=PrunerStore(),
         default_heartbeat_timeout_s=settings.default_heartbeat_timeout_s,
         max_ask_count=settings.max_ask_count, on_told=retrainer.notify,
+        candidate_pool_factor=settings.candidate_pool_factor,
+        candidate_pool_max=settings.candidate_pool_max, candidate_ttl_s=settings.candidate_ttl_s,
     )
 
     def trial_counts() -> dict[str, int]:
@@ -80,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.local_owner_id = None
     problems.install(app)
-    for module in (studies, trials, health):
+    for module in (studies, trials, pruner, health):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

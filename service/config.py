@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     # Upper bound for ask's count, so one call can't lock a study for long.
     max_ask_count: int = 100
+    # Static-metrics studies: a pool of `factor` x count candidates (at most `max`) gives the
+    # pruner a real choice while the client builds only a few models per trial; unanswered pools
+    # expire so a crashed client leaves nothing behind.
+    candidate_pool_factor: int = Field(4, ge=1)
+    candidate_pool_max: int = Field(64, ge=1)
+    candidate_ttl_s: float = Field(600.0, gt=0)
     # Connection pool: enough for a few concurrent asks per process without exhausting PostgreSQL.
     db_pool_size: int = 10
     db_max_overflow: int = 10

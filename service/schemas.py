@@ -99,13 +99,41 @@ class StudyList(BaseModel):
     studies: list[StudyOut]
 
 
+class CandidateMetrics(Strict):
+    token: str = Field(min_length=1, max_length=64)
+    static_metrics: dict[str, Number] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("static_metrics")
+    @classmethod
+    def _finite(cls, metrics: dict[str, float]) -> dict[str, float]:
+        for name, value in metrics.items():
+            if not math.isfinite(value):
+                raise ValueError(f"metric {name!r} must be a finite number, got {value}")
+        return metrics
+
+
 class AskRequest(Strict):
+    """``candidates`` answers a previous ask of a study that declares static metrics: the tokens
+    it handed out, each with the metrics the client computed (some may be missing)."""
+
     count: int = Field(default=1, ge=1)
     client_id: str | None = Field(default=None, min_length=1, max_length=128)
+    candidates: list[CandidateMetrics] | None = Field(default=None, min_length=1,
+                                                      max_length=1024)
+
+
+class CandidateOut(BaseModel):
+    token: str
+    params: dict[str, Any]
 
 
 class AskResponse(BaseModel):
+    """Trials to run; or, for a study with static metrics, ``candidates`` whose metrics the
+    client computes and sends back in a second ask before ``expires_at``."""
+
     trials: list[TrialOut]
+    candidates: list[CandidateOut] = []
+    expires_at: datetime | None = None
 
 
 class TellRequest(Strict):
@@ -176,3 +204,23 @@ class Health(BaseModel):
     database: Literal["ok", "unreachable"]
     retraining: str
     auth: Literal["on", "off"]
+
+
+class PrunerVersionOut(BaseModel):
+    version: int
+    active: bool
+    n_train: int
+    device: str
+    seconds: float
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+class PrunerReport(BaseModel):
+    """The pruner of one study: what serves asks now, how far it is trusted, what it did."""
+
+    active_version: int | None
+    trust: float | None  # Spearman of predictions made before trials ran vs. their results
+    n_pruned: int
+    retraining: str
+    versions: list[PrunerVersionOut]

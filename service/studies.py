@@ -8,22 +8,26 @@ numbers stay gapless, a trial is never handed out twice, and the history cache s
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.db import candidates as candidate_queries
 from service.db import studies as study_queries
 from service.db import trials as trial_queries
-from service.db.models import Study, Trial, utcnow
+from service.db.models import Candidate, Study, Trial, utcnow
 from service.db.session import transaction
-from service.engine.engine import propose
-from service.engine.history import TrialState
-from service.engine.space import SearchSpace, SpaceError
+from service.engine.engine import Decision, propose
+from service.engine.history import History, ProposalInfo, TrialState
+from service.engine.selection import select
+from service.engine.space import SearchSpace, SpaceError, config_key
 from service.errors import Conflict, Invalid, NotFound
 from service.history_cache import HistoryCache
 from service.pruner_store import PrunerStore
-from service.schemas import StudyCreate, TellRequest
+from service.schemas import CandidateMetrics, StudyCreate, TellRequest
 
 
 @dataclass
@@ -36,7 +40,19 @@ class Context:
     pruners: PrunerStore
     default_heartbeat_timeout_s: float
     max_ask_count: int
+    candidate_pool_factor: int = 4
+    candidate_pool_max: int = 64
+    candidate_ttl_s: float = 600.0
     on_told: Any = None  # callable(study_id) -> None: lets the retrainer know results arrived
+
+
+@dataclass
+class AskResult:
+    """Trials to run, or (static-metrics studies) candidates to compute metrics for."""
+
+    trials: list[Trial]
+    candidates: list[Candidate] = field(default_factory=list)
+    expires_at: datetime | None = None
 
 
 class SpaceCache:
@@ -91,10 +107,15 @@ def delete_study(ctx: Context, owner_id: int, study_id: str) -> None:
 
 # --- ask / tell ------------------------------------------------------------------------------
 
-def ask(ctx: Context, owner_id: int, study_id: str, count: int,
-        client_id: str | None) -> list[Trial]:
+def ask(ctx: Context, owner_id: int, study_id: str, count: int, client_id: str | None,
+        candidates: list[CandidateMetrics] | None = None) -> AskResult:
     """Hand out ``count`` trials: the client's own running ones first (a re-ask after a crash gets
-    its work back), then user-enqueued ones, then fresh proposals from the engine."""
+    its work back), then user-enqueued ones, then fresh proposals from the engine.
+
+    A study that declares static metrics answers the fresh part in two steps: first a pool of
+    candidates (no trial yet), then, when the client sends them back with their metrics, the
+    trials the pruner picks from them.
+    """
     if count > ctx.max_ask_count:
         raise Invalid("count", f"`count <= {ctx.max_ask_count}` must hold, got {count}")
     now = utcnow()
@@ -104,43 +125,104 @@ def ask(ctx: Context, owner_id: int, study_id: str, count: int,
             raise NotFound(f"study {study_id!r} does not exist", "study_id")
         study = find_study(session, owner_id, study_id)
         trial_queries.fail_stale(session, study, now, lock.revision)
-        if client_id is not None:
+        if client_id is not None and candidates is None:
             mine = trial_queries.running_for_client(session, study_id, client_id)
             if mine:
                 for trial in mine:
                     trial.heartbeat_at = now
-                return mine[:count]
-        handed = trial_queries.waiting(session, study_id, count)
+                return AskResult(mine[:count])
+        handed = [] if candidates is not None else trial_queries.waiting(session, study_id, count)
         for trial in handed:
             trial_queries.start(trial, now=now, revision=lock.revision, client_id=client_id)
         missing = count - len(handed)
+        result = AskResult(handed)
         if missing:
-            handed += _propose_new(ctx, session, study, lock, missing, client_id, now)
+            # The history as of just before this write: rows stamped now are read next time.
+            history = ctx.cache.load(session, study.id, study.direction,
+                                     revision=lock.revision - 1)
+            step = _Step(ctx, session, study, lock, history, client_id, now)
+            if candidates is not None:
+                handed += step.pick_from(candidates, missing)
+            elif study.static_metrics:
+                result = step.offer_pool(missing)
+            else:
+                handed += step.propose(missing)
         session.flush()
-        return handed
+        return result
 
 
-def _propose_new(ctx: Context, session: Session, study: Study, lock: study_queries.StudyLock,
-                 count: int, client_id: str | None, now: Any) -> list[Trial]:
-    # The history as of just before this write: rows this transaction stamps are read next time.
-    history = ctx.cache.load(session, study.id, study.direction, revision=lock.revision - 1)
-    space = ctx.spaces.get(study)
-    model = ctx.pruners.active(session, study.id)
-    decision = propose(space, history, count, seed=study.seed, pruner=model)
-    numbers = study_queries.take_numbers(session, study.id, lock, len(decision.proposals))
-    trials = []
-    for number, proposal in zip(numbers, decision.proposals, strict=True):
-        trial = trial_queries.add_trial(
-            session, study.id, number, state=TrialState.RUNNING.value,
-            params=dict(proposal.params), proposal=proposal.info.to_dict(),
-            client_id=client_id, revision=lock.revision,
-            created_at=now, started_at=now, heartbeat_at=now, static_metrics={},
-        )
-        trials.append(trial)
-    for candidate in decision.pruned:
-        trial_queries.add_pruned(session, study.id, dict(candidate.params),
-                                 candidate.predicted, dict(candidate.metrics))
-    return trials
+@dataclass
+class _Step:
+    """One ask's fresh part, inside the study's lock."""
+
+    ctx: Context
+    session: Session
+    study: Study
+    lock: study_queries.StudyLock
+    history: History
+    client_id: str | None
+    now: datetime
+
+    def propose(self, count: int) -> list[Trial]:
+        space = self.ctx.spaces.get(self.study)
+        model = self.ctx.pruners.active(self.session, self.study.id)
+        return self._record(propose(space, self.history, count, seed=self.study.seed,
+                                    pruner=model), [{}] * count)
+
+    def offer_pool(self, count: int) -> AskResult:
+        size = min(self.ctx.candidate_pool_max, count * self.ctx.candidate_pool_factor)
+        issued = candidate_queries.pools_issued(self.session, self.study.id)
+        # No pruner here: it needs the metrics the client has not computed yet.
+        decision = propose(self.ctx.spaces.get(self.study), self.history, size,
+                           seed=self.study.seed + issued, pruner=None)
+        expires_at = self.now + timedelta(seconds=self.ctx.candidate_ttl_s)
+        rows = [{"token": secrets.token_urlsafe(24), "params": dict(p.params),
+                 "proposal": p.info.to_dict()} for p in decision.proposals]
+        pool = candidate_queries.add_pool(self.session, self.study.id, uuid.uuid4().hex, rows,
+                                          self.client_id, expires_at)
+        return AskResult([], pool, expires_at)
+
+    def pick_from(self, answers: list[CandidateMetrics], count: int) -> list[Trial]:
+        declared = list(self.study.static_metrics or [])
+        for i, answer in enumerate(answers):
+            for name in answer.static_metrics:
+                if name not in declared:
+                    raise Invalid(f"candidates[{i}].static_metrics.{name}",
+                                  f"is not declared by the study (declared: {declared})")
+        found = {c.token: c for c in candidate_queries.by_tokens(
+            self.session, self.study.id, [a.token for a in answers])}
+        usable = [(found[a.token], a.static_metrics) for a in answers
+                  if a.token in found and found[a.token].consumed_at is None
+                  and found[a.token].expires_at > self.now]
+        if not usable:
+            raise Conflict("candidates: every token is unknown, expired or already used; "
+                           "ask again without candidates for a fresh pool")
+        candidate_queries.consume_pools(self.session, self.study.id,
+                                        {c.pool for c, _ in usable}, self.now)
+        decision = select(
+            self.ctx.spaces.get(self.study), self.history, [c.params for c, _ in usable],
+            [m for _, m in usable], [ProposalInfo.from_dict(c.proposal) for c, _ in usable],
+            count, pruner=self.ctx.pruners.active(self.session, self.study.id))
+        metrics_of = {config_key(c.params): m for c, m in usable}
+        return self._record(decision, [metrics_of[config_key(p.params)]
+                                       for p in decision.proposals])
+
+    def _record(self, decision: Decision, metrics: list[dict[str, float]]) -> list[Trial]:
+        numbers = study_queries.take_numbers(self.session, self.study.id, self.lock,
+                                             len(decision.proposals))
+        trials = []
+        for number, proposal, values in zip(numbers, decision.proposals, metrics, strict=False):
+            trials.append(trial_queries.add_trial(
+                self.session, self.study.id, number, state=TrialState.RUNNING.value,
+                params=dict(proposal.params), proposal=proposal.info.to_dict(),
+                client_id=self.client_id, revision=self.lock.revision, created_at=self.now,
+                started_at=self.now, heartbeat_at=self.now,
+                static_metrics={k: float(v) for k, v in values.items()},
+            ))
+        for candidate in decision.pruned:
+            trial_queries.add_pruned(self.session, self.study.id, dict(candidate.params),
+                                     candidate.predicted, dict(candidate.metrics))
+        return trials
 
 
 def tell(ctx: Context, owner_id: int, study_id: str, trial_id: int, body: TellRequest) -> Trial:

@@ -18,6 +18,7 @@ from service.errors import NotFound
 from service.schemas import (
     AskRequest,
     AskResponse,
+    CandidateOut,
     EnqueueRequest,
     Problem,
     TellRequest,
@@ -35,8 +36,11 @@ StateFilter = Literal["waiting", "running", "complete", "failed", "infeasible"]
 def ask(study_id: StudyId, owner: CurrentOwner, ctx: ContextDep,
         body: AskRequest | None = None) -> AskResponse:
     body = body or AskRequest()
-    trials = studies.ask(ctx, owner, study_id, body.count, body.client_id)
-    return AskResponse(trials=[trial_out(t) for t in trials])
+    result = studies.ask(ctx, owner, study_id, body.count, body.client_id, body.candidates)
+    return AskResponse(
+        trials=[trial_out(t) for t in result.trials],
+        candidates=[CandidateOut(token=c.token, params=c.params) for c in result.candidates],
+        expires_at=result.expires_at)
 
 
 @router.post("/trials", status_code=201, operation_id="enqueue_trial")

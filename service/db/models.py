@@ -154,3 +154,25 @@ class PrunerModel(Base):
     seconds: Mapped[float] = mapped_column(Float)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Candidate(Base):
+    """A configuration shown to a client so it can compute static metrics (two-step ask).
+
+    Candidates are not trials: they take no trial number until the client returns metrics and the
+    pruner picks them. A pool expires, and is consumed as a whole by the ask that answers it.
+    """
+
+    __tablename__ = "candidates"
+    __table_args__ = (Index("ix_candidates_study_pool", "study_id", "pool"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    pool: Mapped[str] = mapped_column(String(32))
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    proposal: Mapped[dict[str, Any]] = mapped_column(JSON)
+    client_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    consumed_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -42,7 +42,11 @@ def test_without_redis_retraining_runs_beside_the_server(database_url: str) -> N
         assert row.version == 1 and row.n_train >= 10 and row.device == "cpu"
         with app.state.context.sessions() as session:
             model = app.state.context.pruners.active(session, study_id)
-        assert model is not None and model.n_train == row.n_train
+        assert model is not None
+        report = api.get(f"/v1/studies/{study_id}/pruner").json()
+        assert report["active_version"] == 1 and report["retraining"] == "thread"
+        assert report["versions"][0]["n_train"] == row.n_train
+        assert report["versions"][0]["metrics"]["n_fit"] == model.n_train
         import sys
         assert "torch" not in sys.modules or "service.training" not in sys.modules
 

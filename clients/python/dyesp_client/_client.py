@@ -102,8 +102,13 @@ class Client:
 
     def create_study(self, name: str, space: Mapping[str, Any] | Sequence[Mapping[str, Any]],
                      direction: Direction = "minimize", seed: int | None = None,
-                     heartbeat_timeout_s: float | None = None) -> Study:
+                     heartbeat_timeout_s: float | None = None,
+                     static_metrics: Sequence[str] = ()) -> Study:
         """Create a study. ``space`` is ``{"params": [...]}`` or the list of params itself.
+
+        ``static_metrics`` names numbers your side can compute before training (``params``,
+        ``flops``, zero-cost proxies): pass the function that computes them to ``Study.ask`` or
+        ``Study.optimize`` and the server's pruner uses them to pick what to train.
 
         Not retried once the request may have reached the server: a second POST would create a
         second study.
@@ -114,6 +119,8 @@ class Client:
             body["seed"] = seed
         if heartbeat_timeout_s is not None:
             body["heartbeat_timeout_s"] = heartbeat_timeout_s
+        if static_metrics:
+            body["static_metrics"] = list(static_metrics)
         data = self._call("POST", "/v1/studies", json=body, retry=Retryable.UNSENT)
         return Study(self, data)
 

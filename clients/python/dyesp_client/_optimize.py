@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 from dyesp_client._errors import Infeasible
 
 if TYPE_CHECKING:
-    from dyesp_client._study import Study, Trial
+    from dyesp_client._study import MetricsFn, Study, Trial
 
 __all__ = ["optimize"]
 
@@ -22,7 +22,8 @@ log = logging.getLogger("dyesp_client")
 
 def optimize(study: Study, fn: Callable[[Trial], float], n_trials: int, *, n_workers: int = 1,
              show_progress: bool = True,
-             catch: tuple[type[BaseException], ...] = (Exception,)) -> Trial | None:
+             catch: tuple[type[BaseException], ...] = (Exception,),
+             static_metrics: MetricsFn | None = None) -> Trial | None:
     """Evaluate ``fn`` on ``n_trials`` trials of ``study`` with ``n_workers`` threads.
 
     ``fn`` returns the objective value. If it raises :class:`Infeasible` the trial is recorded
@@ -43,7 +44,7 @@ def optimize(study: Study, fn: Callable[[Trial], float], n_trials: int, *, n_wor
     if n_workers < 1:
         raise ValueError(f"`n_workers >= 1` must hold, got n_workers={n_workers}")
     progress = Progress(n_trials, study.direction, enabled=show_progress)
-    run = _Run(study, fn, n_trials, catch, progress)
+    run = _Run(study, fn, n_trials, catch, progress, static_metrics)
     # One id per worker, reused for all its asks: a worker whose tell was lost gets that trial back.
     client_ids = [study.client._new_client_id() for _ in range(n_workers)]
     try:
@@ -72,8 +73,10 @@ class _Run:
     """State shared by the workers of one optimize call."""
 
     def __init__(self, study: Study, fn: Callable[[Trial], float], n_trials: int,
-                 catch: tuple[type[BaseException], ...], progress: Progress) -> None:
+                 catch: tuple[type[BaseException], ...], progress: Progress,
+                 static_metrics: MetricsFn | None = None) -> None:
         self.study = study
+        self.static_metrics = static_metrics
         self.fn = fn
         self.n_trials = n_trials
         self.catch = catch
@@ -94,7 +97,7 @@ class _Run:
     def work(self, client_id: str) -> None:
         try:
             while self._claim():
-                (trial,) = self.study._ask(1, client_id)
+                (trial,) = self.study._ask(1, client_id, self.static_metrics)
                 self._evaluate(trial)
                 self.progress.update(trial)
         except BaseException as error:

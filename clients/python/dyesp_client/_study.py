@@ -77,13 +77,19 @@ class Trial:
     def _key(self) -> tuple[str, int]:
         return (self.study.id, self.id)
 
-    def tell(self, value: float) -> Trial:
+    def tell(self, value: float, static_metrics: Mapping[str, float] | None = None) -> Trial:
         """Record the objective value. Telling the same value again is harmless (the server makes
-        tell idempotent, which is also why it is retried); a different value is a 409."""
+        tell idempotent, which is also why it is retried); a different value is a 409.
+
+        ``static_metrics`` (declared by the study) are stored and used to train the pruner.
+        """
         number = float(value)
         if not math.isfinite(number):
             raise ValueError(f"value must be a finite number, got {value!r}")
-        return self._finish({"value": number})
+        body: dict[str, Any] = {"value": number}
+        if static_metrics:
+            body["static_metrics"] = {k: float(v) for k, v in static_metrics.items()}
+        return self._finish(body)
 
     def fail(self) -> Trial:
         """Record that the run broke for reasons unrelated to the configuration."""
@@ -145,6 +151,22 @@ class Trial:
                 f"params={self.params!r})")
 
 
+MetricsFn = Callable[[dict[str, Any]], Mapping[str, float]]
+
+
+def _metrics_of(fn: MetricsFn | None, candidate: Mapping[str, Any]) -> dict[str, float]:
+    """The user's metrics for one candidate; a candidate whose metrics fail is sent without
+    them (the server still predicts it from its configuration) rather than failing the ask."""
+    if fn is None:
+        return {}
+    try:
+        values = fn(dict(candidate["params"]))
+        return {str(k): float(v) for k, v in values.items() if math.isfinite(float(v))}
+    except Exception as error:
+        log.warning("static_metrics failed for %s: %s", candidate["params"], error)
+        return {}
+
+
 class Study:
     """A named search over one space, owned by one API key.
 
@@ -186,26 +208,46 @@ class Study:
         return self
 
     @overload
-    def ask(self, count: None = None, *, client_id: str | None = None) -> Trial: ...
+    def ask(self, count: None = None, *, client_id: str | None = None,
+            static_metrics: MetricsFn | None = None) -> Trial: ...
 
     @overload
-    def ask(self, count: int, *, client_id: str | None = None) -> list[Trial]: ...
+    def ask(self, count: int, *, client_id: str | None = None,
+            static_metrics: MetricsFn | None = None) -> list[Trial]: ...
 
-    def ask(self, count: int | None = None, *,
-            client_id: str | None = None) -> Trial | list[Trial]:
+    def ask(self, count: int | None = None, *, client_id: str | None = None,
+            static_metrics: MetricsFn | None = None) -> Trial | list[Trial]:
         """Get one running trial, or a list of ``count`` trials.
 
         Each call sends a fresh ``client_id``, reused by its own retries: the server answers a
         repeated ask with the same id with the trials it already handed out, so a retried ask never
         leaks a trial. Pass a stable ``client_id`` (e.g. a host and GPU name) to get a crashed
         worker's running trials back after a restart.
+
+        For a study that declares static metrics, ``static_metrics(params) -> dict`` is called on
+        each candidate the server offers (build the model, count, score: no training) and the
+        server's pruner picks the trials from them; without it the server picks in its own order.
         """
-        trials = self._ask(1 if count is None else count, client_id or self.client._new_client_id())
+        trials = self._ask(1 if count is None else count, client_id or self.client._new_client_id(),
+                           static_metrics)
         return trials[0] if count is None else trials
 
-    def _ask(self, count: int, client_id: str) -> list[Trial]:
-        data = self.client._call("POST", f"{self._path}/ask",
-                                 json={"count": count, "client_id": client_id})
+    def _ask(self, count: int, client_id: str,
+             static_metrics: MetricsFn | None = None) -> list[Trial]:
+        body: dict[str, Any] = {"count": count, "client_id": client_id}
+        data = self.client._call("POST", f"{self._path}/ask", json=body)
+        for _ in range(3):  # a pool that expired while metrics were computed is offered anew
+            if not data.get("candidates"):
+                break
+            answers = [{"token": c["token"], "static_metrics": _metrics_of(static_metrics, c)}
+                       for c in data["candidates"]]
+            try:
+                data = self.client._call("POST", f"{self._path}/ask",
+                                         json={**body, "candidates": answers})
+            except APIError as error:
+                if error.status != 409:
+                    raise
+                data = self.client._call("POST", f"{self._path}/ask", json=body)
         trials = [Trial(self, item) for item in data["trials"]]
         for trial in trials:
             trial._start_heartbeat()
@@ -238,15 +280,17 @@ class Study:
 
     def optimize(self, fn: Callable[[Trial], float], n_trials: int, n_workers: int = 1,
                  show_progress: bool = True,
-                 catch: tuple[type[BaseException], ...] = (Exception,)) -> Trial | None:
+                 catch: tuple[type[BaseException], ...] = (Exception,),
+                 static_metrics: MetricsFn | None = None) -> Trial | None:
         """Run ``fn`` on ``n_trials`` trials with ``n_workers`` threads; return the best trial.
 
-        See :func:`dyesp_client.optimize` for how exceptions in ``fn`` are recorded.
+        See :func:`dyesp_client.optimize` for how exceptions in ``fn`` are recorded, and
+        :meth:`ask` for ``static_metrics``.
         """
         from dyesp_client._optimize import optimize
 
         return optimize(self, fn, n_trials, n_workers=n_workers, show_progress=show_progress,
-                        catch=catch)
+                        catch=catch, static_metrics=static_metrics)
 
     def __repr__(self) -> str:
         return (f"Study(id={self.id!r}, name={self.name!r}, direction={self.direction!r}, "
