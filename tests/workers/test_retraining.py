@@ -47,8 +47,6 @@ def test_without_redis_retraining_runs_beside_the_server(database_url: str) -> N
         assert report["active_version"] == 1 and report["retraining"] == "thread"
         assert report["versions"][0]["n_train"] == row.n_train
         assert report["versions"][0]["metrics"]["n_fit"] == model.n_train
-        import sys
-        assert "torch" not in sys.modules or "service.training" not in sys.modules
 
 
 def test_with_redis_an_rq_worker_trains_and_jobs_are_deduplicated(database_url: str,
@@ -95,3 +93,52 @@ def test_retraining_is_due_after_enough_new_results(n_complete: int, trained_on:
 
     settings = Settings(retrain_min_trials=10, retrain_min_new=5, retrain_growth=0.1)
     assert is_due(n_complete, trained_on, settings) is due
+
+
+def test_a_worker_killed_mid_job_leaves_no_model_and_the_job_is_retried(database_url: str,
+                                                                        monkeypatch) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from rq import Queue, SimpleWorker
+    from rq.registry import StartedJobRegistry
+
+    from workers.queue import QUEUE_NAME, connect
+
+    redis = connect(REDIS_URL)
+    try:
+        redis.ping()
+    except Exception as error:
+        service_missing("Redis", error)
+    Queue(QUEUE_NAME, connection=redis).empty()
+    app = create_app(make_settings(database_url, retrain_enabled=True, retrain_min_trials=10,
+                                   redis_url=REDIS_URL))
+    with TestClient(app) as api:
+        api.headers["Authorization"] = f"Bearer {new_key(app)}"
+        study_id = run_trials(api, 12)
+        queue = Queue(QUEUE_NAME, connection=redis)
+        deadline = time.monotonic() + 10
+        while not queue.job_ids and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job = queue.fetch_job(f"retrain-{study_id}")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker", "--burst"],
+            env=dict(os.environ, DYESP_DATABASE_URL=database_url, DYESP_REDIS_URL=REDIS_URL),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while job.get_status(refresh=True).value != "started" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert job.get_status(refresh=True).value == "started"
+        worker.send_signal(signal.SIGKILL)  # mid-job: torch is still loading or training
+        worker.wait(timeout=10)
+        assert pruner_rows(app, study_id) == []  # nothing half-written
+        # The dead worker's execution expires; RQ's registry cleanup then retries the job.
+        StartedJobRegistry(QUEUE_NAME, connection=redis).cleanup(time.time() + 3600)
+        assert job.get_status(refresh=True).value == "scheduled"  # retry with backoff
+        queue.scheduled_job_registry.remove(job)  # don't wait out the backoff in a test
+        queue.enqueue_job(job)
+        monkeypatch.setenv("DYESP_DATABASE_URL", database_url)
+        SimpleWorker([queue], connection=redis).work(burst=True)
+        assert [(r.version, r.active) for r in pruner_rows(app, study_id)] == [(1, True)]

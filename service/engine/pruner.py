@@ -1,0 +1,360 @@
+"""The pruner's numpy side: features, the exported model, inference, trust and the prune decision.
+
+A small ensemble of MLPs predicts a configuration's *goodness* (its rank among the study's results,
+in [0, 1], 1 = best) from the encoded configuration plus the study's static metrics (numbers known
+before training: parameter count, FLOPs, latency, zero-cost proxies). Training is torch and lives in
+``service.training`` (DESIGN rules 1 and 8); this module only reads the exported weights, so asks
+stay cheap and the engine imports numpy alone.
+
+The pruner earns its say: ``measure_trust`` is the rank correlation between what it predicted for
+trials before they ran and what they scored, and ``prune_mask`` discards nothing until that trust
+is clear of noise, so the engine is never worse than its strategies alone.
+
+>>> from service.engine.space import SearchSpace
+>>> from service.engine.encoding import Encoder
+>>> space = SearchSpace.from_dict({"params": [{"name": "x", "type": "float", "low": 0, "high": 1}]})
+>>> X = featurize(Encoder(space), [{"x": 0.25}, {"x": 1.0}], [{"params": 1e6}, {}], ("params",))
+>>> X.round(3).tolist()  # encoded x, signed log1p(params) (nan = missing), missing bit
+[[0.25, 13.816, 0.0], [1.0, nan, 1.0]]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.engine.encoding import Encoder
+from service.engine.history import History, Observation, TrialState
+
+FEATURE_VERSION = 1
+MODEL_FORMAT = 1
+# Standardised features are clipped here: a static metric far outside what the model was trained
+# on (a sentinel like -1e8, an infinite proxy) saturates instead of producing a wild prediction.
+FEATURE_CLIP = 5.0
+# Fewer than this many predicted-then-scored trials and a rank correlation is mostly noise.
+MIN_TRUST_SAMPLES = 6
+# Trust at or below TRUST_FLOOR: the pruner has no say; at TRUST_FULL and above: its full say.
+TRUST_FLOOR = 0.2
+TRUST_FULL = 0.6
+
+
+# --- features --------------------------------------------------------------------------------
+
+def feature_fingerprint(encoder: Encoder, metric_names: Sequence[str]) -> str:
+    """Hash of the feature layout: the encoder's layout plus the static metrics, in order."""
+    layout = json.dumps([FEATURE_VERSION, encoder.fingerprint, list(metric_names)])
+    return hashlib.sha256(layout.encode()).hexdigest()[:16]
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    """sign(x) * log(1 + |x|): monotone, so ranks survive, and heavy tails (parameter counts,
+    FLOPs, proxies spanning decades) come within a few units. Infinities stay infinite."""
+    with np.errstate(invalid="ignore"):
+        return np.sign(x) * np.log1p(np.abs(x))
+
+
+def featurize(encoder: Encoder, configs: Sequence[Mapping[str, Any]],
+              metrics: Sequence[Mapping[str, float]] | None,
+              metric_names: Sequence[str]) -> np.ndarray:
+    """Feature rows: ``encoder.encode(config)`` ++ one transformed value per static metric ++ one
+    missing bit per static metric.
+
+    Values go through ``signed_log1p``; a missing or NaN metric is written as NaN with its missing
+    bit set, and the model replaces NaN by its column's centre (``standardize``), so a candidate
+    without metrics is predicted from its configuration alone. ``metrics`` None means none known.
+    """
+    encoded = encoder.encode_many(list(configs))
+    k = len(metric_names)
+    if metrics is not None and len(metrics) != len(configs):
+        raise ValueError(f"`len(metrics) == len(configs)` must hold, got {len(metrics)} metrics "
+                         f"for {len(configs)} configs")
+    values = np.full((len(configs), k), np.nan)
+    if metrics is not None and k:
+        for i, row in enumerate(metrics):
+            if not row:
+                continue
+            for j, name in enumerate(metric_names):
+                value = row.get(name)
+                if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+                    values[i, j] = float(value)
+    missing = np.isnan(values)
+    return np.concatenate([encoded, signed_log1p(values), missing.astype(np.float64)], axis=1)
+
+
+def fit_scaling(X: np.ndarray, n_metrics: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and scale per feature column, for ``standardize``.
+
+    Encoded columns and missing bits live in [0, 1]: centre 0.5, scale 0.5. Static-metric columns
+    get a robust centre (median) and scale (1.4826 x MAD, else IQR, else std, else 1), because
+    proxies carry sentinels (-1e8, -inf) that would swamp a mean and standard deviation.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    d = X.shape[1]
+    dim = d - 2 * n_metrics
+    if dim < 0:
+        raise ValueError(f"`n_features >= 2 * n_metrics` must hold, got {d} and {n_metrics}")
+    center = np.full(d, 0.5)
+    scale = np.full(d, 0.5)
+    for j in range(dim, dim + n_metrics):
+        column = X[:, j]
+        column = column[np.isfinite(column)]
+        if column.size == 0:
+            center[j], scale[j] = 0.0, 1.0
+            continue
+        med = float(np.median(column))
+        spread = 1.4826 * float(np.median(np.abs(column - med)))
+        if spread <= 1e-12:
+            q75, q25 = np.percentile(column, [75, 25])
+            spread = float(q75 - q25) / 1.349
+        if spread <= 1e-12:
+            spread = float(np.std(column))
+        center[j], scale[j] = med, spread if spread > 1e-12 else 1.0
+    return center, scale
+
+
+def standardize(X: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(X - centre) / scale, missing (NaN) -> 0 (the column's centre), clipped to +-FEATURE_CLIP."""
+    Z = (np.asarray(X, dtype=np.float64) - center) / scale
+    Z = np.where(np.isnan(Z), 0.0, Z)
+    return np.clip(Z, -FEATURE_CLIP, FEATURE_CLIP)
+
+
+# --- the exported model ----------------------------------------------------------------------
+
+Layer = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What training sees: feature rows and their goodness in [0, 1] (1 = best, rank-based)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    fingerprint: str
+    metric_names: tuple[str, ...]
+    n_trials: int
+
+
+@dataclass(frozen=True, eq=False)
+class PrunerModel:
+    """An ensemble of MLPs exported from training, run with numpy.
+
+    Each member is a tuple of layers ``(W, b)`` with ``h = relu(h @ W + b)`` between layers and a
+    sigmoid on the last one's single output, applied to ``standardize(X, x_mean, x_std)``.
+    ``x_mean``/``x_std`` are the centre and scale of ``fit_scaling`` (robust for static metrics).
+    """
+
+    members: tuple[tuple[Layer, ...], ...]
+    x_mean: np.ndarray
+    x_std: np.ndarray
+    fingerprint: str
+    metric_names: tuple[str, ...]
+    n_train: int
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_mean.shape[0])
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        return tuple(int(W.shape[1]) for W, _ in self.members[0][:-1])
+
+    def applies_to(self, encoder: Encoder, metric_names: Sequence[str]) -> bool:
+        """Whether this model was trained for this encoder layout and these static metrics."""
+        return self.fingerprint == feature_fingerprint(encoder, metric_names)
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and spread (std over the ensemble) of the predicted goodness of each row."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"X must have shape (n, {self.n_features}), got {X.shape}")
+        Z = standardize(X, self.x_mean, self.x_std)
+        outputs = np.stack([_forward(member, Z) for member in self.members])
+        return outputs.mean(axis=0), outputs.std(axis=0)
+
+    def to_bytes(self) -> bytes:
+        """An ``.npz`` archive (no pickle), for the database."""
+        meta = {"format": MODEL_FORMAT, "fingerprint": self.fingerprint,
+                "metric_names": list(self.metric_names), "n_train": self.n_train,
+                "n_members": len(self.members), "n_layers": len(self.members[0])}
+        arrays: dict[str, np.ndarray] = {
+            "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+            "x_mean": self.x_mean, "x_std": self.x_std,
+        }
+        for m, member in enumerate(self.members):
+            for i, (W, b) in enumerate(member):
+                arrays[f"m{m}_l{i}_W"] = W
+                arrays[f"m{m}_l{i}_b"] = b
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PrunerModel:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            meta = json.loads(archive["meta"].tobytes().decode())
+            if meta.get("format") != MODEL_FORMAT:
+                raise ValueError(f"pruner model format must be {MODEL_FORMAT}, "
+                                 f"got {meta.get('format')!r}")
+            members = tuple(
+                tuple((archive[f"m{m}_l{i}_W"], archive[f"m{m}_l{i}_b"])
+                      for i in range(meta["n_layers"]))
+                for m in range(meta["n_members"]))
+            return cls(members, archive["x_mean"], archive["x_std"], meta["fingerprint"],
+                       tuple(meta["metric_names"]), int(meta["n_train"]))
+
+
+def _forward(member: tuple[Layer, ...], Z: np.ndarray) -> np.ndarray:
+    h = Z
+    for W, b in member[:-1]:
+        h = np.maximum(h @ W + b, 0.0)
+    W, b = member[-1]
+    logits = (h @ W + b)[:, 0]
+    return 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
+
+
+# --- labels ----------------------------------------------------------------------------------
+
+def rank_goodness(losses: np.ndarray) -> np.ndarray:
+    """Goodness in [0, 1] from losses (lower is better): 1 = best, 0 = worst, ties share a rank."""
+    losses = np.asarray(losses, dtype=np.float64)
+    n = losses.size
+    if n == 0:
+        return np.zeros(0)
+    if n == 1:
+        return np.full(1, 0.5)
+    return (n - _average_ranks(losses)) / (n - 1)
+
+
+def observed_goodness(history: History) -> tuple[list[Observation], np.ndarray]:
+    """Finished trials that carry a label, with their goodness: complete ones by rank of their
+    loss (direction-aware through ``history.loss``); infeasible ones 0, below every complete one.
+    Failed trials (infrastructure) say nothing about the configuration and are left out."""
+    complete = history.complete
+    goodness = rank_goodness(np.array([history.loss(t) for t in complete]))
+    by_number = {t.number: g for t, g in zip(complete, goodness, strict=True)}
+    observations, labels = [], []
+    for t in history.trials:
+        if t.number in by_number:
+            observations.append(t)
+            labels.append(by_number[t.number])
+        elif t.state is TrialState.INFEASIBLE:
+            observations.append(t)
+            labels.append(0.0)
+    return observations, np.array(labels, dtype=np.float64)
+
+
+def make_training_set(encoder: Encoder, history: History,
+                      metric_names: Sequence[str]) -> TrainingSet:
+    """Complete and infeasible trials as feature rows and goodness labels.
+
+    Pruned candidates are not labels: nobody trained them, their "value" is only our own guess.
+    """
+    metric_names = tuple(metric_names)
+    observations, y = observed_goodness(history)
+    X = featurize(encoder, [t.params for t in observations],
+                  [t.metrics for t in observations], metric_names)
+    return TrainingSet(X, y, feature_fingerprint(encoder, metric_names), metric_names,
+                       len(observations))
+
+
+# --- trust and pruning -----------------------------------------------------------------------
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); 0.0 when either side is constant."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.size != b.size:
+        raise ValueError(f"`len(a) == len(b)` must hold, got {a.size} and {b.size}")
+    if a.size < 2:
+        return 0.0
+    ra, rb = _average_ranks(a), _average_ranks(b)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denominator = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    return float(ra @ rb / denominator) if denominator > 0 else 0.0
+
+
+def measure_trust(history: History, window: int = 20) -> float | None:
+    """Spearman between the pruner's prediction for each of the last ``window`` trials that had
+    one (recorded before it ran, in ``proposal.predicted``) and how it then scored; infeasible
+    trials count as worst. None while fewer than MIN_TRUST_SAMPLES such trials exist."""
+    complete = {t.number for t in history.complete}
+    predicted, actual = [], []
+    for t in reversed(history.trials):
+        if len(predicted) >= window:
+            break
+        if t.proposal is None or t.proposal.predicted is None:
+            continue
+        if t.number in complete:
+            actual.append(-history.loss(t))
+        elif t.state is TrialState.INFEASIBLE:
+            actual.append(-math.inf)
+        else:
+            continue
+        predicted.append(float(t.proposal.predicted))
+    if len(predicted) < MIN_TRUST_SAMPLES:
+        return None
+    finite = np.array(actual)
+    floor = np.min(finite[np.isfinite(finite)]) - 1.0 if np.isfinite(finite).any() else 0.0
+    finite = np.where(np.isfinite(finite), finite, floor)
+    return spearman(np.array(predicted), finite)
+
+
+def trust_strength(trust: float | None) -> float:
+    """How much say the pruner gets, in [0, 1]: none up to TRUST_FLOOR, full from TRUST_FULL."""
+    if trust is None or not math.isfinite(trust) or trust <= TRUST_FLOOR:
+        return 0.0
+    return min(1.0, (trust - TRUST_FLOOR) / (TRUST_FULL - TRUST_FLOOR))
+
+
+def prune_mask(predicted: np.ndarray, history: History, trust: float | None, quantile: float,
+               *, std: np.ndarray | None = None, min_history: int = 10,
+               min_keep_fraction: float = 0.25) -> np.ndarray:
+    """Keep-mask over a candidate pool (True = keep).
+
+    A candidate is discarded when its predicted goodness (optimistically ``predicted + std`` when
+    the ensemble spread is given) is below the ``quantile x trust_strength(trust)`` quantile of
+    the observed goodness. Nothing is discarded while trust is None or <= TRUST_FLOOR, or while
+    fewer than ``min_history`` trials have a label; the best-predicted
+    ``ceil(min_keep_fraction x pool)`` (at least one) candidates are always kept.
+    """
+    predicted = np.asarray(predicted, dtype=np.float64).ravel()
+    n = predicted.size
+    keep = np.ones(n, dtype=bool)
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"`0 <= quantile <= 1` must hold, got {quantile}")
+    strength = trust_strength(trust)
+    if n == 0 or strength == 0.0 or quantile == 0.0:
+        return keep
+    _, observed = observed_goodness(history)
+    if observed.size < min_history:
+        return keep
+    threshold = float(np.quantile(observed, quantile * strength))
+    score = predicted if std is None else predicted + np.asarray(std, dtype=np.float64).ravel()
+    keep = ~(score < threshold)  # NaN predictions are kept
+    n_keep = max(1, math.ceil(min_keep_fraction * n))
+    if keep.sum() < n_keep:
+        order = np.argsort(-np.nan_to_num(predicted, nan=np.inf), kind="stable")
+        keep[order[:n_keep]] = True
+    return keep
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``x`` ascending, ties given their average rank."""
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    new_group = np.concatenate([[True], sorted_x[1:] != sorted_x[:-1]])
+    group = np.cumsum(new_group) - 1
+    starts = np.flatnonzero(new_group)
+    ends = np.concatenate([starts[1:], [x.size]])
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = ((starts + ends + 1) / 2.0)[group]
+    return ranks
