@@ -3,13 +3,14 @@
 Layout, param by param in space order:
 - float/int: one unit-scaled number in [0, 1] (in log space when ``log``), then for conditional
   params one "active" bit; an inactive number is set to 0.5 so it carries no information;
-- categorical: one-hot over the choices (all zeros when inactive), then the active bit if conditional.
+- categorical: one-hot over the choices (all zeros when inactive), then the active bit likewise.
 Strategies, pruner inference and worker training all use this module, and stored weights carry
 ``Encoder.fingerprint`` so a model trained for another layout is never applied.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -123,6 +124,7 @@ def unit_width(param: Param) -> float:
 
 # --- neighbourhoods for local search ---------------------------------------------------------
 
+@functools.lru_cache(maxsize=1024)
 def ordinal_positions(param: Param) -> np.ndarray | None:
     """Positions in [0, 1] of a categorical's choices when they are all numbers (a grid given as a
     list, e.g. learning rates), by rank; None for nominal choices.
@@ -135,7 +137,9 @@ def ordinal_positions(param: Param) -> np.ndarray | None:
     if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in param.choices):
         return None
     ranks = np.argsort(np.argsort([float(c) for c in param.choices]))
-    return ranks / (len(param.choices) - 1)
+    positions = ranks / (len(param.choices) - 1)
+    positions.flags.writeable = False  # cached and shared: nobody may change it
+    return positions
 
 
 def _notch(param: Param, value: Any, direction: int) -> Any:

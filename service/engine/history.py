@@ -15,7 +15,7 @@ from typing import Any, Literal
 Direction = Literal["minimize", "maximize"]
 
 
-class TrialState(str, enum.Enum):
+class TrialState(enum.StrEnum):
     WAITING = "waiting"  # enqueued by the user, not yet handed out
     RUNNING = "running"
     COMPLETE = "complete"
@@ -29,7 +29,8 @@ class TrialState(str, enum.Enum):
 
 @dataclass(frozen=True)
 class ProposalInfo:
-    """Why a configuration was proposed (DESIGN rule 11): recorded with the trial, credited later."""
+    """Why a configuration was proposed (DESIGN rule 11): recorded with the trial, credited later.
+    """
 
     strategy: str
     exploration: float

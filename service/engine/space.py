@@ -7,12 +7,13 @@ received (Optuna's distributions.py habit), because the API turns them into 422 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ MAX_PARAMS = 256
 MAX_CHOICES = 1024
 MAX_NAME_LENGTH = 128
 
-Choice = Union[str, int, float, bool]
+Choice = str | int | float | bool
 
 
 class SpaceError(ValueError):
@@ -107,13 +108,32 @@ class CategoricalParam:
 
     def index(self, value: Any) -> int:
         """Position of ``value`` among the choices; raises ValueError when absent."""
+        try:  # the hot path of every encoding: a dict lookup that makes _same_choice's cuts
+            hit = _choice_lookup(self).get(_choice_token(value))
+        except TypeError:  # unhashable: let the slow path say it is absent
+            hit = None
+        if hit is not None:
+            return hit
         for i, choice in enumerate(self.choices):
             if _same_choice(value, choice):
                 return i
         raise ValueError(value)
 
 
-Param = Union[FloatParam, IntParam, CategoricalParam]
+Param = FloatParam | IntParam | CategoricalParam
+
+
+def _choice_token(value: Any) -> tuple[bool, bool, Any]:
+    """A dict key that equals another exactly when ``_same_choice`` says the values match."""
+    return isinstance(value, bool), isinstance(value, str), value
+
+
+@functools.lru_cache(maxsize=4096)
+def _choice_lookup(param: CategoricalParam) -> dict[tuple[bool, bool, Any], int]:
+    lookup: dict[tuple[bool, bool, Any], int] = {}
+    for i, choice in enumerate(param.choices):
+        lookup.setdefault(_choice_token(choice), i)
+    return lookup
 
 
 @dataclass(frozen=True)
@@ -374,7 +394,8 @@ def _parse_condition(raw: Any, path: str) -> Condition | None:
         raise SpaceError(f"{path}.values", "must be a non-empty list")
     for i, v in enumerate(values):
         if not isinstance(v, (str, bool, int, float)):
-            raise SpaceError(f"{path}.values[{i}]", f"must be a string, number or boolean, got {v!r}")
+            raise SpaceError(f"{path}.values[{i}]",
+                             f"must be a string, number or boolean, got {v!r}")
     return Condition(parent, tuple(values))
 
 

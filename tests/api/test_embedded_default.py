@@ -31,5 +31,5 @@ def test_auth_auto_is_on_off_the_embedded_loopback_default(url: str, host: str) 
 
 
 def test_auth_off_on_a_public_address_is_refused() -> None:
-    with pytest.raises(ValueError, match="only allowed when bound to 127.0.0.1"):
+    with pytest.raises(ValueError, match=r"only allowed when bound to 127\.0\.0\.1"):
         create_app(Settings(auth="off", host="0.0.0.0"))

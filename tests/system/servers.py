@@ -37,10 +37,14 @@ class Server:
                 self.kill()
 
 
-def start_server(database_url: str, port: int | None = None, workers: int = 1) -> Server:
+def start_server(database_url: str, port: int | None = None, workers: int = 1,
+                 auth: bool = True, retrain: bool | None = None) -> Server:
+    """A uvicorn server in its own process; retraining is on only where auth is off (benchmarks)
+    unless ``retrain`` says otherwise."""
     port = port or free_port()
-    env = dict(os.environ, DYESP_DATABASE_URL=database_url, DYESP_AUTH="on",
-               DYESP_RETRAIN_ENABLED="false")
+    retrain = (not auth) if retrain is None else retrain
+    env = dict(os.environ, DYESP_DATABASE_URL=database_url, DYESP_AUTH="on" if auth else "off",
+               DYESP_RETRAIN_ENABLED="true" if retrain else "false")
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "service.asgi:app", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), "--log-level", "warning"],

@@ -1,0 +1,45 @@
+"""Optuna's TPE exactly as users get it: `TPESampler(seed=seed)`, all other arguments default.
+
+Driven through the ask/tell API. Optuna is define-by-run, so conditional params are natural: only
+the active ones are suggested (parents first), which is also how users write conditional spaces.
+Mapping: float -> suggest_float(log, step); int -> suggest_int(log, step); categorical ->
+suggest_categorical (numeric choices stay numbers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import space as sp
+
+
+class OptunaTPE:
+    def __init__(self, task: Any, seed: int) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.params = sp.parse(task.space)
+        self.study = optuna.create_study(direction=task.direction,
+                                         sampler=optuna.samplers.TPESampler(seed=seed))
+        self._pending: dict[int, Any] = {}
+
+    def ask(self) -> dict[str, Any]:
+        trial = self.study.ask()
+        config: dict[str, Any] = {}
+        for p in self.params:
+            if not sp.is_active(p, config):
+                continue
+            if p.type == "categorical":
+                config[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+            elif p.type == "int":
+                config[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log,
+                                                   step=int(p.step or 1))
+            else:
+                config[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log,
+                                                     step=p.step)
+        self._pending[id(config)] = trial
+        return config
+
+    def tell(self, params: dict[str, Any], value: float) -> None:
+        trial = self._pending.pop(id(params))
+        self.study.tell(trial, value)

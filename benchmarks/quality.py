@@ -1,0 +1,120 @@
+"""`python -m benchmarks.quality`: fill the run cache, then write the quality report.
+
+Every (task, method, seed) is one sequential run of `--budget` trials on the same deterministic
+objective; the engine runs in-process like the peers. Missing runs are computed in a process pool
+(`--jobs`, default 2), each worker single-threaded (BLAS/OpenMP/onnxruntime pinned to 1 thread) so
+timings are comparable and the shared cores are not oversubscribed. Then ALL cached runs of the
+requested tasks and methods at this budget are aggregated (see `report.py`) into quality.md,
+quality.json and plots/ under `--out`, and the table is printed.
+
+Examples:
+    python -m benchmarks.quality                                  # everything, 10 seeds
+    python -m benchmarks.quality --methods 'random,optuna-tpe' --tasks 'hpobench/*'
+    python -m benchmarks.quality --report-only                    # re-aggregate the cache
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import multiprocessing  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from benchmarks.optimizers import ENGINE, METHODS, PEERS  # noqa: E402
+from benchmarks.runner import run_and_store, run_path  # noqa: E402
+from benchmarks.tasks import task_names  # noqa: E402
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+# Cheap methods first, so a partial cache is useful early; SMAC (~0.5 s per ask) last.
+COST_ORDER = {"random": 0, "optuna-tpe": 1, "flaml-cfo": 1, "flaml-blendsearch": 1,
+              "hyperopt-tpe": 2, "smac-hpo": 9}
+
+
+def method_names(spec: str | None) -> list[str]:
+    if not spec or spec == "all":
+        return [*PEERS, *ENGINE]
+    if spec == "peers":
+        return list(PEERS)
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+    return names
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", help="comma list of task names or globs (default: dev suite)")
+    ap.add_argument("--methods", help="comma list, 'peers' or 'all' (default: all)")
+    ap.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
+    ap.add_argument("--budget", type=int, default=200, help="trials per run (default 200)")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
+    ap.add_argument("--force", action="store_true", help="recompute cached runs")
+    ap.add_argument("--report-only", action="store_true", help="only aggregate the cache")
+    ap.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    return ap.parse_args(argv)
+
+
+def fill_cache(tasks: list[str], methods: list[str], seeds: int, budget: int, jobs: int,
+               out: Path, force: bool) -> list[str]:
+    """Compute the missing runs; returns one line per failed run (they are not cached)."""
+    todo = [(t, m, s) for m in methods for t in tasks for s in range(seeds)
+            if force or not run_path(out, t, m, s, budget).exists()]
+    todo.sort(key=lambda x: (COST_ORDER.get(x[1], 5), x[1], x[0], x[2]))
+    failures: list[str] = []
+    if not todo:
+        return failures
+    print(f"{len(todo)} runs to compute with {jobs} worker(s)", flush=True)
+    t_start = time.time()
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked thread pools
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
+        futures = {pool.submit(run_and_store, str(out), t, m, s, budget): (t, m, s)
+                   for t, m, s in todo}
+        for done, fut in enumerate(as_completed(futures), 1):
+            t, m, s = futures[fut]
+            try:
+                _, wall = fut.result()
+                print(f"[{done}/{len(todo)} {time.time() - t_start:7.0f}s] {t} {m} seed {s}: "
+                      f"{wall:.1f}s", flush=True)
+            except Exception as exc:  # a peer failing must not stop the others
+                line = f"{t} {m} seed {s}: {type(exc).__name__}: {exc}"
+                failures.append(line)
+                print(f"[{done}/{len(todo)}] FAILED {line}", flush=True)
+                if os.environ.get("BENCH_DEBUG"):
+                    traceback.print_exception(exc)
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        tasks = task_names(args.tasks)
+    except KeyError as exc:
+        raise SystemExit(str(exc)) from None
+    methods = method_names(args.methods)
+    failures: list[str] = []
+    if not args.report_only:
+        failures = fill_cache(tasks, methods, args.seeds, args.budget, args.jobs, args.out,
+                              args.force)
+    from benchmarks.report import build_report
+
+    table = build_report(args.out, tasks, methods, args.budget, plots=not args.no_plots,
+                         failures=failures)
+    print(table)
+    if failures:
+        print(f"\n{len(failures)} run(s) failed:", *failures[:20], sep="\n  ", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

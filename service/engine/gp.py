@@ -1,0 +1,227 @@
+"""A small Gaussian-process regressor in numpy: the engine's own model for ranking candidates.
+
+Until the pruner has earned trust (or when a study has none), the surrogate strategy still needs a
+model that learns from a dozen trials. A GP with a Matern-5/2 kernel and one lengthscale per input
+(automatic relevance: a few params usually matter) is the classic answer for that regime. Inputs
+are the Encoder's vectors with ordinal choices collapsed to their position, so "the next learning
+rate up" is near; targets are normal scores of the losses' ranks, so diverged runs with losses a
+million times the optimum don't flatten everything else. Hyperparameters are fitted by a fixed
+number of Adam steps on the log marginal likelihood with weak priors, from a fixed start: the fit
+is deterministic and its cost bounded (``FIT_POINTS`` x ``FIT_STEPS``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.engine.encoding import Encoder, ordinal_positions
+from service.engine.space import CategoricalParam
+
+FIT_POINTS = 80  # hyperparameters are fitted on at most this many trials (best half + spread)
+MAX_POINTS = 300  # the posterior conditions on at most this many: bounded cost at 10,000 trials
+FIT_STEPS = 40  # Adam steps on the marginal likelihood; enough from a sensible start
+LEARNING_RATE = 0.1
+LENGTHSCALE_PRIOR = (math.log(0.5), 1.0)  # log-normal: half the unit range, give or take e
+NOISE_PRIOR = (math.log(1e-2), 2.0)  # mostly deterministic objectives, but real ones are noisy
+_SQRT5 = math.sqrt(5.0)
+
+
+class Features:
+    """Encoder vectors with each ordinal categorical's one-hot block replaced by its position."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        keep: list[int] = []
+        self.ordinal: list[tuple[slice, np.ndarray]] = []
+        for param in encoder.space.params:
+            where = encoder.slices[param.name]
+            positions = ordinal_positions(param) if isinstance(param, CategoricalParam) else None
+            if positions is None:
+                keep.extend(range(where.start, where.stop))
+            else:
+                self.ordinal.append((where, positions))
+            if param.name in encoder.active_bit:
+                keep.append(encoder.active_bit[param.name])
+        self.keep = np.array(sorted(keep), dtype=int)
+        self.dim = len(self.keep) + len(self.ordinal)
+        # One lengthscale per param: its one-hot columns and its active bit share it.
+        owner = np.zeros(encoder.dim, dtype=int)
+        for i, param in enumerate(encoder.space.params):
+            owner[encoder.slices[param.name]] = i
+            if param.name in encoder.active_bit:
+                owner[encoder.active_bit[param.name]] = i
+        by_param = np.concatenate([owner[self.keep], [
+            i for i, p in enumerate(encoder.space.params)
+            if isinstance(p, CategoricalParam) and ordinal_positions(p) is not None]]).astype(int)
+        _, self.groups = np.unique(by_param, return_inverse=True)
+
+    def __call__(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        X = self.encoder.encode_many(list(configs))
+        parts = [X[:, self.keep]]
+        for where, positions in self.ordinal:
+            block = X[:, where]
+            # An inactive ordinal (all zeros) sits mid-range, as the encoder does for numbers.
+            parts.append(np.where(block.any(axis=1), block @ positions, 0.5)[:, None])
+        return np.hstack(parts)
+
+
+def normal_scores(losses: np.ndarray) -> np.ndarray:
+    """Ranks mapped through the standard normal quantile (ties share a rank); lower = better."""
+    n = len(losses)
+    order = np.argsort(losses, kind="stable")
+    ranks = np.empty(n)
+    ranks[order] = np.arange(n)
+    sorted_losses = losses[order]
+    for value in np.unique(sorted_losses[np.r_[False, sorted_losses[1:] == sorted_losses[:-1]]]):
+        tied = losses == value
+        ranks[tied] = ranks[tied].mean()
+    return _norm_ppf((ranks + 0.5) / n)
+
+
+def _norm_ppf(p: np.ndarray) -> np.ndarray:
+    # Acklam's rational approximation (relative error < 1.2e-9): numpy has no erfinv.
+    a = (-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.383577518672690e2,
+         -3.066479806614716e1, 2.506628277459239e0)
+    b = (-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1,
+         -1.328068155288572e1)
+    c = (-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838e0, -2.549732539343734e0,
+         4.374664141464968e0, 2.938163982698783e0)
+    d = (7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996e0, 3.754408661907416e0)
+    p = np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
+    out = np.empty_like(p)
+    low, high = p < 0.02425, p > 1 - 0.02425
+    mid = ~(low | high)
+    q = p[mid] - 0.5
+    r = q * q
+    out[mid] = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (
+        ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    for mask, sign in ((low, 1.0), (high, -1.0)):
+        q = np.sqrt(-2 * np.log(np.where(sign > 0, p[mask], 1 - p[mask])))
+        out[mask] = sign * (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / (
+            (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    return out
+
+
+def _matern(X: np.ndarray, Z: np.ndarray, lengthscales: np.ndarray) -> tuple[np.ndarray, ...]:
+    A, B = X / lengthscales, Z / lengthscales
+    sq = np.maximum((A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2 * A @ B.T, 0.0)
+    r = np.sqrt(sq)
+    decay = np.exp(-_SQRT5 * r)
+    return (1 + _SQRT5 * r + 5.0 / 3.0 * sq) * decay, (1 + _SQRT5 * r) * decay
+
+
+@dataclass(frozen=True)
+class GP:
+    """A fitted GP on normal-scored losses: ``predict`` gives mean and std of the score."""
+
+    X: np.ndarray
+    alpha: np.ndarray
+    chol: np.ndarray
+    lengthscales: np.ndarray
+    signal: float
+
+    def predict(self, Xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        Ks = self.signal * _matern(Xs, self.X, self.lengthscales)[0]
+        mean = Ks @ self.alpha
+        v = np.linalg.solve(self.chol, Ks.T)
+        var = np.maximum(self.signal - (v * v).sum(0), 1e-12)
+        return mean, np.sqrt(var)
+
+
+def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> GP:
+    """Fit hyperparameters on a bounded subset, then condition on up to ``MAX_POINTS`` rows.
+
+    ``y`` is on the normal-score scale (``normal_scores`` of the losses; lower is better).
+    ``groups[j]`` names the lengthscale column j uses: a categorical's one-hot columns share
+    one, so relevance is learnt per param, not per choice (far fewer hyperparameters).
+    """
+    y = np.asarray(y, dtype=float)
+    groups = np.arange(X.shape[1]) if groups is None else np.asarray(groups, dtype=int)
+    fit_rows = subset(y, FIT_POINTS)
+    theta = _fit_hyper(X[fit_rows], y[fit_rows], groups)
+    rows = subset(y, MAX_POINTS)
+    lengthscales = np.exp(theta[:-2])[groups]
+    signal, noise = math.exp(theta[-2]), math.exp(theta[-1])
+    K = signal * _matern(X[rows], X[rows], lengthscales)[0] + (noise + 1e-6) * np.eye(len(rows))
+    chol = np.linalg.cholesky(K)
+    alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y[rows]))
+    return GP(X[rows], alpha, chol, lengthscales, signal)
+
+
+def subset(y: np.ndarray, limit: int) -> np.ndarray:
+    """All rows, or the best half of ``limit`` plus an even spread of the rest (deterministic)."""
+    n = len(y)
+    if n <= limit:
+        return np.arange(n)
+    order = np.argsort(y, kind="stable")
+    best = order[: limit // 2]
+    rest = order[limit // 2:]
+    spread = rest[np.linspace(0, len(rest) - 1, limit - len(best)).round().astype(int)]
+    return np.sort(np.concatenate([best, spread]))
+
+
+def _fit_hyper(X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """MAP hyperparameters [log lengthscale per group..., log signal, log noise] by Adam."""
+    d = int(groups.max()) + 1 if len(groups) else 0
+    theta = np.concatenate([np.full(d, LENGTHSCALE_PRIOR[0]), [0.0, NOISE_PRIOR[0]]])
+    m, v = np.zeros_like(theta), np.zeros_like(theta)
+    X2 = X * X
+    for step in range(1, FIT_STEPS + 1):
+        grad = _gradient(theta, X, X2, y, groups)
+        m = 0.9 * m + 0.1 * grad
+        v = 0.999 * v + 0.001 * grad * grad
+        theta += LEARNING_RATE * (m / (1 - 0.9 ** step)) / (np.sqrt(v / (1 - 0.999 ** step)) + 1e-8)
+        theta[:-2] = np.clip(theta[:-2], math.log(0.02), math.log(20.0))
+        theta[-2] = min(max(theta[-2], math.log(0.05)), math.log(20.0))
+        theta[-1] = min(max(theta[-1], math.log(1e-6)), math.log(1.0))
+    return theta
+
+
+def _gradient(theta: np.ndarray, X: np.ndarray, X2: np.ndarray, y: np.ndarray,
+              groups: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of the log marginal likelihood plus log priors (ascent direction)."""
+    n = len(y)
+    if groups is None:
+        groups = np.arange(X.shape[1])
+    n_groups = len(theta) - 2
+    lengthscales = np.exp(theta[:-2])[groups]
+    signal, noise = math.exp(theta[-2]), math.exp(theta[-1])
+    k, shape = _matern(X, X, lengthscales)
+    K = signal * k + (noise + 1e-6) * np.eye(n)
+    try:
+        np.linalg.cholesky(K)  # positive definite, or no step
+        K_inv = np.linalg.inv(K)
+    except np.linalg.LinAlgError:
+        return np.zeros_like(theta)
+    alpha = K_inv @ y
+    W = np.outer(alpha, alpha) - K_inv
+    G = W * shape * (signal * 5.0 / 3.0)
+    row = G.sum(1)
+    pairwise = 2 * (row @ X2) - 2 * (X * (G @ X)).sum(0)  # sum_ij G_ij (x_i - x_j)^2 per dim
+    grad_l = np.bincount(groups, weights=0.5 * pairwise / lengthscales ** 2, minlength=n_groups)
+    grad_l -= (theta[:-2] - LENGTHSCALE_PRIOR[0]) / LENGTHSCALE_PRIOR[1] ** 2
+    grad_s = 0.5 * float((W * (signal * k)).sum()) - theta[-2]
+    grad_n = 0.5 * float(np.trace(W)) * noise - (theta[-1] - NOISE_PRIOR[0]) / NOISE_PRIOR[1] ** 2
+    return np.concatenate([grad_l, [grad_s, grad_n]])
+
+
+def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
+    """EI below ``best`` for a minimised score (the GP models normal-scored losses)."""
+    z = (best - mean) / std
+    pdf = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * (1 + _erf(z / math.sqrt(2)))
+    return (best - mean) * cdf + std * pdf
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    sign = np.sign(x)
+    x = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
+                                                                         + t * 1.061405429))))
+    return sign * (1.0 - poly * np.exp(-x * x))

@@ -1,0 +1,140 @@
+"""An in-process ask/tell loop over ``engine.propose``, for benchmarks, scripts and notebooks.
+
+It holds the history as value objects and the current pruner, exactly what the service keeps in
+its database, so what a benchmark measures is what the service does. Retraining is delegated to an
+injected ``trainer(training_set, previous_model) -> PrunerModel`` (the torch one lives in
+``service.training``; the engine never imports torch).
+
+>>> opt = Optimizer({"params": [{"name": "x", "type": "float", "low": -2, "high": 2}]}, seed=0)
+>>> for _ in range(20):
+...     s = opt.ask()
+...     opt.tell(s, (s.params["x"] - 1.0) ** 2)
+>>> abs(opt.best().params["x"] - 1.0) < 0.5
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from service.engine.engine import MetricsFn, encoder_for, propose
+from service.engine.history import (
+    Direction,
+    History,
+    Observation,
+    ProposalInfo,
+    PrunedCandidate,
+    TrialState,
+)
+from service.engine.options import EngineOptions
+from service.engine.space import SearchSpace
+
+if TYPE_CHECKING:
+    from service.engine.pruner import PrunerModel, TrainingSet
+
+Trainer = Callable[["TrainingSet", "PrunerModel | None"], "PrunerModel | None"]
+MIN_TRAINING_TRIALS = 10  # fewer labelled trials than this teach a model nothing worth trusting
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A configuration to evaluate; pass it back to ``Optimizer.tell``."""
+
+    number: int
+    params: dict[str, Any]
+    proposal: ProposalInfo
+
+
+class Optimizer:
+    """Ask for configurations, tell their results; the engine does the rest."""
+
+    def __init__(self, space: SearchSpace | Mapping[str, Any], direction: Direction = "minimize",
+                 seed: int = 0, trainer: Trainer | None = None,
+                 options: EngineOptions | dict[str, Any] | None = None,
+                 metrics_fn: MetricsFn | None = None,
+                 metric_names: Sequence[str] = ()) -> None:
+        if direction not in ("minimize", "maximize"):
+            raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
+        self.space = space if isinstance(space, SearchSpace) else SearchSpace.from_dict(space)
+        self.direction: Direction = direction
+        self.seed = seed
+        self.trainer = trainer
+        self.options = EngineOptions.coerce(options)
+        self.metrics_fn = metrics_fn
+        self.metric_names = tuple(metric_names)
+        self.model: PrunerModel | None = None
+        self._trials: list[Observation] = []
+        self._pruned: list[PrunedCandidate] = []
+        self._trained_at = 0  # labelled trials at the last training
+        self.n_trainings = 0
+
+    @property
+    def history(self) -> History:
+        return History(self.direction, tuple(self._trials), tuple(self._pruned))
+
+    def ask(self) -> Suggestion:
+        return self.ask_many(1)[0]
+
+    def ask_many(self, n: int) -> list[Suggestion]:
+        """``n`` configurations at once, distinct and spread out (as for ``n`` parallel workers)."""
+        decision = propose(self.space, self.history, n, seed=self.seed, pruner=self.model,
+                           options=self.options,
+                           metrics_fn=self.metrics_fn if self.metric_names else None)
+        self._pruned.extend(decision.pruned)
+        configs = [p.params for p in decision.proposals]
+        metrics = self._metrics(configs)
+        out = []
+        for proposal, values in zip(decision.proposals, metrics, strict=True):
+            number = len(self._trials)
+            self._trials.append(Observation(number, proposal.params, TrialState.RUNNING,
+                                            metrics=values, proposal=proposal.info))
+            out.append(Suggestion(number, dict(proposal.params), proposal.info))
+        return out
+
+    def tell(self, suggestion: Suggestion | int, value: float | None = None, *,
+             state: TrialState | str | None = None) -> None:
+        """Record a result. ``value=None`` needs ``state`` "failed" (retry elsewhere is fine) or
+        "infeasible" (the configuration cannot work: the engine avoids its region)."""
+        number = suggestion if isinstance(suggestion, int) else suggestion.number
+        if not 0 <= number < len(self._trials):
+            raise ValueError(f"unknown trial number {number}; asked {len(self._trials)} so far")
+        if state is None:
+            state = TrialState.COMPLETE if value is not None else TrialState.FAILED
+        state = TrialState(state)
+        if state is TrialState.COMPLETE and (value is None or not math.isfinite(value)):
+            raise ValueError(f"a complete trial needs a finite value, got {value!r}")
+        old = self._trials[number]
+        if old.state.finished:
+            raise ValueError(f"trial {number} is already {old.state.value}")
+        self._trials[number] = dataclasses.replace(
+            old, state=state, value=None if value is None else float(value))
+        self._maybe_retrain()
+
+    def best(self) -> Observation | None:
+        return self.history.best()
+
+    def _metrics(self, configs: list[dict[str, Any]]) -> list[dict[str, float]]:
+        if not self.metric_names or self.metrics_fn is None:
+            return [{} for _ in configs]
+        return [dict(m) for m in self.metrics_fn(configs)]
+
+    def _maybe_retrain(self) -> None:
+        if self.trainer is None or not self.options.pruner:
+            return
+        labelled = sum(t.state in (TrialState.COMPLETE, TrialState.INFEASIBLE)
+                       for t in self._trials)
+        due = max(self.options.retrain_min,
+                  math.ceil(self.options.retrain_growth * self._trained_at))
+        if labelled < MIN_TRAINING_TRIALS or labelled - self._trained_at < due:
+            return
+        from service.engine.pruner import make_training_set
+
+        training_set = make_training_set(encoder_for(self.space), self.history,
+                                         self.metric_names)
+        self.model = self.trainer(training_set, self.model)
+        self._trained_at = labelled
+        self.n_trainings += 1

@@ -1,0 +1,53 @@
+"""The numbers that matter to the engine, in one settings object, each with its reason (rule 12)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Ablation switches and tuning constants of ``engine.propose``; defaults generalise.
+
+    >>> EngineOptions.coerce({"scheduler": False}).scheduler
+    False
+    """
+
+    # Ablations: False = a fixed default strategy mix with no adaptation / never consult a pruner.
+    scheduler: bool = True
+    pruner: bool = True
+    # Quasi-random points before any model: None = from the space's shape (params + 1, 4..10):
+    # enough to see every param move once, few enough that models start early.
+    n_initial: int | None = None
+    # Candidates a ranking strategy draws and ranks at exploration 0.5; doubles at full
+    # exploitation and halves at full exploration (Optuna draws 24; more ranks greedier).
+    pool_size: int = 64
+    # The pruner must predict new trials with at least this Spearman correlation before it may
+    # prune anything: below it, its predictions are barely better than coin flips.
+    trust_min: float = 0.2
+    # At full trust the pruner may discard candidates predicted below this quantile of the
+    # observed results; never more, so a confidently wrong model cannot starve the search.
+    prune_quantile_max: float = 0.5
+    # Candidates per proposal put through the pruner when it prunes (the strategy's best first).
+    prune_candidates: int = 4
+    # Retrain the pruner when results grew by this share since the last training, or by
+    # retrain_min trials, whichever is larger: cheap early, bounded work late.
+    retrain_growth: float = 0.1
+    retrain_min: int = 5
+    # Trials (most recent) over which strategies are credited: long enough to average out luck,
+    # short enough to follow a study as it moves from exploring to refining.
+    credit_window: int = 60
+
+    @classmethod
+    def coerce(cls, value: EngineOptions | dict[str, Any] | None) -> EngineOptions:
+        """Accept options as an object, a dict of overrides (benchmarks, API) or None."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        known = {f.name for f in fields(cls)}
+        unknown = set(value) - known
+        if unknown:
+            raise ValueError(f"unknown engine options {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**value)

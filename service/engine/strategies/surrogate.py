@@ -1,0 +1,137 @@
+"""Surrogate-guided proposals: generate a large, varied candidate pool and rank it with a model.
+
+The pool mixes three generators so the ranking can choose between them: draws from the Parzen
+"good" density (global structure), random-direction neighbours of the top trials at several step
+sizes (exploitation of incumbents; on small grids this is where the next best usually is), and a
+Latin hypercube (a chance for the model to point somewhere new), plus the incumbent's whole
+one-notch neighbourhood on grids. The pool is ranked by the engine's own GP (expected improvement,
+``service.engine.gp``), which learns from a handful of trials; once the pruner has earned trust its
+optimistic score (mean + beta * std, beta growing with the exploration degree) is averaged in by
+rank. Before the GP has ``GP_MIN_TRIALS`` results, the Parzen density ratio ranks. One refinement
+round of small steps around the best-ranked candidates follows, ranked alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from service.engine import gp
+from service.engine.encoding import Encoder, neighbour, notch_neighbours
+from service.engine.gp import Features
+from service.engine.history import History
+from service.engine.space import SearchSpace, config_key
+from service.engine.strategies.base import (
+    Config,
+    Context,
+    Strategy,
+    fill_random,
+    ranked_complete,
+    take_unseen,
+)
+from service.engine.strategies.parzen import DensityRatio
+from service.engine.strategies.random import latin_hypercube
+
+POOL_FACTOR = 4  # the surrogate ranks POOL_FACTOR x the scheduler's pool: ranking is cheap
+TOP_K = 5  # incumbents whose neighbourhoods enter the pool
+STEPS = (0.05, 0.12, 0.25)  # per-param unit steps for those neighbours: a notch to a stride
+BETA_MAX = 2.0  # optimism at full exploration; 0 at full exploitation
+GP_MIN_TRIALS = 5  # below this a GP is its prior: rank by the Parzen ratio instead
+MAX_NOTCH = 128  # one-notch neighbours of the incumbent added to the pool, at most
+REFINE_TOP = 8  # candidates refined by small steps after the first ranking
+REFINE_STEP = 0.04  # per-param unit step of that refinement: about a notch on a 25-value grid
+MAX_EXTRA = 50  # recent running / infeasible trials the GP conditions on, each
+
+
+def gp_ranker(encoder: Encoder, history: History) -> Callable[[list[Config]], np.ndarray]:
+    """Expected improvement under the engine's GP. Running trials enter at the median score (a
+    constant liar: concurrent asks spread out) and infeasible ones a full unit below the worst
+    result, without tying with it, so the model steers away from their region."""
+    done = history.complete
+    all_scores = gp.normal_scores(np.array([history.loss(t) for t in done], dtype=float))
+    keep = gp.subset(all_scores, gp.MAX_POINTS - 2 * MAX_EXTRA)  # encode only what is used
+    scores = [float(all_scores[i]) for i in keep]
+    rows = [done[i].params for i in keep]
+    running, infeasible = history.running[-MAX_EXTRA:], history.infeasible[-MAX_EXTRA:]
+    rows += [t.params for t in running] + [t.params for t in infeasible]
+    scores += [0.0] * len(running) + [max(scores) + 1.0] * len(infeasible)
+    features = Features(encoder)
+    model = gp.fit(features(rows), np.array(scores), features.groups)
+    best = float(min(scores))
+
+    def rank(configs: list[Config]) -> np.ndarray:
+        mean, std = model.predict(features(configs))
+        return gp.expected_improvement(mean, std, best)
+
+    return rank
+
+
+class SurrogateStrategy(Strategy):
+    """Rank a big mixed pool by the pruner's scorer, or by the Parzen ratio without one."""
+
+    name = "surrogate"
+
+    def propose(self, space: SearchSpace, history: History, n: int, rng: np.random.Generator,
+                context: Context) -> list[Config]:
+        size = max(POOL_FACTOR * context.pool_size, 4 * n)
+        ratio = DensityRatio(space, history, context.exploration)
+        pool = ratio.sample(size // 2, rng)
+        top = ranked_complete(history)[:TOP_K]
+        if top:
+            per = max(1, (size // 3) // (len(top) * len(STEPS)))
+            for trial in top:
+                scale = math.sqrt(len(trial.params))
+                for step in STEPS:
+                    pool += [neighbour(context.encoder, trial.params, step * scale, rng)
+                             for _ in range(per)]
+            # The incumbent's whole one-notch neighbourhood, when finite: on a grid the next best
+            # configuration is most often right there, and the model should see all of it.
+            pool += (notch_neighbours(space, top[0].params) or [])[:MAX_NOTCH]
+        pool += latin_hypercube(space, max(size // 6, 1), rng)
+        fresh = take_unseen(pool, context.seen, len(pool))
+        if not fresh:
+            return fill_random(space, [], n, rng, context.seen)
+        rank = self._ranker(space, history, context, ratio)
+        scores = rank(fresh)
+        # One refinement round: small steps around the best-ranked candidates, ranked alike,
+        # so a continuous optimum is approached closer than a random pool reaches.
+        best = [fresh[i] for i in np.argsort(-scores, kind="stable")[:REFINE_TOP]]
+        per = max(1, size // (4 * REFINE_TOP))
+        refined = [neighbour(context.encoder, c, REFINE_STEP * math.sqrt(len(c)), rng)
+                   for c in best for _ in range(per)]
+        taken = set(context.seen) | {config_key(c) for c in fresh}
+        refined = take_unseen(refined, frozenset(taken), len(refined))
+        if refined:
+            fresh += refined
+            scores = np.concatenate([scores, rank(refined)])
+        order = np.argsort(-scores, kind="stable")
+        return fill_random(space, [fresh[i] for i in order[:n]], n, rng, context.seen)
+
+    @staticmethod
+    def _ranker(space: SearchSpace, history: History, context: Context,
+                ratio: DensityRatio) -> Callable[[list[Config]], np.ndarray]:
+        """The GP's EI and the pruner's optimistic score, averaged by rank when both exist (the
+        engine passes a scorer only once the pruner has earned trust); Parzen before either."""
+        scorer = context.scorer
+        model = (gp_ranker(context.encoder, history)
+                 if len(history.complete) >= GP_MIN_TRIALS else None)
+        if scorer is None:
+            return model if model is not None else ratio.score
+        beta = BETA_MAX * context.exploration
+
+        def optimistic(configs: list[Config]) -> np.ndarray:
+            mean, std = scorer(configs)
+            score = np.asarray(mean, dtype=float) + beta * np.asarray(std, dtype=float)
+            if model is None:
+                return score
+            return _ranks(score) + _ranks(model(configs))
+
+        return optimistic
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks scaled to [0, 1] (higher = better), so two scores on different scales can be mixed."""
+    order = np.argsort(np.argsort(x, kind="stable"), kind="stable")
+    return order / max(len(x) - 1, 1)

@@ -1,0 +1,80 @@
+"""The engine's own models: the GP behind the surrogate, and the local search's replayed state."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.engine import gp
+from service.engine.history import History, Observation, ProposalInfo, TrialState
+from service.engine.strategies import local
+from tests.engine.conftest import SPACES
+
+
+def test_gp_gradient_matches_finite_differences() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.random((20, 3))
+    y = gp.normal_scores(np.sin(4 * X[:, 0]) + X[:, 1])
+    theta = np.array([-0.5, 0.2, 0.1, 0.3, -4.0])
+
+    def objective(th: np.ndarray) -> float:
+        lengthscales, signal, noise = np.exp(th[:-2]), np.exp(th[-2]), np.exp(th[-1])
+        K = signal * gp._matern(X, X, lengthscales)[0] + (noise + 1e-6) * np.eye(20)
+        chol = np.linalg.cholesky(K)
+        value = -0.5 * y @ np.linalg.solve(K, y) - np.log(np.diag(chol)).sum()
+        mu, sd = gp.LENGTHSCALE_PRIOR
+        value -= 0.5 * (((th[:-2] - mu) / sd) ** 2).sum() + 0.5 * th[-2] ** 2
+        mu, sd = gp.NOISE_PRIOR
+        return float(value - 0.5 * ((th[-1] - mu) / sd) ** 2)
+
+    numeric = [(objective(theta + e) - objective(theta - e)) / 2e-6 for e in np.eye(5) * 1e-6]
+    np.testing.assert_allclose(gp._gradient(theta, X, X * X, y), numeric, rtol=1e-4, atol=1e-4)
+
+
+def test_gp_learns_which_input_matters_and_ranks_held_out_points() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.random((40, 4))
+    loss = (X[:, 0] - 0.3) ** 2
+    model = gp.fit(X, gp.normal_scores(loss))
+    assert model.lengthscales[0] < model.lengthscales[1:].min()
+    test = rng.random((200, 4))
+    mean, std = model.predict(test)
+    truth = (test[:, 0] - 0.3) ** 2
+    rank_corr = np.corrcoef(np.argsort(np.argsort(mean)), np.argsort(np.argsort(truth)))[0, 1]
+    assert rank_corr > 0.9
+    assert model.predict(X[:1])[1][0] < std.mean()  # surer at a training point
+
+
+def test_normal_scores_are_monotone_and_share_ties() -> None:
+    scores = gp.normal_scores(np.array([3.0, 1.0, 2.0, 2.0, 1e9]))
+    assert scores[1] < scores[2] == scores[3] < scores[0] < scores[4]
+    assert scores[4] < 1.5  # a diverged run is just "the worst", not a million times worse
+
+
+def local_history(outcomes: list[bool]) -> History:
+    """A best-so-far trial, then local trials that improved (True) or not (False)."""
+    space = SPACES["float_only"]
+    trials = [Observation(0, {"x": 0.5, "y": 1.0}, TrialState.COMPLETE, 100.0,
+                          proposal=ProposalInfo("initial", 1.0))]
+    best = 100.0
+    for i, improved in enumerate(outcomes, start=1):
+        best = best - 1 if improved else best
+        value = best if improved else 1000.0
+        params = space.sample(np.random.default_rng(i))
+        trials.append(Observation(i, params, TrialState.COMPLETE, value,
+                                  proposal=ProposalInfo("local", 0.5)))
+    return History("minimize", tuple(trials))
+
+
+def test_local_step_grows_on_success_and_shrinks_on_stall() -> None:
+    space = SPACES["float_only"]
+    start = local.replay(space, local_history([])).step
+    assert local.replay(space, local_history([True, True])).step > start
+    stalled = local.replay(space, local_history([False] * local.patience(space)))
+    assert stalled.step < start
+
+
+def test_local_search_restarts_when_the_step_collapses() -> None:
+    space = SPACES["float_only"]
+    state = local.replay(space, local_history([False] * (local.patience(space) * 12)))
+    assert state.restarts >= 1 and state.converged
+    assert state.step >= local.STEP_MIN

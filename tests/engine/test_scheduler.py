@@ -1,0 +1,88 @@
+"""The meta-scheduler reacts to the signals it measures, and only to them."""
+
+from __future__ import annotations
+
+from service.engine import scheduler
+from service.engine.history import History, Observation, ProposalInfo, TrialState
+from service.engine.options import EngineOptions
+from tests.engine.conftest import SPACES
+
+SPACE = SPACES["mixed_conditional"]
+
+
+def history_of(values: list[float], strategies: list[str]) -> History:
+    trials = tuple(
+        Observation(i, {"x": 0.0, "n": 1, "kind": "c"}, TrialState.COMPLETE, v,
+                    proposal=ProposalInfo(s, 0.5))
+        for i, (v, s) in enumerate(zip(values, strategies, strict=True)))
+    return History("minimize", trials)
+
+
+def alternating(winner: str, loser: str, n: int = 40) -> History:
+    """``winner``'s trials keep setting new bests; ``loser``'s are all poor."""
+    values, names, best = [], [], 100.0
+    for i in range(n):
+        if i % 2 == 0:
+            best -= 1.0
+            values.append(best)
+            names.append(winner)
+        else:
+            values.append(200.0)
+            names.append(loser)
+    return history_of(values, names)
+
+
+def test_credit_shifts_the_mix_toward_the_strategy_that_keeps_improving() -> None:
+    local_wins = scheduler.plan(SPACE, alternating("local", "parzen"), None, 0.0)
+    parzen_wins = scheduler.plan(SPACE, alternating("parzen", "local"), None, 0.0)
+    assert local_wins.weights["local"] > parzen_wins.weights["local"]
+    assert parzen_wins.weights["parzen"] > local_wins.weights["parzen"]
+    assert local_wins.weights["local"] > local_wins.weights["parzen"]
+
+
+def test_exploration_rises_on_a_stall() -> None:
+    improving = history_of([100.0 - i for i in range(60)], ["parzen"] * 60)
+    stalled = history_of([100.0 - i for i in range(10)] + [200.0] * 50, ["parzen"] * 60)
+    assert (scheduler.plan(SPACE, stalled, None, 0.0).exploration
+            > scheduler.plan(SPACE, improving, None, 0.0).exploration + 0.2)
+
+
+def test_more_exploitation_means_a_wider_candidate_pool() -> None:
+    improving = history_of([100.0 - i for i in range(60)], ["parzen"] * 60)
+    stalled = history_of([100.0 - i for i in range(10)] + [200.0] * 50, ["parzen"] * 60)
+    assert scheduler.plan(SPACE, improving, None, 0.0).pool_size > scheduler.plan(
+        SPACE, stalled, None, 0.0).pool_size
+
+
+def test_without_the_scheduler_the_mix_is_fixed() -> None:
+    options = EngineOptions(scheduler=False)
+    a = scheduler.plan(SPACE, alternating("local", "parzen"), None, 0.0, options)
+    b = scheduler.plan(SPACE, alternating("parzen", "local"), None, 0.0, options)
+    assert a.weights == b.weights and a.exploration == b.exploration == 0.5
+
+
+def test_starting_point_follows_the_space_shape() -> None:
+    categorical = scheduler.shape_exploration(SPACES["categorical_only"])
+    continuous = scheduler.shape_exploration(SPACES["float_only"])
+    assert categorical > continuous
+    assert scheduler.initial_design_size(SPACES["tiny"], EngineOptions()) <= 1
+
+
+def test_pruning_needs_trust() -> None:
+    history = alternating("local", "parzen")
+    assert scheduler.plan(SPACE, history, None, 0.0).prune_quantile == 0.0
+    assert scheduler.plan(SPACE, history, 0.1, 0.0).prune_quantile == 0.0
+    trusted = scheduler.plan(SPACE, history, 0.8, 0.0)
+    assert trusted.prune_quantile > 0.0
+    assert scheduler.plan(SPACE, history, 0.8, 0.9).prune_quantile < trusted.prune_quantile
+    assert scheduler.plan(SPACE, history, 0.8, 0.0, EngineOptions(pruner=False)
+                          ).prune_quantile == 0.0
+    assert trusted.weights["surrogate"] > scheduler.plan(SPACE, history, None, 0.0
+                                                          ).weights["surrogate"]
+
+
+def test_assignment_follows_the_weights() -> None:
+    plan = scheduler.Plan(0.5, 64, {"random": 0.1, "parzen": 0.4, "local": 0.2,
+                                    "surrogate": 0.3}, 0.0, 5)
+    names = plan.assign(20, [])
+    assert names.count("parzen") == 8 and names.count("random") == 2
