@@ -9,6 +9,14 @@ import sys
 
 from service.config import get_settings
 
+_BENCHMARKS = {
+    "quality": "benchmarks.quality",  # engine vs. peers, trials to target
+    "static-metrics": "benchmarks.static_metrics",  # pruner from proxies (naslib_zc)
+    "zc-service": "benchmarks.zc_service",  # proxies' search gain through service and SDK
+    "retraining": "benchmarks.retraining",  # training time; ask latency during retraining
+    "ask-time": "benchmarks.ask_time",  # the engine's time per ask as history grows
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dyesp", description=__doc__)
@@ -40,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                              "which keeps torch and CUDA initialised once)")
 
     bench = commands.add_parser("bench", help="benchmarks (needs the [bench] extra)")
-    bench.add_argument("which", choices=["quality", "static-metrics"])
+    bench.add_argument("which", choices=sorted(_BENCHMARKS))
     bench.add_argument("rest", nargs=argparse.REMAINDER)
 
     args = parser.parse_args(argv)
@@ -135,9 +143,9 @@ def _redacted_redis(url: str) -> str:
 def _bench(args: argparse.Namespace) -> int:
     import runpy
 
-    module = {"quality": "benchmarks.quality", "static-metrics": "benchmarks.static_metrics"}
-    sys.argv = [module[args.which], *args.rest]
-    runpy.run_module(module[args.which], run_name="__main__")
+    module = _BENCHMARKS[args.which]
+    sys.argv = [module, *args.rest]
+    runpy.run_module(module, run_name="__main__")
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from service.engine.encoding import from_unit, ordinal_positions, to_unit
+from service.engine.gp import erf
 from service.engine.history import History
 from service.engine.space import CategoricalParam, Param, SearchSpace, n_values
 from service.engine.strategies.base import (
@@ -41,14 +42,6 @@ JOINT_SHARE = 1.0
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    # Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): numpy has no erf and scipy is not allowed.
-    sign = np.sign(x)
-    x = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * x)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
-                                                                         + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-x * x))
 
 
 class _Dim:
@@ -148,7 +141,7 @@ class _Mixture:
                 s = self.real_sigma
                 c = np.nan_to_num(comp, nan=0.5)[:, None]
                 z = (np.nan_to_num(y, nan=0.5)[None, :] - c) / s
-                mass = 0.5 * (_erf((1.0 - c) / (s * math.sqrt(2))) - _erf(-c / (s * math.sqrt(2))))
+                mass = 0.5 * (erf((1.0 - c) / (s * math.sqrt(2))) - erf(-c / (s * math.sqrt(2))))
                 term = -0.5 * z * z - math.log(s) - _LOG_SQRT_2PI - np.log(np.maximum(mass, 1e-12))
                 prior_term = np.zeros(k)
             both = ca[:, None] & ya[None, :]
