@@ -17,19 +17,28 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
+from service.db.history import to_observation
 from service.db.models import PrunerModel as PrunerRow
-from service.db.models import Trial
-from service.engine.history import TrialState
+from service.db.models import Study, Trial
+from service.engine.history import History, TrialState
+from service.engine.pruner import TRUST_FLOOR, measure_trust
+
+TRUST_WINDOW = 20  # the same window the engine measures trust over
 
 log = logging.getLogger("dyesp.retraining")
 
 
-def is_due(n_complete: int, trained_on: int, settings: Settings) -> bool:
-    """Retrain once enough results exist, then when results grew by a margin."""
+def is_due(n_complete: int, trained_on: int, settings: Settings,
+           trust: float | None = None) -> bool:
+    """Retrain once enough results exist, then when results grew by a margin, or sooner (after a
+    few new results) when the pruner's measured trust has dropped below the floor where it gets
+    a say: a pruner that stopped predicting well should learn from what fooled it now."""
     if n_complete < settings.retrain_min_trials:
         return False
-    return n_complete - trained_on >= max(settings.retrain_min_new,
-                                          int(settings.retrain_growth * trained_on))
+    new = n_complete - trained_on
+    if trust is not None and trust <= TRUST_FLOOR and new >= settings.retrain_min_new:
+        return True
+    return new >= max(settings.retrain_min_new, int(settings.retrain_growth * trained_on))
 
 
 class Retrainer:
@@ -104,7 +113,8 @@ class Retrainer:
             trained_on = session.scalar(
                 select(func.max(PrunerRow.n_train)).where(PrunerRow.study_id == study_id)
             ) or 0
-        return is_due(n_complete, trained_on, self.settings)
+            trust = _recent_trust(session, study_id) if trained_on else None
+        return is_due(n_complete, trained_on, self.settings, trust)
 
     def _dispatch(self, study_id: str) -> None:
         if self._redis is not None and self._redis_up():
@@ -125,6 +135,19 @@ class Retrainer:
             return bool(self._redis.ping())
         except Exception:
             return False
+
+
+def _recent_trust(session: Session, study_id: str) -> float | None:
+    """The pruner's trust over the study's most recent finished trials (a bounded read)."""
+    rows = session.scalars(
+        select(Trial).where(Trial.study_id == study_id,
+                            Trial.state.in_([TrialState.COMPLETE.value,
+                                             TrialState.INFEASIBLE.value]))
+        .order_by(Trial.number.desc()).limit(TRUST_WINDOW)
+    )
+    direction = session.scalar(select(Study.direction).where(Study.id == study_id)) or "minimize"
+    trials = tuple(sorted((to_observation(r) for r in rows), key=lambda t: t.number))
+    return measure_trust(History(direction, trials), window=TRUST_WINDOW)
 
 
 def _train_in_child(database_url: str, study_id: str) -> str | None:

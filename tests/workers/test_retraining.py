@@ -147,3 +147,29 @@ def test_a_worker_killed_mid_job_leaves_no_model_and_the_job_is_retried(database
         monkeypatch.setenv("DYESP_DATABASE_URL", database_url)
         SimpleWorker([queue], connection=redis).work(burst=True)
         assert [(r.version, r.active) for r in pruner_rows(app, study_id)] == [(1, True)]
+
+
+def test_low_trust_makes_retraining_due_sooner() -> None:
+    from service.config import Settings
+    from service.retraining import is_due
+
+    settings = Settings(retrain_min_trials=10, retrain_min_new=5, retrain_growth=0.1)
+    assert not is_due(1060, 1000, settings, trust=0.7)  # trusted: wait for 10 % growth
+    assert is_due(1060, 1000, settings, trust=0.1)  # misleading: retrain after 5 new results
+    assert not is_due(1003, 1000, settings, trust=0.1)
+
+
+def test_unreachable_redis_falls_back_to_training_beside_the_server(database_url: str) -> None:
+    from tests.system.servers import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    app = create_app(make_settings(database_url, retrain_enabled=True, retrain_min_trials=10,
+                                   redis_url=dead))
+    with TestClient(app) as api:
+        api.headers["Authorization"] = f"Bearer {new_key(app)}"
+        assert api.get("/healthz").json()["retraining"] == "thread (redis unreachable)"
+        study_id = run_trials(api, 12)  # ask/tell unaffected
+        deadline = time.monotonic() + 120
+        while not pruner_rows(app, study_id) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert [r.version for r in pruner_rows(app, study_id)] == [1]
