@@ -142,11 +142,11 @@ def ask(ctx: Context, owner_id: int, study_id: str, count: int, client_id: str |
                                      revision=lock.revision - 1)
             step = _Step(ctx, session, study, lock, history, client_id, now)
             if candidates is not None:
-                handed += step.pick_from(candidates, missing)
+                result.trials += step.pick_from(candidates, missing)
             elif study.static_metrics:
-                result = step.offer_pool(missing)
+                result.candidates, result.expires_at = step.offer_pool(missing)
             else:
-                handed += step.propose(missing)
+                result.trials += step.propose(missing)
         session.flush()
         return result
 
@@ -169,7 +169,7 @@ class _Step:
         return self._record(propose(space, self.history, count, seed=self.study.seed,
                                     pruner=model), [{}] * count)
 
-    def offer_pool(self, count: int) -> AskResult:
+    def offer_pool(self, count: int) -> tuple[list[Candidate], datetime]:
         size = min(self.ctx.candidate_pool_max, count * self.ctx.candidate_pool_factor)
         issued = candidate_queries.pools_issued(self.session, self.study.id)
         # No pruner here: it needs the metrics the client has not computed yet.
@@ -180,7 +180,7 @@ class _Step:
                  "proposal": p.info.to_dict()} for p in decision.proposals]
         pool = candidate_queries.add_pool(self.session, self.study.id, uuid.uuid4().hex, rows,
                                           self.client_id, expires_at)
-        return AskResult([], pool, expires_at)
+        return pool, expires_at
 
     def pick_from(self, answers: list[CandidateMetrics], count: int) -> list[Trial]:
         declared = list(self.study.static_metrics or [])

@@ -209,3 +209,14 @@ def test_the_sdk_accepts_a_client_it_does_not_own(client_factory) -> None:
     client.close()  # leaves the injected TestClient open
     with client_factory() as other:
         assert other.list_studies() == []
+
+
+def test_sdk_returns_enqueued_trials_of_a_metrics_study_alongside_picked_ones(
+        client_factory) -> None:
+    with client_factory() as client:
+        study = client.create_study("zc2", [
+            {"name": "depth", "type": "int", "low": 1, "high": 4}], static_metrics=["params"])
+        enqueued = study.enqueue({"depth": 3})
+        trials = study.ask(2, static_metrics=lambda p: {"params": float(p["depth"])})
+        assert len(trials) == 2 and trials[0].id == enqueued.id
+        assert trials[1].id != enqueued.id

@@ -83,3 +83,12 @@ def test_metrics_told_with_a_result_are_stored(api: TestClient) -> None:
                     json={"value": 0.5, "static_metrics": {"params": 1234, "synflow": 2.5}})
     assert told.status_code == 200
     assert told.json()["static_metrics"] == {"params": 1234.0, "synflow": 2.5}
+
+
+def test_enqueued_trials_come_first_and_the_pool_covers_the_rest(api: TestClient) -> None:
+    study = metrics_study(api)
+    params = {"depth": 2, "cell": "skip", "lr": 0.01, "dropout": 0.1}
+    enqueued = api.post(f"/v1/studies/{study['id']}/trials", json={"params": params}).json()
+    response = api.post(f"/v1/studies/{study['id']}/ask", json={"count": 2}).json()
+    assert [t["id"] for t in response["trials"]] == [enqueued["id"]]
+    assert len(response["candidates"]) == 4  # a pool for the one trial still missing

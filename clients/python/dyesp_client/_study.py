@@ -236,19 +236,23 @@ class Study:
              static_metrics: MetricsFn | None = None) -> list[Trial]:
         body: dict[str, Any] = {"count": count, "client_id": client_id}
         data = self.client._call("POST", f"{self._path}/ask", json=body)
+        items = list(data["trials"])  # e.g. enqueued trials, handed out before any pool
         for _ in range(3):  # a pool that expired while metrics were computed is offered anew
             if not data.get("candidates"):
                 break
             answers = [{"token": c["token"], "static_metrics": _metrics_of(static_metrics, c)}
                        for c in data["candidates"]]
+            rest = {**body, "count": count - len(items)}
             try:
                 data = self.client._call("POST", f"{self._path}/ask",
-                                         json={**body, "candidates": answers})
+                                         json={**rest, "candidates": answers})
+                items += data["trials"]
             except APIError as error:
                 if error.status != 409:
                     raise
-                data = self.client._call("POST", f"{self._path}/ask", json=body)
-        trials = [Trial(self, item) for item in data["trials"]]
+                data = self.client._call("POST", f"{self._path}/ask", json=rest)
+                items += data["trials"]
+        trials = [Trial(self, item) for item in items]
         for trial in trials:
             trial._start_heartbeat()
         return trials
