@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.local_owner_id = None
     problems.install(app)
+    problems.document_problems(app)
     for module in (studies, trials, pruner, health):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -12,8 +12,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service.errors import DomainError
+from service.schemas import Problem
 
 log = logging.getLogger("dyesp.api")
 RETRY_AFTER_S = "2"
@@ -47,6 +49,22 @@ def field_path(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves on this path (Starlette's own 405 lists only the first
+    route's, though GET and POST of one path are separate routes)."""
+    scope = {**request.scope, "method": "GET"}
+    methods: set[str] = set()
+    routes = list(app.router.routes)
+    while routes:
+        route = routes.pop()
+        inner = getattr(route, "original_router", None)  # an included router: look inside
+        if inner is not None:
+            routes.extend(inner.routes)
+        elif route.matches(scope)[0] is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, error: DomainError) -> JSONResponse:
@@ -69,8 +87,11 @@ def install(app: FastAPI) -> None:
         return problem(422, detail or "invalid request", errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return problem(error.status_code, str(error.detail), headers=error.headers)
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        return problem(error.status_code, str(error.detail), headers=headers or None)
 
     @app.exception_handler(RecursionError)
     async def _too_deep(_: Request, __: RecursionError) -> JSONResponse:
@@ -90,3 +111,37 @@ def install(app: FastAPI) -> None:
                            headers={"Retry-After": RETRY_AFTER_S})
         log.exception("database error")
         return problem(500, "internal database error")
+
+
+# Statuses any /v1 operation may answer, all as problem documents.
+COMMON_ERRORS = (400, 401, 404, 409, 413, 422, 503)
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI schema say what the handlers above send: every error status as
+    ``application/problem+json`` with the Problem schema, on every operation."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                             routes=app.routes)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = \
+            Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        problem_content = {"application/problem+json": {
+            "schema": {"$ref": "#/components/schemas/Problem"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for status in COMMON_ERRORS:
+                    responses[str(status)] = {"description": HTTPStatus(status).phrase,
+                                              "content": problem_content}
+                responses["405"] = {"description": "Method Not Allowed",
+                                    "content": problem_content}
+        schema["components"]["schemas"].pop("HTTPValidationError", None)
+        schema["components"]["schemas"].pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -119,3 +119,10 @@ def test_list_filters_by_name_and_delete_removes_trials(api: TestClient, study) 
     assert api.delete(f"/v1/studies/{study['id']}").status_code == 204
     assert api.get(f"/v1/studies/{study['id']}").status_code == 404
     assert api.get(f"/v1/studies/{study['id']}/trials").status_code == 404
+
+
+def test_unsupported_method_lists_every_allowed_one(api: TestClient, study) -> None:
+    response = api.put("/v1/studies")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+    assert api.patch(f"/v1/studies/{study['id']}").headers["allow"] == "DELETE, GET"
