@@ -85,7 +85,16 @@ def _key_of(obs: Observation) -> Key:
 
 def seen_keys(history: History) -> set[Key]:
     """Configurations not to propose again: complete, running, waiting or infeasible ones."""
-    return {_key_of(t) for t in history.trials if t.state is not TrialState.FAILED}
+    # _key_of inlined: this pass runs over every trial on every ask.
+    cache, failed = _KEY_CACHE, TrialState.FAILED
+    out: set[Key] = set()
+    add = out.add
+    for t in history.trials:
+        if t.state is failed:
+            continue
+        hit = cache.get(id(t))
+        add(hit[1] if hit is not None and hit[0] is t else _key_of(t))
+    return out
 
 
 class _Scorer:

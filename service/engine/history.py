@@ -7,10 +7,13 @@ an ORM object, a request body or a database session.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import numpy as np
 
 Direction = Literal["minimize", "maximize"]
 
@@ -82,20 +85,30 @@ class History:
         assert obs.value is not None
         return obs.value if self.direction == "minimize" else -obs.value
 
-    @property
+    # The views below are computed once per History object (it is frozen; strategies, the
+    # scheduler and the pruner each ask for them, and at 10,000 trials every pass costs).
+    @functools.cached_property
     def complete(self) -> tuple[Observation, ...]:
         return tuple(t for t in self.trials
                      if t.state is TrialState.COMPLETE and t.value is not None
                      and math.isfinite(t.value))
 
-    @property
+    @functools.cached_property
+    def complete_losses(self) -> np.ndarray:
+        """``loss`` of each trial of ``complete``, in the same order (read-only)."""
+        values = np.array([t.value for t in self.complete], dtype=float)
+        losses = values if self.direction == "minimize" else -values
+        losses.flags.writeable = False
+        return losses
+
+    @functools.cached_property
     def running(self) -> tuple[Observation, ...]:
         return tuple(t for t in self.trials if t.state in (TrialState.RUNNING, TrialState.WAITING))
 
-    @property
+    @functools.cached_property
     def infeasible(self) -> tuple[Observation, ...]:
         return tuple(t for t in self.trials if t.state is TrialState.INFEASIBLE)
 
     def best(self) -> Observation | None:
         done = self.complete
-        return min(done, key=self.loss) if done else None
+        return done[int(np.argmin(self.complete_losses))] if done else None

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.engine.history import History, TrialState
+from service.engine.history import History
 from service.engine.options import EngineOptions
 from service.engine.space import CategoricalParam, SearchSpace, space_size
 
@@ -92,16 +92,16 @@ def base_weights(exploration: float) -> dict[str, float]:
 
 def credits(history: History, window: int) -> dict[str, float]:
     """Improvement-weighted success rate of each strategy over the last ``window`` results."""
-    done = [t for t in history.trials if t.state is TrialState.COMPLETE and t.value is not None
-            and math.isfinite(t.value)]
-    recent, earlier = done[-window:], done[:-window]
-    before = np.sort(np.array([history.loss(t) for t in earlier], dtype=float))
+    done = history.complete
+    losses = history.complete_losses
+    recent = done[-window:]
+    recent_losses = losses[-window:].tolist()
+    before = np.sort(losses[:-window])
     best = float(before[0]) if len(before) else math.inf
     totals = {name: CREDIT_PRIOR_REWARD * CREDIT_PRIOR_COUNT for name in STRATEGY_NAMES}
     counts = {name: CREDIT_PRIOR_COUNT for name in STRATEGY_NAMES}
     seen: list[float] = []
-    for trial in recent:
-        loss = history.loss(trial)
+    for trial, loss in zip(recent, recent_losses, strict=True):
         name = trial.proposal.strategy if trial.proposal is not None else None
         if name in totals:
             n_before = len(before) + len(seen)
@@ -121,21 +121,18 @@ def credits(history: History, window: int) -> dict[str, float]:
 
 def progress_signals(history: History, n_initial: int) -> dict[str, float]:
     """Stall length (normalised) and the recent improvement rate of the best result."""
-    done = [t for t in history.trials if t.state is TrialState.COMPLETE and t.value is not None
-            and math.isfinite(t.value)]
-    best, last_improvement, improvements = math.inf, 0, []
-    for i, trial in enumerate(done):
-        loss = history.loss(trial)
-        improved = loss < best
-        improvements.append(improved)
-        if improved:
-            best, last_improvement = loss, i
-    n = len(done)
+    losses = history.complete_losses
+    n = len(losses)
+    # A result improves when it beats every earlier one (strictly): vectorised, as it runs per ask.
+    earlier_best = np.minimum.accumulate(np.concatenate([[math.inf], losses[:-1]])) if n else losses
+    improvements = losses < earlier_best
+    hits = np.flatnonzero(improvements)
+    last_improvement = int(hits[-1]) if len(hits) else 0
     stall = n - 1 - last_improvement if n else 0
     # Records of an i.i.d. sequence come ever rarer (about n / k apart after k); a stall is long
     # relative to the study's length, not in absolute trials.
     stall_norm = stall / (n_initial + 0.25 * n) if n else 0.0
-    recent = improvements[max(n_initial, n - 10):]
+    recent = improvements[max(n_initial, n - 10):].tolist()
     rate = float(np.mean(recent)) if recent else 0.0
     return {"n_complete": float(n), "stall": float(stall), "stall_norm": stall_norm,
             "improvement_rate": rate}

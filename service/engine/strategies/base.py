@@ -75,7 +75,10 @@ def ranked_complete(history: History) -> list[Observation]:
     for seen, ranked in _RANKED:
         if seen is history:
             return ranked
-    ranked = sorted(history.complete, key=lambda t: (history.loss(t), t.number))
+    done = history.complete
+    numbers = np.array([t.number for t in done], dtype=np.int64)
+    # By loss, then trial number, then trial order: lexsort is stable, as sorted() is.
+    ranked = [done[i] for i in np.lexsort((numbers, history.complete_losses))]
     _RANKED.insert(0, (history, ranked))
     del _RANKED[4:]
     return ranked

@@ -18,9 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.engine.encoding import neighbour, notch_neighbours
-from service.engine.history import History, Observation, TrialState
+from service.engine.history import History, Observation
 from service.engine.space import SearchSpace, config_key
-from service.engine.strategies.base import Config, Context, Key, Strategy, fill_random
+from service.engine.strategies.base import (
+    Config,
+    Context,
+    Key,
+    Strategy,
+    fill_random,
+    ranked_complete,
+)
 
 STEP_INIT = 0.15  # per-param unit-space step at a (re)start: a few grid notches on typical grids
 STEP_MAX = 0.5  # beyond half the range a "local" move is a random restart in disguise
@@ -52,11 +59,9 @@ def replay(space: SearchSpace, history: History) -> LocalState:
     best_loss = math.inf
     converged: set[Key] = set()
     epoch_best: Observation | None = None
-    for trial in history.trials:
-        if (trial.state is not TrialState.COMPLETE or trial.value is None
-                or not math.isfinite(trial.value)):
-            continue
-        loss = history.loss(trial)
+    epoch_best_loss = math.inf  # loss of epoch_best (history.loss, read once per trial)
+    done = history.complete
+    for trial, loss in zip(done, history.complete_losses.tolist(), strict=True):
         if trial.proposal is not None and trial.proposal.strategy == LocalStrategy.name:
             if loss < best_loss:
                 step, fails = min(step * GROW, STEP_MAX), 0
@@ -68,11 +73,12 @@ def replay(space: SearchSpace, history: History) -> LocalState:
                 if epoch_best is not None:
                     converged.add(config_key(epoch_best.params))
                 step, fails, restarts, epoch_best = STEP_INIT, 0, restarts + 1, None
+                epoch_best_loss = math.inf
                 best_loss = min(best_loss, loss)
                 continue
-        if (epoch_best is None or loss < history.loss(epoch_best)) and not (
+        if (epoch_best is None or loss < epoch_best_loss) and not (
                 converged and config_key(trial.params) in converged):
-            epoch_best = trial
+            epoch_best, epoch_best_loss = trial, loss
         best_loss = min(best_loss, loss)
     center = epoch_best
     if center is None:
@@ -94,7 +100,7 @@ class LocalStrategy(Strategy):
         # A discrete centre whose whole one-notch neighbourhood is tried is a local optimum: move
         # to the best trial that is not (stateless, so re-checked on every call).
         skipped: set[Key] = set(state.converged)
-        ranked = sorted(history.complete, key=lambda t: (history.loss(t), t.number))
+        ranked = ranked_complete(history)
         for _ in range(8):
             if center is None:
                 break

@@ -211,8 +211,7 @@ class DensityRatio:
         if ranked:
             n_good = max(1, min(n_good, len(ranked) - 1 if len(ranked) > 1 else 1))
         good = [t.params for t in ranked[:n_good]]
-        bad: list[Mapping[str, Any]] = [t.params for t in ranked[n_good:]]
-        bad = _thin(bad, MAX_BAD // 2)
+        bad: list[Mapping[str, Any]] = [t.params for t in _thin(ranked[n_good:], MAX_BAD // 2)]
         bad_weights = [1.0] * len(bad)
         others = [t.params for t in history.infeasible] + [t.params for t in history.running]
         others = _thin(others, MAX_BAD // 4)

@@ -21,7 +21,7 @@ import numpy as np
 from service.engine import gp
 from service.engine.encoding import Encoder, neighbour, notch_neighbours
 from service.engine.gp import Features
-from service.engine.history import History
+from service.engine.history import History, Observation
 from service.engine.space import SearchSpace, config_key
 from service.engine.strategies.base import (
     Config,
@@ -50,15 +50,15 @@ def gp_ranker(encoder: Encoder, history: History) -> Callable[[list[Config]], np
     constant liar: concurrent asks spread out) and infeasible ones a full unit below the worst
     result, without tying with it, so the model steers away from their region."""
     done = history.complete
-    all_scores = gp.normal_scores(np.array([history.loss(t) for t in done], dtype=float))
+    all_scores = gp.normal_scores(np.array(history.complete_losses))
     keep = gp.subset(all_scores, gp.MAX_POINTS - 2 * MAX_EXTRA)  # encode only what is used
     scores = [float(all_scores[i]) for i in keep]
-    rows = [done[i].params for i in keep]
+    rows = [done[i] for i in keep]
     running, infeasible = history.running[-MAX_EXTRA:], history.infeasible[-MAX_EXTRA:]
-    rows += [t.params for t in running] + [t.params for t in infeasible]
+    rows += [*running, *infeasible]
     scores += [0.0] * len(running) + [max(scores) + 1.0] * len(infeasible)
     features = Features(encoder)
-    model = gp.fit(features(rows), np.array(scores), features.groups)
+    model = gp.fit(_feature_rows(features, rows), np.array(scores), features.groups)
     best = float(min(scores))
 
     def rank(configs: list[Config]) -> np.ndarray:
@@ -66,6 +66,27 @@ def gp_ranker(encoder: Encoder, history: History) -> Callable[[list[Config]], np
         return gp.expected_improvement(mean, std, best)
 
     return rank
+
+
+_ROWS: dict[int, tuple[Observation, Encoder, np.ndarray]] = {}
+
+
+def _feature_rows(features: Features, trials: list[Observation]) -> np.ndarray:
+    """``features`` of the trials' params, each row cached by the trial's identity: the service
+    re-sends the same Observation objects every ask, and the GP conditions on hundreds of them.
+    Feature rows are row-independent (one-hot blocks, positions), so stacking cached rows gives
+    exactly what one ``features`` call would."""
+    encoder = features.encoder
+    missing = [t for t in trials if (hit := _ROWS.get(id(t))) is None
+               or hit[0] is not t or hit[1] is not encoder]
+    if missing:
+        if len(_ROWS) > 200_000:
+            _ROWS.clear()
+        for t, row in zip(missing, features([t.params for t in missing]), strict=True):
+            _ROWS[id(t)] = (t, encoder, row)
+    if not trials:
+        return features([])
+    return np.stack([_ROWS[id(t)][2] for t in trials])
 
 
 class SurrogateStrategy(Strategy):
