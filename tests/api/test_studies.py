@@ -126,3 +126,16 @@ def test_unsupported_method_lists_every_allowed_one(api: TestClient, study) -> N
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, POST"
     assert api.patch(f"/v1/studies/{study['id']}").headers["allow"] == "DELETE, GET"
+
+
+def test_unicode_names_round_trip(api: TestClient) -> None:
+    space = {"params": [{"name": "échelle_学习率", "type": "float", "low": 1e-4, "high": 1.0,
+                         "log": True},
+                        {"name": "块", "type": "categorical", "choices": ["卷积", "🙂", "skip"]}]}
+    created = create(api, space, name="étude 🚀")
+    assert created.status_code == 201
+    study = api.get(f"/v1/studies/{created.json()['id']}").json()
+    assert study["name"] == "étude 🚀"
+    assert [p["name"] for p in study["space"]["params"]] == ["échelle_学习率", "块"]
+    (trial,) = api.post(f"/v1/studies/{study['id']}/ask").json()["trials"]
+    assert trial["params"]["块"] in ("卷积", "🙂", "skip")
