@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.engine import scheduler
+from service.engine import scheduler, transfer
 from service.engine.encoding import Encoder
 from service.engine.history import (
     History,
@@ -36,6 +36,7 @@ from service.engine.strategies.random import latin_hypercube
 
 if TYPE_CHECKING:
     from service.engine.pruner import PrunerModel
+    from service.engine.transfer import Prior
 
 __all__ = ["Decision", "EngineOptions", "Proposal", "propose"]
 
@@ -43,6 +44,7 @@ MetricsFn = Callable[[list[dict[str, Any]]], list[dict[str, float]]]
 ENUMERATE_LIMIT = 200_000  # spaces up to this size are listed to find their last untried points
 MAX_PRUNED_PER_ASK = 64  # pruned candidates recorded per ask: enough to learn from, bounded rows
 REPEAT = "repeat"  # label of a proposal that repeats a configuration: the space is exhausted
+TRANSFER = "transfer"  # label of a prior study's incumbent proposed as part of the initial design
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ def _key_of(obs: Observation) -> Key:
 
 def seen_keys(history: History) -> set[Key]:
     """Configurations not to propose again: complete, running, waiting or infeasible ones."""
+    if history.seen is not None:
+        return set(history.seen)
     # _key_of inlined: this pass runs over every trial on every ask.
     cache, failed = _KEY_CACHE, TrialState.FAILED
     out: set[Key] = set()
@@ -137,7 +141,7 @@ def _usable(model: PrunerModel | None, encoder: Encoder, metrics_fn: MetricsFn |
 
 def propose(space: SearchSpace, history: History, n: int, *, seed: int,
             pruner: PrunerModel | None = None, options: EngineOptions | None = None,
-            metrics_fn: MetricsFn | None = None) -> Decision:
+            metrics_fn: MetricsFn | None = None, prior: Prior | None = None) -> Decision:
     """The next ``n`` configurations for a study, each with the reason it was proposed.
 
     >>> space = SearchSpace.from_dict({"params": [
@@ -159,6 +163,9 @@ def propose(space: SearchSpace, history: History, n: int, *, seed: int,
     plan = scheduler.plan(space, history, trust, prune_ratio, options)
     trusted = trust is not None and trust >= options.trust_min
     seen = seen_keys(history)
+    transfer_view = transfer.view(prior, encoder, history)
+    if transfer_view is not None and not transfer_view.active:
+        transfer_view = None  # measured and found misleading: behave as a cold start
     working = history
     assignment = plan.assign(n, scheduler.recent_strategies(history))
     proposals: list[Proposal] = []
@@ -170,7 +177,13 @@ def propose(space: SearchSpace, history: History, n: int, *, seed: int,
         predicted: float | None = None
         name = assignment[slot]
         exploration = plan.exploration
-        if index < plan.n_initial:
+        if transfer_view is not None and index < min(transfer.INCUMBENTS, plan.n_initial):
+            # The prior's consensus incumbents replace the first quasi-random points; the rest of
+            # the design still spreads out, so the prior's trust is measured against contrast.
+            (picked,) = transfer.incumbents(prior, encoder, seen, 1) or (None,)
+            if picked is not None:
+                name, exploration = TRANSFER, 0.0
+        if picked is None and index < plan.n_initial:
             if design is None:  # the same design whichever ask reaches it: a true LHS across asks
                 design = latin_hypercube(space, plan.n_initial,
                                          np.random.default_rng([seed % 2**63, 0x1D]))
@@ -180,7 +193,7 @@ def propose(space: SearchSpace, history: History, n: int, *, seed: int,
             # Strategies rank with the pruner only once it has earned trust; its predictions are
             # still recorded below, which is how that trust is measured.
             context = Context(encoder, plan.exploration, plan.pool_size, history.best(),
-                              frozenset(seen), scorer if trusted else None)
+                              frozenset(seen), scorer if trusted else None, transfer_view)
             prunes = scorer is not None and plan.prune_quantile > 0
             k = max(1, options.prune_candidates) if prunes else 1
             candidates = [c for c in STRATEGIES[name].propose(space, working, k, rng, context)

@@ -26,6 +26,8 @@ FIT_POINTS = 80  # hyperparameters are fitted on at most this many trials (best 
 MAX_POINTS = 300  # the posterior conditions on at most this many: bounded cost at 10,000 trials
 FIT_STEPS = 40  # Adam steps on the marginal likelihood; enough from a sensible start
 LEARNING_RATE = 0.1
+REFIT_EVERY_UNTIL = 30  # hyperparameters are refitted on every result up to this many
+REFIT_GROWTH = 1.05  # then once the results have grown by this factor
 LENGTHSCALE_PRIOR = (math.log(0.5), 1.0)  # log-normal: half the unit range, give or take e
 NOISE_PRIOR = (math.log(1e-2), 2.0)  # mostly deterministic objectives, but real ones are noisy
 _SQRT5 = math.sqrt(5.0)
@@ -133,17 +135,19 @@ class GP:
         return mean, np.sqrt(var)
 
 
-def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> GP:
+def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
+        theta: np.ndarray | None = None) -> GP:
     """Fit hyperparameters on a bounded subset, then condition on up to ``MAX_POINTS`` rows.
 
     ``y`` is on the normal-score scale (``normal_scores`` of the losses; lower is better).
     ``groups[j]`` names the lengthscale column j uses: a categorical's one-hot columns share
     one, so relevance is learnt per param, not per choice (far fewer hyperparameters).
+    ``theta`` (from ``fit_hyperparameters``) skips the fit: conditioning alone is cheap.
     """
     y = np.asarray(y, dtype=float)
     groups = np.arange(X.shape[1]) if groups is None else np.asarray(groups, dtype=int)
-    fit_rows = subset(y, FIT_POINTS)
-    theta = _fit_hyper(X[fit_rows], y[fit_rows], groups)
+    if theta is None:
+        theta = fit_hyperparameters(X, y, groups)
     rows = subset(y, MAX_POINTS)
     lengthscales = np.exp(theta[:-2])[groups]
     signal, noise = math.exp(theta[-2]), math.exp(theta[-1])
@@ -151,6 +155,27 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> GP:
     chol = np.linalg.cholesky(K)
     alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y[rows]))
     return GP(X[rows], alpha, chol, lengthscales, signal)
+
+
+def fit_hyperparameters(X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """MAP hyperparameters on at most ``FIT_POINTS`` rows (the best half plus a spread)."""
+    fit_rows = subset(np.asarray(y, dtype=float), FIT_POINTS)
+    return _fit_hyper(X[fit_rows], np.asarray(y, dtype=float)[fit_rows], groups)
+
+
+def checkpoint(n: int) -> int:
+    """The history size whose fit stands in for ``n`` results: ``n`` itself while every result
+    moves the hyperparameters, then the last of a 5 %-growth ladder. Hyperparameters settle as
+    data grows; refitting them on every ask was most of an ask's fixed cost (a 10,000-trial
+    study refits once per 500 results instead of every time)."""
+    if n <= REFIT_EVERY_UNTIL:
+        return n
+    c = REFIT_EVERY_UNTIL
+    while True:
+        nxt = max(c + 1, int(c * REFIT_GROWTH))
+        if nxt > n:
+            return c
+        c = nxt
 
 
 def subset(y: np.ndarray, limit: int) -> np.ndarray:

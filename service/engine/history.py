@@ -79,6 +79,10 @@ class History:
     direction: Direction
     trials: tuple[Observation, ...] = ()
     pruned: tuple[PrunedCandidate, ...] = ()
+    # ``config_key`` of every trial but the failed ones, when the caller keeps them up to date
+    # (the service's history cache does); None: the engine computes them from ``trials``.
+    seen: frozenset[tuple[tuple[str, Any], ...]] | None = field(default=None, compare=False,
+                                                                repr=False)
 
     def loss(self, obs: Observation) -> float:
         """The objective turned into a loss (lower is better) so strategies need one convention."""

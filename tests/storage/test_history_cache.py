@@ -57,3 +57,31 @@ def test_cache_reads_only_changed_rows(database_url: str, monkeypatch) -> None:
         (trial,) = api.post(f"/v1/studies/{sid}/ask").json()["trials"]
         assert trial["number"] == 22
         assert rows_read == [1]  # only the trial told since the last ask, not all 22
+
+
+def test_cached_seen_keys_match_a_full_recount_through_state_changes(database_url: str) -> None:
+    """The cache keeps the engine's "don't propose again" keys row by row; they must equal a
+    recount over the whole history after completes, failures, infeasibles and a late tell."""
+    from service.engine.engine import seen_keys
+
+    app = create_app(make_settings(database_url))
+    with TestClient(app) as api:
+        api.headers["Authorization"] = f"Bearer {new_key(app)}"
+        sid = api.post("/v1/studies", json={"name": "x", "space": MIXED_SPACE,
+                                            "heartbeat_timeout_s": 60}).json()["id"]
+        trials = api.post(f"/v1/studies/{sid}/ask", json={"count": 8}).json()["trials"]
+        bodies = [{"value": 1.0}, {"state": "failed"}, {"state": "infeasible"}, {"value": 2.0}]
+        for trial, body in zip(trials, bodies, strict=False):
+            api.post(f"/v1/studies/{sid}/trials/{trial['id']}/tell", json=body)
+        api.post(f"/v1/studies/{sid}/trials", json={"params": trials[1]["params"]})
+        api.post(f"/v1/studies/{sid}/ask", json={"count": 2})
+        with transaction(app.state.context.sessions) as session:
+            cached = app.state.context.cache.load(session, sid, "minimize")
+        recount = seen_keys(type(cached)(cached.direction, cached.trials, cached.pruned))
+        assert cached.seen is not None and set(cached.seen) == recount
+        states = {t.state for t in cached.trials}
+        assert {TrialState.FAILED, TrialState.INFEASIBLE, TrialState.COMPLETE,
+                TrialState.RUNNING} <= states
+        # The failed trial's configuration was enqueued again and handed out: it counts once.
+        failed_key = seen_keys(type(cached)("minimize", (cached.trials[1],)))
+        assert failed_key == set()

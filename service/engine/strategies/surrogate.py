@@ -14,11 +14,12 @@ round of small steps around the best-ranked candidates follows, ranked alike.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 
 import numpy as np
 
-from service.engine import gp
+from service.engine import gp, transfer
 from service.engine.encoding import Encoder, neighbour, notch_neighbours
 from service.engine.gp import Features
 from service.engine.history import History, Observation
@@ -58,7 +59,8 @@ def gp_ranker(encoder: Encoder, history: History) -> Callable[[list[Config]], np
     rows += [*running, *infeasible]
     scores += [0.0] * len(running) + [max(scores) + 1.0] * len(infeasible)
     features = Features(encoder)
-    model = gp.fit(_feature_rows(features, rows), np.array(scores), features.groups)
+    theta = _hyperparameters(features, history)
+    model = gp.fit(_feature_rows(features, rows), np.array(scores), features.groups, theta)
     best = float(min(scores))
 
     def rank(configs: list[Config]) -> np.ndarray:
@@ -66,6 +68,30 @@ def gp_ranker(encoder: Encoder, history: History) -> Callable[[list[Config]], np
         return gp.expected_improvement(mean, std, best)
 
     return rank
+
+
+_HYPER: dict[tuple[int, int, int], tuple[tuple[Observation, ...], np.ndarray]] = {}
+
+
+def _hyperparameters(features: Features, history: History) -> np.ndarray:
+    """GP hyperparameters fitted on the first ``gp.checkpoint(n)`` results (in trial order), so
+    asks between checkpoints reuse one fit. A pure function of the history: the cache is keyed by
+    the identity of every observation in that prefix and only skips recomputing the same fit."""
+    done = history.complete
+    c = gp.checkpoint(len(done))
+    prefix = done[:c]
+    key = (id(features.encoder), c, id(prefix[-1]) if prefix else 0)  # per study in practice
+    hit = _HYPER.get(key)
+    if hit is not None and len(hit[0]) == c and all(map(operator.is_, hit[0], prefix)):
+        return hit[1]
+    scores = gp.normal_scores(np.asarray(history.complete_losses[:c]))
+    keep = gp.subset(scores, gp.FIT_POINTS)
+    theta = gp.fit_hyperparameters(_feature_rows(features, [prefix[i] for i in keep]),
+                                   scores[keep], features.groups)
+    if len(_HYPER) > 1024:
+        _HYPER.clear()
+    _HYPER[key] = (prefix, theta)
+    return theta
 
 
 _ROWS: dict[int, tuple[Observation, Encoder, np.ndarray]] = {}
@@ -110,6 +136,9 @@ class SurrogateStrategy(Strategy):
             # The incumbent's whole one-notch neighbourhood, when finite: on a grid the next best
             # configuration is most often right there, and the model should see all of it.
             pool += (notch_neighbours(space, top[0].params) or [])[:MAX_NOTCH]
+        if context.transfer is not None:
+            pool += transfer.incumbents(context.transfer.prior, context.encoder, context.seen,
+                                        transfer.POOL_TOP)
         pool += latin_hypercube(space, max(size // 6, 1), rng)
         fresh = take_unseen(pool, context.seen, len(pool))
         if not fresh:
@@ -130,9 +159,25 @@ class SurrogateStrategy(Strategy):
         order = np.argsort(-scores, kind="stable")
         return fill_random(space, [fresh[i] for i in order[:n]], n, rng, context.seen)
 
-    @staticmethod
-    def _ranker(space: SearchSpace, history: History, context: Context,
+    @classmethod
+    def _ranker(cls, space: SearchSpace, history: History, context: Context,
                 ratio: DensityRatio) -> Callable[[list[Config]], np.ndarray]:
+        """The study's own ranking, with the prior studies' opinion mixed in while trusted."""
+        own = cls._own_ranker(space, history, context, ratio)
+        view = context.transfer
+        if view is None or view.weight <= 0:
+            return own
+        weight = view.weight
+
+        def with_prior(configs: list[Config]) -> np.ndarray:
+            return ((1 - weight) * _ranks(own(configs))
+                    + weight * _ranks(view.model.score(configs)))
+
+        return with_prior
+
+    @staticmethod
+    def _own_ranker(space: SearchSpace, history: History, context: Context,
+                    ratio: DensityRatio) -> Callable[[list[Config]], np.ndarray]:
         """The GP's EI and the pruner's optimistic score, averaged by rank when both exist (the
         engine passes a scorer only once the pruner has earned trust); Parzen before either."""
         scorer = context.scorer
