@@ -17,6 +17,7 @@ from service.db.session import make_engine, make_sessionmaker, transaction
 from service.db.studies import global_state_counts
 from service.history_cache import HistoryCache
 from service.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
+from service.prior_store import PriorStore
 from service.pruner_store import PrunerStore
 from service.retraining import make_retrainer
 from service.studies import Context, SpaceCache, reap_stale
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     retrainer = make_retrainer(settings, sessions)
     context = Context(
         sessions=sessions, cache=HistoryCache(), spaces=SpaceCache(), pruners=PrunerStore(),
+        priors=PriorStore(),
         default_heartbeat_timeout_s=settings.default_heartbeat_timeout_s,
         max_ask_count=settings.max_ask_count, on_told=retrainer.notify,
         candidate_pool_factor=settings.candidate_pool_factor,

@@ -23,8 +23,38 @@ Number = StrictInt | StrictFloat
 ParamValue = StrictBool | StrictInt | StrictFloat | StrictStr
 
 
+def reject_unstorable(value: Any) -> Any:
+    """No NUL and no lone surrogate in any string of a request, dict keys included: PostgreSQL text
+    cannot hold a NUL and UTF-8 cannot encode a surrogate (JSON can spell both, ``"\\u0000"``,
+    ``"\\ud800"``), so such a name is a 422 on every backend rather than a 500 on one."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL (U+0000) characters")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("must not contain lone surrogates (U+D800 to U+DFFF)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            reject_unstorable(key)
+            reject_unstorable(item)
+    elif isinstance(value, list):
+        for item in value:
+            reject_unstorable(item)
+    return value
+
+
 class Strict(BaseModel):
+    """Base of every request body: unknown fields are 422s, and so are strings no backend can
+    store. Numbers and booleans are declared Strict*: ``"5"`` or ``true`` for a count is a 422."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return reject_unstorable(value)
 
 
 class ConditionSpec(Strict):
@@ -40,7 +70,7 @@ class ParamSpec(Strict):
     type: Literal["float", "int", "categorical"]
     low: Number | None = None
     high: Number | None = None
-    log: bool = False
+    log: StrictBool = False
     step: Number | None = None
     choices: list[ChoiceValue] | None = Field(default=None, min_length=1, max_length=1024)
     condition: ConditionSpec | None = None
@@ -54,9 +84,27 @@ class StudyCreate(Strict):
     name: str = Field(min_length=1, max_length=256)
     direction: Literal["minimize", "maximize"] = "minimize"
     space: SpaceSpec
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    heartbeat_timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    seed: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
+    heartbeat_timeout_s: StrictFloat | None = Field(default=None, gt=0, le=7 * 24 * 3600,
+                                                    allow_inf_nan=False)
     static_metrics: list[str] = Field(default_factory=list, max_length=64)
+    # Prior studies to learn from: ids of the owner's studies, or "auto" for every compatible
+    # study of the owner with enough results (see docs/api-contract.md, "Transfer").
+    transfer_from: list[StrictStr] = Field(default_factory=list, max_length=32)
+    transfer: Literal["off", "auto"] = "off"
+
+
+class TransferOut(BaseModel):
+    """Which studies a study learns from, and how far the transfer is trusted now."""
+
+    sources: list[str]
+    prior_trials: int | None = Field(default=None, description=(
+        "complete trials of the sources the prior learned from (null in study lists)"))
+    trust: float | None = Field(default=None, description=(
+        "Spearman correlation of the prior's predictions with this study's results so far; null "
+        "until 4 results, and in study lists"))
+    active: bool | None = Field(default=None, description=(
+        "whether the prior still steers proposals (trust unmeasured or >= 0.1; null in lists)"))
 
 
 class ProposalOut(BaseModel):
@@ -93,6 +141,7 @@ class StudyOut(BaseModel):
     n_trials: int
     trials_by_state: dict[str, int]
     best_trial: TrialOut | None
+    transfer: TransferOut | None = None
 
 
 class StudyList(BaseModel):
@@ -116,7 +165,7 @@ class AskRequest(Strict):
     """``candidates`` answers a previous ask of a study that declares static metrics: the tokens
     it handed out, each with the metrics the client computed (some may be missing)."""
 
-    count: int = Field(default=1, ge=1)
+    count: StrictInt = Field(default=1, ge=1)
     client_id: str | None = Field(default=None, min_length=1, max_length=128)
     candidates: list[CandidateMetrics] | None = Field(default=None, min_length=1,
                                                       max_length=1024)

@@ -20,14 +20,17 @@ from service.db import studies as study_queries
 from service.db import trials as trial_queries
 from service.db.models import Candidate, Study, Trial, utcnow
 from service.db.session import transaction
+from service.engine import transfer
 from service.engine.engine import Decision, propose
 from service.engine.history import History, ProposalInfo, TrialState
 from service.engine.selection import select
 from service.engine.space import SearchSpace, SpaceError, config_key
+from service.engine.transfer import mapping_problems
 from service.errors import Conflict, Invalid, NotFound
 from service.history_cache import HistoryCache
+from service.prior_store import PriorStore, compatible_sources
 from service.pruner_store import PrunerStore
-from service.schemas import CandidateMetrics, StudyCreate, TellRequest
+from service.schemas import CandidateMetrics, StudyCreate, TellRequest, TransferOut
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Context:
     cache: HistoryCache
     spaces: SpaceCache
     pruners: PrunerStore
+    priors: PriorStore
     default_heartbeat_timeout_s: float
     max_ask_count: int
     candidate_pool_factor: int = 4
@@ -81,14 +85,37 @@ def create_study(ctx: Context, owner_id: int, body: StudyCreate) -> Study:
             raise Invalid(f"static_metrics[{i}]", "must be 1 to 64 characters")
     if len(set(body.static_metrics)) != len(body.static_metrics):
         raise Invalid("static_metrics", "names must be unique")
+    if body.transfer == "auto" and body.transfer_from:
+        raise Invalid("transfer", 'give either `transfer: "auto"` or `transfer_from`, not both')
     with transaction(ctx.sessions) as session:
+        if body.transfer == "auto":
+            sources = compatible_sources(session, owner_id, space)
+        else:
+            sources = _checked_sources(session, owner_id, space, body.transfer_from)
         return study_queries.create_study(
             session, owner_id, name=body.name, direction=body.direction,
             space=space.to_dict(),
             seed=body.seed if body.seed is not None else secrets.randbits(31),
             heartbeat_timeout_s=body.heartbeat_timeout_s or ctx.default_heartbeat_timeout_s,
-            static_metrics=list(body.static_metrics),
+            static_metrics=list(body.static_metrics), transfer_from=sources,
         )
+
+
+def _checked_sources(session: Session, owner_id: int, space: SearchSpace,
+                     ids: list[str]) -> list[str]:
+    """Explicit prior studies: each must be the owner's and map onto the new space."""
+    out: list[str] = []
+    for i, source_id in enumerate(ids):
+        source = study_queries.get_study(session, owner_id, source_id)
+        if source is None:
+            raise Invalid(f"transfer_from[{i}]", f"no study {source_id!r} of yours exists")
+        problems = mapping_problems(space, SearchSpace.from_dict(source.space))
+        if problems:
+            raise Invalid(f"transfer_from[{i}]",
+                          f"study {source_id!r} is not compatible: {'; '.join(problems)}")
+        if source_id not in out:
+            out.append(source_id)
+    return out
 
 
 def find_study(session: Session, owner_id: int, study_id: str) -> Study:
@@ -103,6 +130,18 @@ def delete_study(ctx: Context, owner_id: int, study_id: str) -> None:
         find_study(session, owner_id, study_id)
         study_queries.delete_study(session, study_id)
     ctx.cache.forget(study_id)
+    ctx.priors.forget(study_id)
+
+
+def transfer_status(ctx: Context, session: Session, study: Study) -> TransferOut:
+    """Which studies ``study`` learns from and how far that is trusted by its results so far."""
+    space = ctx.spaces.get(study)
+    prior = ctx.priors.get(session, study, space)
+    history = ctx.cache.load(session, study.id, study.direction)
+    trust = transfer.measure_trust(prior, space, history)
+    return TransferOut(sources=list(study.transfer_from),
+                       prior_trials=0 if prior is None else prior.size, trust=trust,
+                       active=prior is not None and (trust is None or trust >= transfer.TRUST_MIN))
 
 
 # --- ask / tell ------------------------------------------------------------------------------
@@ -166,15 +205,17 @@ class _Step:
     def propose(self, count: int) -> list[Trial]:
         space = self.ctx.spaces.get(self.study)
         model = self.ctx.pruners.active(self.session, self.study.id)
+        prior = self.ctx.priors.get(self.session, self.study, space)
         return self._record(propose(space, self.history, count, seed=self.study.seed,
-                                    pruner=model), [{}] * count)
+                                    pruner=model, prior=prior), [{}] * count)
 
     def offer_pool(self, count: int) -> tuple[list[Candidate], datetime]:
         size = min(self.ctx.candidate_pool_max, count * self.ctx.candidate_pool_factor)
         issued = candidate_queries.pools_issued(self.session, self.study.id)
         # No pruner here: it needs the metrics the client has not computed yet.
-        decision = propose(self.ctx.spaces.get(self.study), self.history, size,
-                           seed=self.study.seed + issued, pruner=None)
+        space = self.ctx.spaces.get(self.study)
+        decision = propose(space, self.history, size, seed=self.study.seed + issued,
+                           pruner=None, prior=self.ctx.priors.get(self.session, self.study, space))
         expires_at = self.now + timedelta(seconds=self.ctx.candidate_ttl_s)
         rows = [{"token": secrets.token_urlsafe(24), "params": dict(p.params),
                  "proposal": p.info.to_dict()} for p in decision.proposals]

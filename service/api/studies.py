@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from pydantic import AfterValidator
 
 from service import studies
 from service.api.deps import ContextDep, CurrentOwner, SessionDep, StudyId
@@ -12,7 +13,7 @@ from service.api.views import studies_out, trial_out
 from service.db import studies as study_queries
 from service.db import trials as trial_queries
 from service.errors import NotFound
-from service.schemas import Problem, StudyCreate, StudyList, StudyOut, TrialOut
+from service.schemas import Problem, StudyCreate, StudyList, StudyOut, TrialOut, reject_unstorable
 
 ERRORS = {401: {"model": Problem}, 404: {"model": Problem}, 422: {"model": Problem}}
 router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=ERRORS)
@@ -27,13 +28,19 @@ def create_study(body: StudyCreate, owner: CurrentOwner, ctx: ContextDep,
 
 @router.get("", operation_id="list_studies")
 def list_studies(owner: CurrentOwner, session: SessionDep,
-                 name: Annotated[str | None, Query(max_length=256)] = None) -> StudyList:
+                 name: Annotated[str | None, Query(max_length=256),
+                                 AfterValidator(reject_unstorable)] = None) -> StudyList:
     return StudyList(studies=studies_out(session, study_queries.list_studies(session, owner, name)))
 
 
 @router.get("/{study_id}", operation_id="get_study")
-def get_study(study_id: StudyId, owner: CurrentOwner, session: SessionDep) -> StudyOut:
-    return studies_out(session, [studies.find_study(session, owner, study_id)])[0]
+def get_study(study_id: StudyId, owner: CurrentOwner, session: SessionDep,
+              ctx: ContextDep) -> StudyOut:
+    study = studies.find_study(session, owner, study_id)
+    out = studies_out(session, [study])[0]
+    if study.transfer_from:
+        out.transfer = studies.transfer_status(ctx, session, study)
+    return out
 
 
 @router.delete("/{study_id}", status_code=204, operation_id="delete_study")

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from service.db import studies as study_queries
 from service.db import trials as trial_queries
 from service.db.models import Study, Trial
-from service.schemas import ProposalOut, StudyOut, TrialOut
+from service.schemas import ProposalOut, StudyOut, TransferOut, TrialOut
 
 
 def trial_out(trial: Trial) -> TrialOut:
@@ -33,5 +33,7 @@ def studies_out(session: Session, studies: list[Study]) -> list[StudyOut]:
             static_metrics=list(study.static_metrics or []), created_at=study.created_at,
             n_trials=sum(by_state.values()), trials_by_state=by_state,
             best_trial=trial_out(best) if best is not None else None,
+            transfer=TransferOut(sources=list(study.transfer_from)) if study.transfer_from
+            else None,
         ))
     return out

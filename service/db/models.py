@@ -87,6 +87,8 @@ class Study(Base):
     seed: Mapped[int] = mapped_column(BigInteger)
     heartbeat_timeout_s: Mapped[float] = mapped_column(Float)
     static_metrics: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Ids of the prior studies this one learns from, resolved at creation (``transfer``).
+    transfer_from: Mapped[list[str]] = mapped_column(JSON, default=list)
     # The next trial number: taken under the study row's lock, so numbers are unique and gapless.
     next_number: Mapped[int] = mapped_column(Integer, default=0)
     # Bumped by every change to the study's trials; caches catch up on rows with a larger revision.

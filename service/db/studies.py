@@ -90,3 +90,21 @@ def state_counts(session: Session, study_ids: list[str]) -> dict[str, dict[str, 
 def global_state_counts(session: Session) -> dict[str, int]:
     rows = session.execute(select(Trial.state, func.count()).group_by(Trial.state))
     return {state: n for state, n in rows}
+
+
+def revisions(session: Session, study_ids: list[str]) -> dict[str, int]:
+    """The current revision of each existing study among ``study_ids``."""
+    if not study_ids:
+        return {}
+    rows = session.execute(select(Study.id, Study.revision).where(Study.id.in_(study_ids)))
+    return {study_id: revision for study_id, revision in rows}
+
+
+def transfer_candidates(session: Session, owner_id: int, min_complete: int,
+                        limit: int) -> list[Study]:
+    """The owner's studies with at least ``min_complete`` complete trials, newest first."""
+    complete = (select(Trial.study_id).where(Trial.state == "complete")
+                .group_by(Trial.study_id).having(func.count() >= min_complete))
+    return list(session.scalars(
+        select(Study).where(Study.owner_id == owner_id, Study.id.in_(complete))
+        .order_by(Study.created_at.desc()).limit(limit)))

@@ -133,3 +133,13 @@ def best(session: Session, study_id: str, direction: str) -> Trial | None:
         select(Trial).where(Trial.study_id == study_id, Trial.state == TrialState.COMPLETE.value)
         .order_by(order, Trial.number).limit(1)
     )
+
+
+def complete_results(session: Session, study_id: str) -> list[tuple[dict[str, Any], float]]:
+    """(params, value) of every complete trial, in number order: what a prior study teaches."""
+    rows = session.execute(
+        select(Trial.params, Trial.value).where(Trial.study_id == study_id,
+                                                Trial.state == TrialState.COMPLETE.value,
+                                                Trial.value.is_not(None))
+        .order_by(Trial.number))
+    return [(params, float(value)) for params, value in rows]

@@ -35,6 +35,7 @@ from service.engine.space import SearchSpace
 
 if TYPE_CHECKING:
     from service.engine.pruner import PrunerModel, TrainingSet
+    from service.engine.transfer import Prior
 
 Trainer = Callable[["TrainingSet", "PrunerModel | None"], "PrunerModel | None"]
 MIN_TRAINING_TRIALS = 10  # fewer labelled trials than this teach a model nothing worth trusting
@@ -56,7 +57,7 @@ class Optimizer:
                  seed: int = 0, trainer: Trainer | None = None,
                  options: EngineOptions | dict[str, Any] | None = None,
                  metrics_fn: MetricsFn | None = None,
-                 metric_names: Sequence[str] = ()) -> None:
+                 metric_names: Sequence[str] = (), prior: Prior | None = None) -> None:
         if direction not in ("minimize", "maximize"):
             raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
         self.space = space if isinstance(space, SearchSpace) else SearchSpace.from_dict(space)
@@ -66,6 +67,7 @@ class Optimizer:
         self.options = EngineOptions.coerce(options)
         self.metrics_fn = metrics_fn
         self.metric_names = tuple(metric_names)
+        self.prior = prior  # finished related studies (``transfer.build_prior``), or None
         self.model: PrunerModel | None = None
         self._trials: list[Observation] = []
         self._pruned: list[PrunedCandidate] = []
@@ -83,7 +85,8 @@ class Optimizer:
         """``n`` configurations at once, distinct and spread out (as for ``n`` parallel workers)."""
         decision = propose(self.space, self.history, n, seed=self.seed, pruner=self.model,
                            options=self.options,
-                           metrics_fn=self.metrics_fn if self.metric_names else None)
+                           metrics_fn=self.metrics_fn if self.metric_names else None,
+                           prior=self.prior)
         self._pruned.extend(decision.pruned)
         configs = [p.params for p in decision.proposals]
         metrics = self._metrics(configs)

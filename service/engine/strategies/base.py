@@ -39,6 +39,9 @@ class Context:
     incumbent: Observation | None = None
     seen: frozenset[Key] = field(default_factory=frozenset)
     scorer: Scorer | None = None
+    # The prior studies' opinion (``service.engine.transfer``), while it is trusted: a ranking
+    # strategy mixes it in with ``transfer.weight`` and adds its best configurations to its pool.
+    transfer: Any = None
 
 
 class Strategy(ABC):

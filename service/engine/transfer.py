@@ -1,0 +1,257 @@
+"""Transfer from prior studies: what finished studies on related tasks say about a new one.
+
+A user's past studies (other datasets, same kind of model) are the cheapest knowledge there is. Each
+prior study is mapped into the new space and its results turned into ranks *within that study*, so
+studies with different scales (accuracy on one dataset, loss on another) combine. A GP per prior
+study learns its normal-scored ranks; their mean prediction is the prior's opinion of a
+configuration. The engine then
+
+- starts with the prior's consensus incumbents instead of quasi-random points,
+- keeps ranking candidates with the prior mixed into its own model while the prior predicts the new
+  study's results well, and
+- drops the prior completely (cold-start behaviour) once it measurably does not.
+
+Trust is measured, never assumed: the Spearman correlation between the prior's prediction and the
+result of every finished trial of the new study. The prior does not learn from the new study, so
+its predictions for those trials are honest out-of-sample forecasts.
+
+Compatibility (``mapping_problems``): the spaces must share at least one parameter name with the
+same type. How the rest is handled, explicitly:
+
+- a parameter only the prior has is dropped from its configurations (its effect is averaged into
+  the ranks);
+- a parameter only the new space has is unknown in prior configurations: the models encode it as
+  absent (like an inactive conditional), and a transferred incumbent gets it sampled;
+- a number outside the new range is clipped into it; a categorical value the new space lacks
+  makes that parameter unknown for that configuration.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.engine import gp
+from service.engine.encoding import Encoder
+from service.engine.history import History
+from service.engine.space import (
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    SearchSpace,
+    _same_choice,
+    config_key,
+)
+
+MIN_RESULTS_FOR_TRUST = 4  # Spearman on fewer points is noise
+TRUST_MIN = 0.1  # below this measured trust the prior is ignored: cold-start behaviour
+PRIOR_POINTS = 150  # each prior study's GP conditions on at most this many of its trials
+INCUMBENTS = 3  # initial-design slots given to the prior's consensus incumbents
+POOL_TOP = 24  # the prior's best configurations offered to the surrogate's candidate pool
+
+
+@dataclass(frozen=True)
+class PriorStudy:
+    """One finished study in the new space's terms: its configurations and their goodness."""
+
+    name: str
+    configs: tuple[dict[str, Any], ...]
+    scores: np.ndarray  # normal scores of the study's own ranks; lower is better (gp convention)
+
+
+@dataclass(frozen=True, eq=False)
+class Prior:
+    """The prior studies a study learns from (compared by identity: models are cached on it)."""
+
+    studies: tuple[PriorStudy, ...]
+    _models: dict[int, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def size(self) -> int:
+        return sum(len(s.configs) for s in self.studies)
+
+
+def mapping_problems(target: SearchSpace, source: SearchSpace) -> list[str]:
+    """Why ``source`` cannot transfer to ``target`` (empty: it can)."""
+    problems = []
+    shared = [p for p in target.params if p.name in source]
+    for param in shared:
+        other = source[param.name]
+        if type(other) is not type(param):
+            problems.append(f"{param.name}: {_kind(other)} in the prior study, {_kind(param)} here")
+    if not shared:
+        problems.append("no parameter name in common")
+    return problems
+
+
+def _kind(param: Any) -> str:
+    return {FloatParam: "float", IntParam: "int", CategoricalParam: "categorical"}[type(param)]
+
+
+def map_config(target: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A prior configuration in the target's terms (see the module docstring); only parameters
+    that are active in the target given the mapped values are kept."""
+    mapped: dict[str, Any] = {}
+    for param in target.params:
+        if param.name not in params or not target.is_active(param, mapped):
+            continue
+        value = params[param.name]
+        if isinstance(param, CategoricalParam):
+            for choice in param.choices:
+                if _same_choice(choice, value):
+                    mapped[param.name] = choice
+                    break
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(float(value)):
+            mapped[param.name] = param.clip(float(value))
+    return mapped
+
+
+def build_prior(target: SearchSpace,
+                studies: Sequence[tuple[str, str, Sequence[Mapping[str, Any]], Sequence[float]]],
+                ) -> Prior | None:
+    """``studies``: (name, direction, configurations, values) of each prior study's finished
+    trials. Values become normal scores of ranks within their own study. None if nothing usable."""
+    out = []
+    for name, direction, configs, values in studies:
+        rows = [(map_config(target, c), float(v)) for c, v in zip(configs, values, strict=True)
+                if v is not None and math.isfinite(float(v))]
+        rows = [(c, v) for c, v in rows if c]
+        if len(rows) < 2:
+            continue
+        losses = np.array([v if direction == "minimize" else -v for _, v in rows])
+        out.append(PriorStudy(name, tuple(c for c, _ in rows), gp.normal_scores(losses)))
+    return Prior(tuple(out)) if out else None
+
+
+class PriorModel:
+    """The prior's opinion of configurations: the mean of its studies' GP predictions."""
+
+    def __init__(self, prior: Prior, encoder: Encoder) -> None:
+        self.features = gp.Features(encoder)
+        self.models = []
+        for study in prior.studies:
+            rows = gp.subset(study.scores, PRIOR_POINTS)
+            X = self.features([study.configs[i] for i in rows])
+            self.models.append(gp.fit(X, study.scores[rows], self.features.groups))
+
+    def score(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Predicted goodness (higher is better) on a common scale across studies."""
+        if not configs:
+            return np.zeros(0)
+        X = self.features(list(configs))
+        return -np.mean([m.predict(X)[0] for m in self.models], axis=0)
+
+
+def prior_model(prior: Prior, encoder: Encoder) -> PriorModel:
+    """One model per prior and space, built on first use (a few GP fits) and kept on the prior."""
+    model = prior._models.get(id(encoder))
+    if model is None:
+        model = prior._models[id(encoder)] = PriorModel(prior, encoder)
+    return model
+
+
+@dataclass(frozen=True)
+class TransferView:
+    """What an ask needs of the prior: its model, the measured trust, and whether it is used."""
+
+    prior: Prior
+    model: PriorModel
+    trust: float | None  # None until MIN_RESULTS_FOR_TRUST results
+    n_measured: int
+
+    @property
+    def active(self) -> bool:
+        return self.trust is None or self.trust >= TRUST_MIN
+
+    @property
+    def weight(self) -> float:
+        """How much the prior counts against the study's own model: full while unmeasured or
+        trusted, less as the study's own evidence grows."""
+        if not self.active:
+            return 0.0
+        trust = 1.0 if self.trust is None else self.trust
+        return trust * 20.0 / (20.0 + self.n_measured)
+
+
+def view(prior: Prior | None, encoder: Encoder, history: History) -> TransferView | None:
+    if prior is None or not prior.studies:
+        return None
+    model = prior_model(prior, encoder)
+    done = history.complete
+    trust = None
+    if len(done) >= MIN_RESULTS_FOR_TRUST:
+        predicted = _predicted(model, done)
+        trust = spearman(predicted, -np.asarray(history.complete_losses))
+    return TransferView(prior, model, trust, len(done))
+
+
+def measure_trust(prior: Prior | None, space: SearchSpace, history: History) -> float | None:
+    """The Spearman correlation between the prior's predictions and the study's results."""
+    from service.engine.engine import encoder_for
+
+    transfer = view(prior, encoder_for(space), history)
+    return None if transfer is None else transfer.trust
+
+
+def _predicted(model: PriorModel, done: Sequence[Any]) -> np.ndarray:
+    return model.score([t.params for t in done])
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (average ranks for ties); 0 when either side is constant."""
+    ra, rb = _avg_ranks(np.asarray(a, float)), _avg_ranks(np.asarray(b, float))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / denom) if denom > 0 else 0.0
+
+
+def _avg_ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=float)
+    for value in np.unique(x):
+        tied = x == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+@functools.lru_cache(maxsize=64)
+def _ranked_union(prior: Prior, encoder: Encoder) -> tuple[dict[str, Any], ...]:
+    """Every prior configuration once, best first by the prior's consensus score."""
+    unique: dict[Any, dict[str, Any]] = {}
+    for study in prior.studies:
+        for config in study.configs:
+            unique.setdefault(config_key(config), config)
+    configs = list(unique.values())
+    order = np.argsort(-prior_model(prior, encoder).score(configs), kind="stable")
+    return tuple(configs[i] for i in order)
+
+
+def incumbents(prior: Prior, encoder: Encoder, seen: set[Any] | frozenset[Any],
+               n: int) -> list[dict[str, Any]]:
+    """The ``n`` best prior configurations not tried yet, completed in the new space (parameters
+    the prior lacks are sampled)."""
+    space = encoder.space
+    out: list[dict[str, Any]] = []
+    taken = set(seen)
+    for config in _ranked_union(prior, encoder):
+        # Missing params are sampled from the configuration's own seed: the same incumbent is
+        # the same configuration on every ask, so "already tried" recognises it.
+        own = np.random.default_rng(zlib.crc32(repr(config_key(config)).encode()))
+        full = space.complete(config, own)
+        key = config_key(full)
+        if key in taken:
+            continue
+        taken.add(key)
+        out.append(full)
+        if len(out) >= n:
+            break
+    return out
