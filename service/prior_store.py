@@ -40,8 +40,8 @@ class PriorStore:
             if source is None:
                 continue
             rows = trial_queries.complete_results(session, source_id)
-            sources.append((source_id, source.direction, [p for p, _ in rows],
-                            [v for _, v in rows]))
+            sources.append((source_id, source.direction, [p for p, _, _ in rows],
+                            [v for _, v, _ in rows], [m for _, _, m in rows]))
         prior = build_prior(space, sources)
         with self._lock:
             self._priors[study.id] = (stamp, prior)

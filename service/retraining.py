@@ -29,10 +29,13 @@ log = logging.getLogger("dyesp.retraining")
 
 
 def is_due(n_complete: int, trained_on: int, settings: Settings,
-           trust: float | None = None) -> bool:
+           trust: float | None = None, pretrain: bool = False) -> bool:
     """Retrain once enough results exist, then when results grew by a margin, or sooner (after a
     few new results) when the pruner's measured trust has dropped below the floor where it gets
-    a say: a pruner that stopped predicting well should learn from what fooled it now."""
+    a say: a pruner that stopped predicting well should learn from what fooled it now.
+    ``pretrain``: the study learns from prior studies and has no model yet: train on theirs."""
+    if pretrain:
+        return True
     if n_complete < settings.retrain_min_trials:
         return False
     new = n_complete - trained_on
@@ -112,9 +115,11 @@ class Retrainer:
             ) or 0
             trained_on = session.scalar(
                 select(func.max(PrunerRow.n_train)).where(PrunerRow.study_id == study_id)
-            ) or 0
+            )
             trust = _recent_trust(session, study_id) if trained_on else None
-        return is_due(n_complete, trained_on, self.settings, trust)
+            study = session.get(Study, study_id)
+            pretrain = study is not None and bool(study.transfer_from) and trained_on is None
+        return is_due(n_complete, trained_on or 0, self.settings, trust, pretrain)
 
     def _dispatch(self, study_id: str) -> None:
         if self._redis is not None and self._redis_up():

@@ -92,13 +92,16 @@ def create_study(ctx: Context, owner_id: int, body: StudyCreate) -> Study:
             sources = compatible_sources(session, owner_id, space)
         else:
             sources = _checked_sources(session, owner_id, space, body.transfer_from)
-        return study_queries.create_study(
+        study = study_queries.create_study(
             session, owner_id, name=body.name, direction=body.direction,
             space=space.to_dict(),
             seed=body.seed if body.seed is not None else secrets.randbits(31),
             heartbeat_timeout_s=body.heartbeat_timeout_s or ctx.default_heartbeat_timeout_s,
             static_metrics=list(body.static_metrics), transfer_from=sources,
         )
+    if sources and ctx.on_told is not None:
+        ctx.on_told(study.id)  # the pruner is pretrained on the prior studies right away
+    return study
 
 
 def _checked_sources(session: Session, owner_id: int, space: SearchSpace,

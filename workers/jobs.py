@@ -22,6 +22,7 @@ from service.engine.history import History
 from service.engine.pruner import PrunerModel, make_training_set, observed_goodness
 from service.engine.space import SearchSpace
 from service.history_cache import HistoryCache
+from service.prior_store import PriorStore
 from service.retraining import is_due
 
 HOLDOUT_SHARE = 0.2  # the newest fifth of the results judges the new model
@@ -50,12 +51,14 @@ def retrain_pruner(study_id: str, *, database_url: str | None = None,
                 .order_by(PrunerRow.version.desc()).limit(1))
             space = SearchSpace.from_dict(study.space)
             metric_names = tuple(study.static_metrics or ())
+            prior = PriorStore().get(session, study, space)
         labelled, _ = observed_goodness(history)
-        if not is_due(len(history.complete), last[0] if last else 0, settings):
+        if not is_due(len(history.complete), last[0] if last else 0, settings,
+                      pretrain=prior is not None and last is None):
             return None
         encoder = Encoder(space)
         fit, held_out = _split(history, [t.number for t in labelled])
-        training_set = make_training_set(encoder, fit, metric_names)
+        training_set = make_training_set(encoder, fit, metric_names, prior)
         previous = PrunerModel.from_bytes(last[1]) if last else None
         import torch  # only here: the API process never imports torch
 

@@ -135,11 +135,13 @@ def best(session: Session, study_id: str, direction: str) -> Trial | None:
     )
 
 
-def complete_results(session: Session, study_id: str) -> list[tuple[dict[str, Any], float]]:
-    """(params, value) of every complete trial, in number order: what a prior study teaches."""
+def complete_results(session: Session,
+                     study_id: str) -> list[tuple[dict[str, Any], float, dict[str, Any]]]:
+    """(params, value, static metrics) of every complete trial, in number order: what a prior
+    study teaches."""
     rows = session.execute(
-        select(Trial.params, Trial.value).where(Trial.study_id == study_id,
-                                                Trial.state == TrialState.COMPLETE.value,
-                                                Trial.value.is_not(None))
+        select(Trial.params, Trial.value, Trial.static_metrics)
+        .where(Trial.study_id == study_id, Trial.state == TrialState.COMPLETE.value,
+               Trial.value.is_not(None))
         .order_by(Trial.number))
-    return [(params, float(value)) for params, value in rows]
+    return [(params, float(value), metrics or {}) for params, value, metrics in rows]

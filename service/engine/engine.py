@@ -183,6 +183,8 @@ def propose(space: SearchSpace, history: History, n: int, *, seed: int,
             (picked,) = transfer.incumbents(prior, encoder, seen, 1) or (None,)
             if picked is not None:
                 name, exploration = TRANSFER, 0.0
+                if scorer is not None:  # a pretrained pruner's forecast: how its trust starts
+                    predicted = float(scorer([picked])[0][0])
         if picked is None and index < plan.n_initial:
             if design is None:  # the same design whichever ask reaches it: a true LHS across asks
                 design = latin_hypercube(space, plan.n_initial,

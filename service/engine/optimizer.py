@@ -83,6 +83,8 @@ class Optimizer:
 
     def ask_many(self, n: int) -> list[Suggestion]:
         """``n`` configurations at once, distinct and spread out (as for ``n`` parallel workers)."""
+        if self.prior is not None and self.n_trainings == 0:
+            self._train()  # pretrain the pruner on the prior studies before the first result
         decision = propose(self.space, self.history, n, seed=self.seed, pruner=self.model,
                            options=self.options,
                            metrics_fn=self.metrics_fn if self.metric_names else None,
@@ -134,10 +136,17 @@ class Optimizer:
                   math.ceil(self.options.retrain_growth * self._trained_at))
         if labelled < MIN_TRAINING_TRIALS or labelled - self._trained_at < due:
             return
+        self._train()
+        self._trained_at = labelled
+
+    def _train(self) -> None:
+        if self.trainer is None or not self.options.pruner:
+            return
         from service.engine.pruner import make_training_set
 
         training_set = make_training_set(encoder_for(self.space), self.history,
-                                         self.metric_names)
+                                         self.metric_names, self.prior)
+        if training_set.n_trials < 2:
+            return
         self.model = self.trainer(training_set, self.model)
-        self._trained_at = labelled
         self.n_trainings += 1

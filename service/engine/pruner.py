@@ -26,12 +26,15 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.engine.encoding import Encoder
 from service.engine.history import History, Observation, TrialState
+
+if TYPE_CHECKING:
+    from service.engine.transfer import Prior
 
 FEATURE_VERSION = 1
 MODEL_FORMAT = 1
@@ -251,18 +254,28 @@ def observed_goodness(history: History) -> tuple[list[Observation], np.ndarray]:
     return observations, np.array(labels, dtype=np.float64)
 
 
-def make_training_set(encoder: Encoder, history: History,
-                      metric_names: Sequence[str]) -> TrainingSet:
-    """Complete and infeasible trials as feature rows and goodness labels.
+def make_training_set(encoder: Encoder, history: History, metric_names: Sequence[str],
+                      prior: Prior | None = None) -> TrainingSet:
+    """Complete and infeasible trials as feature rows and goodness labels, plus, for a study that
+    learns from prior studies, their rows ranked within each study (``transfer.pruner_rows``:
+    many before the study has results, none once it has enough of its own).
 
     Pruned candidates are not labels: nobody trained them, their "value" is only our own guess.
     """
+    from service.engine.transfer import pruner_rows
+
     metric_names = tuple(metric_names)
     observations, y = observed_goodness(history)
-    X = featurize(encoder, [t.params for t in observations],
-                  [t.metrics for t in observations], metric_names)
+    configs = [t.params for t in observations]
+    metrics = [t.metrics for t in observations]
+    borrowed = pruner_rows(prior, len(observations))
+    if borrowed:
+        configs += [c for c, _, _ in borrowed]
+        metrics += [m for _, m, _ in borrowed]
+        y = np.concatenate([y, [g for _, _, g in borrowed]])
+    X = featurize(encoder, configs, metrics, metric_names)
     return TrainingSet(X, y, feature_fingerprint(encoder, metric_names), metric_names,
-                       len(observations))
+                       len(observations) + len(borrowed))
 
 
 # --- trust and pruning -----------------------------------------------------------------------

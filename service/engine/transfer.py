@@ -63,6 +63,8 @@ class PriorStudy:
     name: str
     configs: tuple[dict[str, Any], ...]
     scores: np.ndarray  # normal scores of the study's own ranks; lower is better (gp convention)
+    goodness: np.ndarray  # the same ranks as the pruner's labels: in [0, 1], 1 = best
+    metrics: tuple[dict[str, float], ...] = ()  # static metrics per configuration, when known
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,21 +115,44 @@ def map_config(target: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]
     return mapped
 
 
-def build_prior(target: SearchSpace,
-                studies: Sequence[tuple[str, str, Sequence[Mapping[str, Any]], Sequence[float]]],
-                ) -> Prior | None:
-    """``studies``: (name, direction, configurations, values) of each prior study's finished
-    trials. Values become normal scores of ranks within their own study. None if nothing usable."""
+def build_prior(target: SearchSpace, studies: Sequence[Sequence[Any]]) -> Prior | None:
+    """``studies``: (name, direction, configurations, values[, static metrics]) of each prior
+    study's complete trials. Values become ranks within their own study. None if none usable."""
+    from service.engine.pruner import rank_goodness
+
     out = []
-    for name, direction, configs, values in studies:
-        rows = [(map_config(target, c), float(v)) for c, v in zip(configs, values, strict=True)
+    for name, direction, configs, values, *rest in studies:
+        metrics = rest[0] if rest else [{}] * len(configs)
+        rows = [(map_config(target, c), float(v), dict(m or {}))
+                for c, v, m in zip(configs, values, metrics, strict=True)
                 if v is not None and math.isfinite(float(v))]
-        rows = [(c, v) for c, v in rows if c]
+        rows = [row for row in rows if row[0]]
         if len(rows) < 2:
             continue
-        losses = np.array([v if direction == "minimize" else -v for _, v in rows])
-        out.append(PriorStudy(name, tuple(c for c, _ in rows), gp.normal_scores(losses)))
+        losses = np.array([v if direction == "minimize" else -v for _, v, _ in rows])
+        out.append(PriorStudy(name, tuple(c for c, _, _ in rows), gp.normal_scores(losses),
+                              rank_goodness(losses), tuple(m for _, _, m in rows)))
     return Prior(tuple(out)) if out else None
+
+
+PRETRAIN_ROWS = 200  # prior rows in the pruner's training set before the study has results
+
+
+def pruner_rows(prior: Prior | None, n_own: int) -> list[tuple[dict[str, Any], dict[str, float],
+                                                               float]]:
+    """(config, static metrics, goodness) rows of the prior for the pruner's training set: up to
+    ``PRETRAIN_ROWS`` while the study has no results, fewer as its own results arrive (two own
+    results displace one prior row), none from 100 on. Each study's best rows first."""
+    limit = max(0, PRETRAIN_ROWS - 2 * n_own)
+    if prior is None or limit == 0:
+        return []
+    per = max(1, limit // len(prior.studies))
+    rows = []
+    for study in prior.studies:
+        keep = gp.subset(-study.goodness, per)  # the best half plus a spread of the rest
+        metrics = study.metrics or ({},) * len(study.configs)
+        rows += [(study.configs[i], metrics[i], float(study.goodness[i])) for i in keep]
+    return rows
 
 
 class PriorModel:
@@ -187,8 +212,9 @@ def view(prior: Prior | None, encoder: Encoder, history: History) -> TransferVie
     done = history.complete
     trust = None
     if len(done) >= MIN_RESULTS_FOR_TRUST:
-        predicted = _predicted(model, done)
-        trust = spearman(predicted, -np.asarray(history.complete_losses))
+        from service.engine.pruner import spearman
+
+        trust = spearman(_predicted(model, done), -np.asarray(history.complete_losses))
     return TransferView(prior, model, trust, len(done))
 
 
@@ -202,25 +228,6 @@ def measure_trust(prior: Prior | None, space: SearchSpace, history: History) -> 
 
 def _predicted(model: PriorModel, done: Sequence[Any]) -> np.ndarray:
     return model.score([t.params for t in done])
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation (average ranks for ties); 0 when either side is constant."""
-    ra, rb = _avg_ranks(np.asarray(a, float)), _avg_ranks(np.asarray(b, float))
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / denom) if denom > 0 else 0.0
-
-
-def _avg_ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x), dtype=float)
-    for value in np.unique(x):
-        tied = x == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return ranks
 
 
 @functools.lru_cache(maxsize=64)

@@ -173,3 +173,28 @@ def test_unreachable_redis_falls_back_to_training_beside_the_server(database_url
         while not pruner_rows(app, study_id) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert [r.version for r in pruner_rows(app, study_id)] == [1]
+
+
+def test_a_transfer_study_pretrains_its_pruner_before_any_result(database_url: str) -> None:
+    """With prior studies the pruner is due at once (their ranks are its labels); a cold study
+    with no results is not."""
+    from workers.jobs import retrain_pruner
+
+    app = create_app(make_settings(database_url))
+    with TestClient(app) as api:
+        api.headers["Authorization"] = f"Bearer {new_key(app)}"
+        source = run_trials(api, 12)
+        target = api.post("/v1/studies", json={"name": "t", "space": MIXED_SPACE,
+                                               "transfer_from": [source]}).json()["id"]
+        cold = api.post("/v1/studies", json={"name": "c", "space": MIXED_SPACE}).json()["id"]
+        assert retrain_pruner(cold, database_url=database_url, device="cpu") is None
+        summary = retrain_pruner(target, database_url=database_url, device="cpu")
+        assert summary is not None and summary.startswith("pruner v1 (active)")
+        report = api.get(f"/v1/studies/{target}/pruner").json()
+        assert report["active_version"] == 1
+        assert report["versions"][0]["n_train"] == 0  # none of the study's own results yet
+        assert report["versions"][0]["metrics"]["n_fit"] == 12  # the prior's rows
+        (trial,) = api.post(f"/v1/studies/{target}/ask").json()["trials"]
+        assert trial["proposal"]["predicted"] is not None  # the pretrained pruner had a say
+        # Not due again until the study's own results arrive.
+        assert retrain_pruner(target, database_url=database_url, device="cpu") is None

@@ -1,0 +1,111 @@
+"""Transfer in the engine: mapping prior configurations, the prior's opinion, trust and fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.engine import transfer
+from service.engine.engine import TRANSFER, encoder_for
+from service.engine.optimizer import Optimizer
+from service.engine.space import SearchSpace
+
+SPACE = SearchSpace.from_dict({"params": [
+    {"name": "x", "type": "float", "low": 0.0, "high": 1.0},
+    {"name": "y", "type": "float", "low": 0.0, "high": 1.0},
+    {"name": "op", "type": "categorical", "choices": ["a", "b", "c"]},
+]})
+
+
+def bowl(p: dict, cx: float = 0.8) -> float:
+    return (p["x"] - cx) ** 2 + (p["y"] - cx) ** 2 + (0.0 if p["op"] == "b" else 0.3)
+
+
+def prior_run(n: int = 40, seed: int = 0, sign: float = 1.0, cx: float = 0.8):
+    rng = np.random.default_rng(seed)
+    configs = [SPACE.sample(rng) for _ in range(n)]
+    return ("p", "minimize", configs, [sign * bowl(c, cx) for c in configs])
+
+
+def test_configurations_map_by_name_with_clipping_and_explicit_gaps() -> None:
+    target = SearchSpace.from_dict({"params": [
+        {"name": "x", "type": "float", "low": 0.0, "high": 0.5},
+        {"name": "op", "type": "categorical", "choices": ["b", "c"]},
+        {"name": "depth", "type": "int", "low": 1, "high": 4},
+        {"name": "w", "type": "int", "low": 1, "high": 9,
+         "condition": {"parent": "depth", "values": [4]}},
+    ]})
+    mapped = transfer.map_config(target, {"x": 0.9, "op": "a", "y": 0.3, "w": 5})
+    assert mapped == {"x": 0.5}  # clipped; unknown choice and prior-only y dropped; w inactive
+    assert transfer.map_config(target, {"x": 0.2, "op": "c", "depth": 4, "w": 7}) == {
+        "x": 0.2, "op": "c", "depth": 4, "w": 7}
+
+
+def test_compatibility_needs_shared_names_of_the_same_type() -> None:
+    ints = SearchSpace.from_dict({"params": [{"name": "x", "type": "int", "low": 0, "high": 3}]})
+    other = SearchSpace.from_dict({"params": [
+        {"name": "z", "type": "float", "low": 0, "high": 1}]})
+    assert transfer.mapping_problems(SPACE, SPACE) == []
+    assert transfer.mapping_problems(SPACE, ints) == ["x: int in the prior study, float here"]
+    assert transfer.mapping_problems(SPACE, other) == ["no parameter name in common"]
+
+
+def test_ranks_are_within_each_study_and_direction_aware() -> None:
+    a = ("a", "minimize", [{"x": 0.1}, {"x": 0.2}], [1.0, 5.0])
+    b = ("b", "maximize", [{"x": 0.1}, {"x": 0.2}], [1000.0, 2000.0])  # another scale and sign
+    prior = transfer.build_prior(SPACE, [a, b])
+    assert prior is not None
+    first, second = prior.studies
+    assert first.goodness.tolist() == [1.0, 0.0] and second.goodness.tolist() == [0.0, 1.0]
+    assert first.scores[0] < first.scores[1] and second.scores[1] < second.scores[0]
+
+
+def test_the_prior_incumbents_come_first_and_a_related_prior_is_trusted() -> None:
+    prior = transfer.build_prior(SPACE, [prior_run(seed=1), prior_run(seed=2)])
+    opt = Optimizer(SPACE, seed=0, prior=prior)
+    ranked = sorted((c for s in prior.studies for c in s.configs), key=bowl)
+    suggestions = [opt.ask() for _ in range(transfer.INCUMBENTS)]
+    assert [s.proposal.strategy for s in suggestions] == [TRANSFER] * transfer.INCUMBENTS
+    # The consensus of both studies' models: among their best few of 80, not random ones.
+    assert all(s.params in ranked[:5] for s in suggestions)
+    for s in suggestions:
+        opt.tell(s, bowl(s.params, cx=0.75))
+    for _ in range(5):
+        s = opt.ask()
+        opt.tell(s, bowl(s.params, cx=0.75))
+    trust = transfer.measure_trust(prior, SPACE, opt.history)
+    assert trust is not None and trust > 0.5
+
+
+def test_a_misleading_prior_is_dropped_once_measured() -> None:
+    prior = transfer.build_prior(SPACE, [prior_run(seed=1, sign=-1.0)])  # best there = worst here
+    opt = Optimizer(SPACE, seed=0, prior=prior)
+    for _ in range(transfer.MIN_RESULTS_FOR_TRUST + 1):
+        s = opt.ask()
+        opt.tell(s, bowl(s.params))
+    trust = transfer.measure_trust(prior, SPACE, opt.history)
+    assert trust is not None and trust < transfer.TRUST_MIN
+    view = transfer.view(prior, encoder_for(SPACE), opt.history)
+    assert view is not None and not view.active and view.weight == 0.0
+    later = [opt.ask() for _ in range(3)]
+    assert all(s.proposal.strategy != TRANSFER for s in later)
+
+
+def test_prior_rows_teach_the_pruner_less_as_own_results_arrive() -> None:
+    prior = transfer.build_prior(SPACE, [prior_run(n=300, seed=1), prior_run(n=300, seed=2)])
+    sizes = [len(transfer.pruner_rows(prior, n)) for n in (0, 50, 99, 100, 500)]
+    assert sizes[0] == transfer.PRETRAIN_ROWS and sizes[0] > sizes[1] > sizes[2] > 0
+    assert sizes[3:] == [0, 0]
+    assert transfer.pruner_rows(None, 0) == []
+
+
+def test_the_optimizer_pretrains_its_pruner_on_the_prior() -> None:
+    calls = []
+
+    def trainer(training_set, previous):  # records what it is given; no torch needed here
+        calls.append(training_set.n_trials)
+        return previous
+
+    prior = transfer.build_prior(SPACE, [prior_run(n=30, seed=1)])
+    opt = Optimizer(SPACE, seed=0, prior=prior, trainer=trainer)
+    opt.ask()
+    assert calls == [30]
