@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -94,7 +96,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.max_bytes)
             return message
 
         try:
@@ -103,14 +105,19 @@ class BodyLimitMiddleware:
             await _too_large(send, self.max_bytes)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a streamed body passes the limit. An HTTPException, because
+    FastAPI re-raises those from its body parsing (to the app's problem handler: a 413) and turns
+    any other error into a 400; a read outside the routes lands in the ``except`` above."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"body: at most {limit} bytes allowed")
 
 
 async def _too_large(send: Send, limit: int) -> None:
     import json
 
-    body = json.dumps({"type": "about:blank", "title": "Content Too Large", "status": 413,
+    body = json.dumps({"type": "about:blank", "title": HTTPStatus(413).phrase, "status": 413,
                        "detail": f"body: at most {limit} bytes allowed", "errors": []}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/problem+json"),

@@ -6,9 +6,11 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
+from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
 from service.db.keys import resolve_owner
+from service.schemas import reject_unstorable
 from service.studies import Context
 
 
@@ -51,6 +53,7 @@ def _unauthorized(detail: str) -> HTTPException:
 CurrentOwner = Annotated[int, Depends(current_owner)]
 
 
-# Bounded path parameters: an out-of-range id is a 422 here, not a database error later.
-StudyId = Annotated[str, Path(min_length=1, max_length=64)]
+# Bounded path parameters: an out-of-range id (or a NUL PostgreSQL cannot compare) is a 422 here,
+# not a database error later.
+StudyId = Annotated[str, Path(min_length=1, max_length=64), AfterValidator(reject_unstorable)]
 TrialId = Annotated[int, Path(ge=0, le=2**63 - 1)]

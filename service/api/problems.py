@@ -21,10 +21,18 @@ log = logging.getLogger("dyesp.api")
 RETRY_AFTER_S = "2"
 
 
+def _encodable(text: str) -> str:
+    """Input echoed in a problem (a dict key in a field path) may hold a lone surrogate, which
+    JSON can spell (``"\\udc00"``) but UTF-8 cannot encode: show it escaped, not fail with a 500."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def problem(status: int, detail: str, errors: list[dict[str, str]] | None = None,
             headers: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": HTTPStatus(status).phrase,
-                            "status": status, "detail": detail, "errors": errors or []}
+    body: dict[str, Any] = {
+        "type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
+        "detail": _encodable(detail),
+        "errors": [{key: _encodable(value) for key, value in e.items()} for e in errors or []]}
     return JSONResponse(body, status_code=status, headers=headers,
                         media_type="application/problem+json")
 
@@ -78,6 +86,10 @@ def install(app: FastAPI) -> None:
         for item in error.errors():
             field = field_path(tuple(item.get("loc", ())))
             message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+            if item.get("type") == "json_invalid":  # loc is ("body", offset), not a field
+                field = "body"
+                message = (f"invalid JSON at character {item['loc'][-1]}: "
+                           f"{(item.get('ctx') or {}).get('error', 'decode error')}")
             if item.get("type") in ("int_type", "float_type", "string_type", "bool_type"):
                 message += f", got {item.get('input')!r}"[:120]
             if any(e["field"] == field for e in errors):
@@ -91,7 +103,8 @@ def install(app: FastAPI) -> None:
         headers = dict(error.headers or {})
         if error.status_code == 405:
             headers["Allow"] = ", ".join(_allowed_methods(app, request))
-        return problem(error.status_code, str(error.detail), headers=headers or None)
+        return problem(error.status_code, _unparsable(error) or str(error.detail),
+                       headers=headers or None)
 
     @app.exception_handler(RecursionError)
     async def _too_deep(_: Request, __: RecursionError) -> JSONResponse:
@@ -111,6 +124,20 @@ def install(app: FastAPI) -> None:
                            headers={"Retry-After": RETRY_AFTER_S})
         log.exception("database error")
         return problem(500, "internal database error")
+
+
+def _unparsable(error: StarletteHTTPException) -> str | None:
+    """FastAPI answers any body it cannot parse with one generic 400; say why, where we know."""
+    cause = error.__cause__
+    if error.status_code != 400 or cause is None:
+        return None
+    if isinstance(cause, RecursionError):
+        return "body: JSON nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return "body: not valid UTF-8"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return "body: a number has too many digits"
+    return None
 
 
 # Statuses any /v1 operation may answer, all as problem documents.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -14,6 +15,10 @@ from service.db.models import ApiKey, Owner, utcnow
 
 KEY_PREFIX = "dyesp"
 LOCAL_OWNER = "local"
+PREFIX_BYTES = 6
+# Only a well-formed key id is looked up: anything else (a NUL PostgreSQL cannot compare, 100 kB
+# of junk) is a miss without a query. The caller knows what it sent, so skipping leaks nothing.
+_PREFIX_FORMAT = re.compile(f"[0-9a-f]{{{2 * PREFIX_BYTES}}}")
 # Compared against when a prefix is unknown, so a miss costs the same as a hit.
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
@@ -40,7 +45,7 @@ def get_or_create_owner(session: Session, name: str) -> Owner:
 
 def create_key(session: Session, owner_name: str, key_name: str) -> NewKey:
     owner = get_or_create_owner(session, owner_name)
-    prefix = secrets.token_hex(6)
+    prefix = secrets.token_hex(PREFIX_BYTES)
     secret = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     session.add(ApiKey(owner_id=owner.id, name=key_name, prefix=prefix, key_hash=_hash(secret)))
     session.flush()
@@ -64,8 +69,10 @@ def resolve_owner(session: Session, secret: str) -> int | None:
     """The owner id of a valid, unrevoked key; None otherwise. Timing does not reveal which part
     failed: the stored hash is always compared with ``hmac.compare_digest``."""
     parts = secret.split("_", 2)
-    prefix = parts[1] if len(parts) == 3 and parts[0] == KEY_PREFIX else ""
-    key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix)) if prefix else None
+    well_formed = len(parts) == 3 and parts[0] == KEY_PREFIX and _PREFIX_FORMAT.fullmatch(parts[1])
+    # Plain columns, not an ORM object: building one only on a hit would make hits slower.
+    key = session.execute(select(ApiKey.key_hash, ApiKey.owner_id, ApiKey.revoked_at)
+                          .where(ApiKey.prefix == parts[1])).first() if well_formed else None
     expected = key.key_hash if key is not None else _DUMMY_HASH
     matches = hmac.compare_digest(expected, _hash(secret))
     if key is None or not matches or key.revoked_at is not None:
