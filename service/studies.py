@@ -7,8 +7,11 @@ numbers stay gapless, a trial is never handed out twice, and the history cache s
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +24,7 @@ from service.db import trials as trial_queries
 from service.db.models import Candidate, Study, Trial, utcnow
 from service.db.session import transaction
 from service.engine import transfer
-from service.engine.engine import Decision, propose
+from service.engine.engine import Decision, propose, seen_keys
 from service.engine.history import History, ProposalInfo, TrialState
 from service.engine.selection import select
 from service.engine.space import SearchSpace, SpaceError, config_key
@@ -48,6 +51,24 @@ class Context:
     candidate_pool_max: int = 64
     candidate_ttl_s: float = 600.0
     on_told: Any = None  # callable(study_id) -> None: lets the retrainer know results arrived
+    _drafting: dict[str, set[int]] = field(default_factory=dict)
+    _drafting_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextlib.contextmanager
+    def drafting(self, study_id: str) -> Iterator[int]:
+        """A seed offset for a draft: the smallest one no other draft of the study here holds
+        (0, the study's own seed, whenever drafts don't overlap)."""
+        with self._drafting_lock:
+            held = self._drafting.setdefault(study_id, set())
+            salt = next(i for i in range(len(held) + 1) if i not in held)
+            held.add(salt)
+        try:
+            yield salt
+        finally:
+            with self._drafting_lock:
+                held.discard(salt)
+                if not held:
+                    self._drafting.pop(study_id, None)
 
 
 @dataclass
@@ -160,6 +181,10 @@ def ask(ctx: Context, owner_id: int, study_id: str, count: int, client_id: str |
     """
     if count > ctx.max_ask_count:
         raise Invalid("count", f"`count <= {ctx.max_ask_count}` must hold, got {count}")
+    # The engine's work happens before the study's lock, on a snapshot; the lock only checks the
+    # draft against what changed meanwhile and records it. Holding the lock through the engine
+    # serialised every ask and tell of a study behind one engine call at a time.
+    draft = _draft(ctx, owner_id, study_id, count) if candidates is None else None
     now = utcnow()
     with transaction(ctx.sessions) as session:
         lock = study_queries.lock_study(session, owner_id, study_id)
@@ -188,9 +213,36 @@ def ask(ctx: Context, owner_id: int, study_id: str, count: int, client_id: str |
             elif study.static_metrics:
                 result.candidates, result.expires_at = step.offer_pool(missing)
             else:
-                result.trials += step.propose(missing)
+                result.trials += step.propose(missing, draft)
         session.flush()
         return result
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """Proposals computed outside the lock on the history as of ``revision``."""
+
+    revision: int
+    decision: Decision
+
+
+def _draft(ctx: Context, owner_id: int, study_id: str, count: int) -> _Draft | None:
+    """The engine's decision on the newest committed history, made without the study's lock.
+    Concurrent drafts of one study in this process get distinct seeds (the first one the
+    study's own), so they don't all propose the same configuration."""
+    with ctx.sessions() as session:
+        study = study_queries.get_study(session, owner_id, study_id)
+        if study is None or study.static_metrics:
+            return None
+        revision = study.revision
+        history = ctx.cache.load(session, study_id, study.direction, revision=revision)
+        space = ctx.spaces.get(study)
+        pruner = ctx.pruners.active(session, study_id)
+        prior = ctx.priors.get(session, study, space)
+        seed = study.seed
+    with ctx.drafting(study_id) as salt:
+        decision = propose(space, history, count, seed=seed + salt, pruner=pruner, prior=prior)
+    return _Draft(revision, decision)
 
 
 @dataclass
@@ -205,7 +257,15 @@ class _Step:
     client_id: str | None
     now: datetime
 
-    def propose(self, count: int) -> list[Trial]:
+    def propose(self, count: int, draft: _Draft | None = None) -> list[Trial]:
+        """The draft if it still holds (nothing changed since, or nothing it proposes was taken
+        meanwhile), else the engine again, now inside the lock."""
+        if draft is not None and len(draft.decision.proposals) >= count and (
+                draft.revision == self.lock.revision - 1
+                or not _taken(draft.decision, self.history)):
+            decision = draft.decision
+            kept = Decision(decision.proposals[:count], decision.pruned, decision.plan)
+            return self._record(kept, [{}] * count)
         space = self.ctx.spaces.get(self.study)
         model = self.ctx.pruners.active(self.session, self.study.id)
         prior = self.ctx.priors.get(self.session, self.study, space)
@@ -267,6 +327,12 @@ class _Step:
             trial_queries.add_pruned(self.session, self.study.id, dict(candidate.params),
                                      candidate.predicted, dict(candidate.metrics))
         return trials
+
+
+def _taken(decision: Decision, history: History) -> bool:
+    """Whether a drafted configuration was handed out or finished by someone else meanwhile."""
+    seen = history.seen if history.seen is not None else seen_keys(history)
+    return any(config_key(p.params) in seen for p in decision.proposals)
 
 
 def tell(ctx: Context, owner_id: int, study_id: str, trial_id: int, body: TellRequest) -> Trial:
