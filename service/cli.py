@@ -15,6 +15,8 @@ _BENCHMARKS = {
     "zc-service": "benchmarks.zc_service",  # proxies' search gain through service and SDK
     "retraining": "benchmarks.retraining",  # training time; ask latency during retraining
     "ask-time": "benchmarks.ask_time",  # the engine's time per ask as history grows
+    "transfer": "benchmarks.transfer",  # warm start from past studies, leave one dataset out
+    "load": "benchmarks.load",  # server on PostgreSQL under 1-64 clients vs. Optuna's RDBStorage
 }
 
 
@@ -142,7 +144,12 @@ def _redacted_redis(url: str) -> str:
 
 def _bench(args: argparse.Namespace) -> int:
     import runpy
+    from pathlib import Path
 
+    # benchmarks/ is not installed: it lives in the checkout the (editable) service comes from.
+    checkout = str(Path(__file__).resolve().parents[1])
+    if (Path(checkout) / "benchmarks").is_dir() and checkout not in sys.path:
+        sys.path.insert(0, checkout)
     module = _BENCHMARKS[args.which]
     sys.argv = [module, *args.rest]
     runpy.run_module(module, run_name="__main__")

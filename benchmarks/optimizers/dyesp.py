@@ -12,6 +12,8 @@ ablations are separate methods so the report shows them side by side:
 `dyesp` (scheduler + pruner), `dyesp-scheduler-only` (options={"pruner": False}, no trainer: the
 pruner is off, so torch is not needed) and `dyesp-pruner-only` (options={"scheduler": False}).
 The strategy that produced each suggestion is recorded in the trace (`last_info`).
+`prior` (``service.engine.transfer.build_prior``) warm-starts the engine from finished studies;
+the transfer benchmark (`benchmarks/transfer.py`) passes it, every other method leaves it None.
 """
 
 from __future__ import annotations
@@ -46,14 +48,14 @@ class DyESP:
     use_trainer: bool = True
 
     def __init__(self, task: Any, seed: int, options: dict[str, Any] | None = None,
-                 use_trainer: bool | None = None) -> None:
+                 use_trainer: bool | None = None, prior: Any = None) -> None:
         search_space, engine_optimizer = _engine()
         options = self.options if options is None else options
         use_trainer = self.use_trainer if use_trainer is None else use_trainer
         self.opt = engine_optimizer(
             search_space.from_dict(task.space), direction=task.direction, seed=seed,
             trainer=_trainer() if use_trainer else None,
-            options=dict(options) if options else None)
+            options=dict(options) if options else None, prior=prior)
         self._pending: dict[int, Any] = {}
         self.last_info: dict[str, Any] | None = None
 
