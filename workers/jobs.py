@@ -21,6 +21,7 @@ from service.engine.encoding import Encoder
 from service.engine.history import History
 from service.engine.pruner import PrunerModel, make_training_set, observed_goodness
 from service.engine.space import SearchSpace
+from service.engine.transfer import teaching_prior
 from service.history_cache import HistoryCache
 from service.prior_store import PriorStore
 from service.retraining import is_due
@@ -58,7 +59,8 @@ def retrain_pruner(study_id: str, *, database_url: str | None = None,
             return None
         encoder = Encoder(space)
         fit, held_out = _split(history, [t.number for t in labelled])
-        training_set = make_training_set(encoder, fit, metric_names, prior)
+        training_set = make_training_set(encoder, fit, metric_names,
+                                         teaching_prior(prior, space, history))
         previous = PrunerModel.from_bytes(last[1]) if last else None
         import torch  # only here: the API process never imports torch
 

@@ -44,7 +44,7 @@ MetricsFn = Callable[[list[dict[str, Any]]], list[dict[str, float]]]
 ENUMERATE_LIMIT = 200_000  # spaces up to this size are listed to find their last untried points
 MAX_PRUNED_PER_ASK = 64  # pruned candidates recorded per ask: enough to learn from, bounded rows
 REPEAT = "repeat"  # label of a proposal that repeats a configuration: the space is exhausted
-TRANSFER = "transfer"  # label of a prior study's incumbent proposed as part of the initial design
+TRANSFER = transfer.TRANSFER  # label of a prior study's incumbent
 
 
 @dataclass(frozen=True)
@@ -171,26 +171,31 @@ def propose(space: SearchSpace, history: History, n: int, *, seed: int,
     proposals: list[Proposal] = []
     pruned: list[PrunedCandidate] = []
     design: list[Config] | None = None
+    offset = transfer.INCUMBENTS if prior is not None and prior.studies else 0
     for slot in range(n):
         index = len(history.trials) + slot
         picked: Config | None = None
         predicted: float | None = None
         name = assignment[slot]
         exploration = plan.exploration
-        if transfer_view is not None and index < min(transfer.INCUMBENTS, plan.n_initial):
-            # The prior's consensus incumbents replace the first quasi-random points; the rest of
-            # the design still spreads out, so the prior's trust is measured against contrast.
+        # With a prior, its first incumbents come before the initial design, which is then run
+        # unchanged: a prior found misleading leaves the cold start's design behind it. Later,
+        # a trusted prior keeps a share of the proposals for its next incumbents.
+        if transfer_view is not None and (
+                index < offset or (index >= offset + plan.n_initial and transfer.wants_incumbent(
+                    transfer_view, scheduler.recent_strategies(working)))):
             (picked,) = transfer.incumbents(prior, encoder, seen, 1) or (None,)
             if picked is not None:
                 name, exploration = TRANSFER, 0.0
                 if scorer is not None:  # a pretrained pruner's forecast: how its trust starts
                     predicted = float(scorer([picked])[0][0])
-        if picked is None and index < plan.n_initial:
+        at = index - offset if index >= offset else index
+        if picked is None and at < plan.n_initial:
             if design is None:  # the same design whichever ask reaches it: a true LHS across asks
                 design = latin_hypercube(space, plan.n_initial,
                                          np.random.default_rng([seed % 2**63, 0x1D]))
-            if config_key(design[index]) not in seen:
-                picked, name, exploration = design[index], scheduler.INITIAL, 1.0
+            if config_key(design[at]) not in seen:
+                picked, name, exploration = design[at], scheduler.INITIAL, 1.0
         if picked is None:
             # Strategies rank with the pruner only once it has earned trust; its predictions are
             # still recorded below, which is how that trust is measured.

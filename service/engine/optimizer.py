@@ -143,9 +143,11 @@ class Optimizer:
         if self.trainer is None or not self.options.pruner:
             return
         from service.engine.pruner import make_training_set
+        from service.engine.transfer import teaching_prior
 
-        training_set = make_training_set(encoder_for(self.space), self.history,
-                                         self.metric_names, self.prior)
+        history = self.history
+        training_set = make_training_set(encoder_for(self.space), history, self.metric_names,
+                                         teaching_prior(self.prior, self.space, history))
         if training_set.n_trials < 2:
             return
         self.model = self.trainer(training_set, self.model)

@@ -52,7 +52,11 @@ from service.engine.space import (
 MIN_RESULTS_FOR_TRUST = 4  # Spearman on fewer points is noise
 TRUST_MIN = 0.1  # below this measured trust the prior is ignored: cold-start behaviour
 PRIOR_POINTS = 150  # each prior study's GP conditions on at most this many of its trials
-INCUMBENTS = 3  # initial-design slots given to the prior's consensus incumbents
+INCUMBENTS = 2  # prior incumbents tried before the (unchanged) initial design: few, so a
+# misleading prior costs little; the design after them gives its trust measurement contrast
+INCUMBENT_SHARE = 0.5  # later, at full weight, up to this share of proposals are incumbents
+RECENT = 10  # the window that share is counted over
+TRANSFER = "transfer"  # the label of a proposal that is a prior study's incumbent
 POOL_TOP = 24  # the prior's best configurations offered to the surrogate's candidate pool
 
 
@@ -167,11 +171,19 @@ class PriorModel:
             self.models.append(gp.fit(X, study.scores[rows], self.features.groups))
 
     def score(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Predicted goodness (higher is better) on a common scale across studies."""
+        """Predicted goodness (higher is better) on a common scale across studies: each study's
+        prediction weighted by its confidence (1 / variance), so a study that never saw that
+        region does not drown one that did."""
         if not configs:
             return np.zeros(0)
         X = self.features(list(configs))
-        return -np.mean([m.predict(X)[0] for m in self.models], axis=0)
+        means, precisions = [], []
+        for model in self.models:
+            mean, std = model.predict(X)
+            means.append(mean)
+            precisions.append(1.0 / np.maximum(std, 1e-6) ** 2)
+        weights = np.array(precisions)
+        return -(weights * np.array(means)).sum(0) / weights.sum(0)
 
 
 def prior_model(prior: Prior, encoder: Encoder) -> PriorModel:
@@ -218,6 +230,13 @@ def view(prior: Prior | None, encoder: Encoder, history: History) -> TransferVie
     return TransferView(prior, model, trust, len(done))
 
 
+def teaching_prior(prior: Prior | None, space: SearchSpace, history: History) -> Prior | None:
+    """The prior the pruner may learn from: none once the prior is measured to mislead, so a
+    distrusted prior stops shaping the pruner as it stops shaping proposals."""
+    trust = measure_trust(prior, space, history)
+    return prior if trust is None or trust >= TRUST_MIN else None
+
+
 def measure_trust(prior: Prior | None, space: SearchSpace, history: History) -> float | None:
     """The Spearman correlation between the prior's predictions and the study's results."""
     from service.engine.engine import encoder_for
@@ -231,15 +250,22 @@ def _predicted(model: PriorModel, done: Sequence[Any]) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _ranked_union(prior: Prior, encoder: Encoder) -> tuple[dict[str, Any], ...]:
-    """Every prior configuration once, best first by the prior's consensus score."""
-    unique: dict[Any, dict[str, Any]] = {}
-    for study in prior.studies:
-        for config in study.configs:
-            unique.setdefault(config_key(config), config)
-    configs = list(unique.values())
-    order = np.argsort(-prior_model(prior, encoder).score(configs), kind="stable")
-    return tuple(configs[i] for i in order)
+def _ranked_incumbents(prior: Prior, encoder: Encoder) -> tuple[dict[str, Any], ...]:
+    """Each prior study's own best configuration, then each one's second best, and so on; within
+    a round, the one the prior as a whole rates highest first. A configuration one study found
+    best is a real result, not a model's guess: it is tried before any extrapolation."""
+    model = prior_model(prior, encoder)
+    per_study = [[study.configs[i] for i in np.argsort(-study.goodness, kind="stable")]
+                 for study in prior.studies]
+    ordered: list[dict[str, Any]] = []
+    taken: set[Any] = set()
+    for rank in range(max(len(c) for c in per_study)):
+        round_ = [configs[rank] for configs in per_study if rank < len(configs)]
+        round_ = [c for c in round_ if config_key(c) not in taken]
+        for i in np.argsort(-model.score(round_), kind="stable") if round_ else []:
+            taken.add(config_key(round_[i]))
+            ordered.append(round_[i])
+    return tuple(ordered)
 
 
 def incumbents(prior: Prior, encoder: Encoder, seen: set[Any] | frozenset[Any],
@@ -249,7 +275,7 @@ def incumbents(prior: Prior, encoder: Encoder, seen: set[Any] | frozenset[Any],
     space = encoder.space
     out: list[dict[str, Any]] = []
     taken = set(seen)
-    for config in _ranked_union(prior, encoder):
+    for config in _ranked_incumbents(prior, encoder):
         # Missing params are sampled from the configuration's own seed: the same incumbent is
         # the same configuration on every ask, so "already tried" recognises it.
         own = np.random.default_rng(zlib.crc32(repr(config_key(config)).encode()))
@@ -262,3 +288,11 @@ def incumbents(prior: Prior, encoder: Encoder, seen: set[Any] | frozenset[Any],
         if len(out) >= n:
             break
     return out
+
+
+def wants_incumbent(view: TransferView, recent: Sequence[str]) -> bool:
+    """After the initial design, whether the next slot goes to the prior's next incumbent: while
+    the prior is trusted, up to ``INCUMBENT_SHARE x weight`` of recent proposals do."""
+    share = INCUMBENT_SHARE * view.weight
+    window = list(recent)[-RECENT:]
+    return share > 0 and window.count(TRANSFER) < share * RECENT

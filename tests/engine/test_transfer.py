@@ -109,3 +109,25 @@ def test_the_optimizer_pretrains_its_pruner_on_the_prior() -> None:
     opt = Optimizer(SPACE, seed=0, prior=prior, trainer=trainer)
     opt.ask()
     assert calls == [30]
+
+
+def test_incumbents_are_each_studys_own_best_first() -> None:
+    """Round one is every prior study's own best result, before any second-best: a setting one
+    study found best is tried even when another study never saw its region."""
+    a = ("a", "minimize", [{"x": 0.1, "y": 0.1, "op": "a"}, {"x": 0.9, "y": 0.9, "op": "c"}],
+         [0.0, 1.0])
+    b = ("b", "minimize", [{"x": 0.5, "y": 0.5, "op": "b"}, {"x": 0.2, "y": 0.8, "op": "a"}],
+         [0.0, 1.0])
+    prior = transfer.build_prior(SPACE, [a, b])
+    first_two = transfer.incumbents(prior, encoder_for(SPACE), set(), 2)
+    assert sorted(c["op"] for c in first_two) == ["a", "b"]  # the two studies' winners
+
+
+def test_a_distrusted_prior_stops_teaching_the_pruner() -> None:
+    prior = transfer.build_prior(SPACE, [prior_run(seed=1, sign=-1.0)])
+    opt = Optimizer(SPACE, seed=0, prior=prior)
+    assert transfer.teaching_prior(prior, SPACE, opt.history) is prior  # unmeasured: it teaches
+    for _ in range(transfer.INCUMBENTS + 4):
+        s = opt.ask()
+        opt.tell(s, bowl(s.params))
+    assert transfer.teaching_prior(prior, SPACE, opt.history) is None
