@@ -59,9 +59,11 @@ def retrain_pruner(study_id: str, *, database_url: str | None = None,
             return None
         encoder = Encoder(space)
         fit, held_out = _split(history, [t.number for t in labelled])
-        training_set = make_training_set(encoder, fit, metric_names,
-                                         teaching_prior(prior, space, history))
+        teacher = teaching_prior(prior, space, history)
+        training_set = make_training_set(encoder, fit, metric_names, teacher)
         previous = PrunerModel.from_bytes(last[1]) if last else None
+        if previous is not None and previous.n_prior and teacher is None:
+            previous = None  # it learnt a prior since found misleading: start over
         import torch  # only here: the API process never imports torch
 
         from service.training import evaluate, train_pruner

@@ -155,6 +155,10 @@ def propose(space: SearchSpace, history: History, n: int, *, seed: int,
     options = EngineOptions.coerce(options)
     encoder = encoder_for(space)
     rng = np.random.default_rng([seed % 2**63, len(history.trials), len(history.pruned), n])
+    transfer_view = transfer.view(prior, encoder, history)
+    if getattr(pruner, "n_prior", 0) and (transfer_view is None
+                                                  or not transfer_view.active):
+        pruner = None  # it learnt a prior since found misleading: wait for its retraining
     scorer = _Scorer(pruner, encoder, metrics_fn) if _usable(
         pruner, encoder, metrics_fn, options) else None
     trust = _trust(history) if scorer is not None else None
@@ -163,7 +167,6 @@ def propose(space: SearchSpace, history: History, n: int, *, seed: int,
     plan = scheduler.plan(space, history, trust, prune_ratio, options)
     trusted = trust is not None and trust >= options.trust_min
     seen = seen_keys(history)
-    transfer_view = transfer.view(prior, encoder, history)
     if transfer_view is not None and not transfer_view.active:
         transfer_view = None  # measured and found misleading: behave as a cold start
     working = history
@@ -183,7 +186,7 @@ def propose(space: SearchSpace, history: History, n: int, *, seed: int,
         # a trusted prior keeps a share of the proposals for its next incumbents.
         if transfer_view is not None and (
                 index < offset or (index >= offset + plan.n_initial and transfer.wants_incumbent(
-                    transfer_view, scheduler.recent_strategies(working)))):
+                    transfer_view, working))):
             (picked,) = transfer.incumbents(prior, encoder, seen, 1) or (None,)
             if picked is not None:
                 name, exploration = TRANSFER, 0.0

@@ -72,6 +72,8 @@ class Optimizer:
         self._trials: list[Observation] = []
         self._pruned: list[PrunedCandidate] = []
         self._trained_at = 0  # labelled trials at the last training
+        self._pretrain_pending = prior is not None  # pretrain once, before the first result
+        self._model_learnt_prior = False  # whether the model's weights carry the prior's ranks
         self.n_trainings = 0
 
     @property
@@ -83,7 +85,8 @@ class Optimizer:
 
     def ask_many(self, n: int) -> list[Suggestion]:
         """``n`` configurations at once, distinct and spread out (as for ``n`` parallel workers)."""
-        if self.prior is not None and self.n_trainings == 0:
+        if self._pretrain_pending:
+            self._pretrain_pending = False
             self._train()  # pretrain the pruner on the prior studies before the first result
         decision = propose(self.space, self.history, n, seed=self.seed, pruner=self.model,
                            options=self.options,
@@ -146,9 +149,14 @@ class Optimizer:
         from service.engine.transfer import teaching_prior
 
         history = self.history
+        prior = teaching_prior(self.prior, self.space, history)
         training_set = make_training_set(encoder_for(self.space), history, self.metric_names,
-                                         teaching_prior(self.prior, self.space, history))
+                                         prior)
         if training_set.n_trials < 2:
             return
-        self.model = self.trainer(training_set, self.model)
+        # A model pretrained on a prior found misleading starts over rather than fine-tunes:
+        # its weights would keep the wrong ranks for many trainings.
+        previous = None if self._model_learnt_prior and prior is None else self.model
+        self.model = self.trainer(training_set, previous)
+        self._model_learnt_prior = prior is not None
         self.n_trainings += 1

@@ -143,6 +143,7 @@ class TrainingSet:
     fingerprint: str
     metric_names: tuple[str, ...]
     n_trials: int
+    n_prior: int = 0  # of which rows borrowed from prior studies (``transfer.pruner_rows``)
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,6 +161,7 @@ class PrunerModel:
     fingerprint: str
     metric_names: tuple[str, ...]
     n_train: int
+    n_prior: int = 0  # training rows that came from prior studies: the model learnt their ranks
 
     @property
     def n_features(self) -> int:
@@ -186,6 +188,7 @@ class PrunerModel:
         """An ``.npz`` archive (no pickle), for the database."""
         meta = {"format": MODEL_FORMAT, "fingerprint": self.fingerprint,
                 "metric_names": list(self.metric_names), "n_train": self.n_train,
+                "n_prior": self.n_prior,
                 "n_members": len(self.members), "n_layers": len(self.members[0])}
         arrays: dict[str, np.ndarray] = {
             "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
@@ -211,7 +214,8 @@ class PrunerModel:
                       for i in range(meta["n_layers"]))
                 for m in range(meta["n_members"]))
             return cls(members, archive["x_mean"], archive["x_std"], meta["fingerprint"],
-                       tuple(meta["metric_names"]), int(meta["n_train"]))
+                       tuple(meta["metric_names"]), int(meta["n_train"]),
+                   int(meta.get("n_prior", 0)))
 
 
 def _forward(member: tuple[Layer, ...], Z: np.ndarray) -> np.ndarray:
@@ -275,7 +279,7 @@ def make_training_set(encoder: Encoder, history: History, metric_names: Sequence
         y = np.concatenate([y, [g for _, _, g in borrowed]])
     X = featurize(encoder, configs, metrics, metric_names)
     return TrainingSet(X, y, feature_fingerprint(encoder, metric_names), metric_names,
-                       len(observations) + len(borrowed))
+                       len(observations) + len(borrowed), len(borrowed))
 
 
 # --- trust and pruning -----------------------------------------------------------------------

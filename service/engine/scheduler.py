@@ -27,6 +27,7 @@ from service.engine.options import EngineOptions
 from service.engine.space import CategoricalParam, SearchSpace, space_size
 
 INITIAL = "initial"  # the label of initial-design trials: not credited to any strategy
+TRANSFER = "transfer"  # a prior study's incumbent (``transfer``): not a strategy's pick either
 STRATEGY_NAMES = ("random", "parzen", "local", "surrogate")
 CREDIT_PRIOR_COUNT = 3.0  # pseudo-trials per strategy: one lucky hit must not take over
 CREDIT_PRIOR_REWARD = 0.2  # their reward: about what a decent strategy earns
@@ -142,7 +143,7 @@ def progress_signals(history: History, n_initial: int) -> dict[str, float]:
 def recent_strategies(history: History, window: int = 20) -> list[str]:
     """Strategies of the latest non-initial trials (running included): the mix actually realised."""
     names = [t.proposal.strategy for t in history.trials[-window * 2:]
-             if t.proposal is not None and t.proposal.strategy != INITIAL]
+             if t.proposal is not None and t.proposal.strategy in STRATEGY_NAMES]
     return names[-window:]
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from service.engine import gp
+from service.engine import gp, scheduler
 from service.engine.encoding import Encoder
 from service.engine.history import History
 from service.engine.space import (
@@ -56,7 +56,7 @@ INCUMBENTS = 2  # prior incumbents tried before the (unchanged) initial design: 
 # misleading prior costs little; the design after them gives its trust measurement contrast
 INCUMBENT_SHARE = 0.5  # later, at full weight, up to this share of proposals are incumbents
 RECENT = 10  # the window that share is counted over
-TRANSFER = "transfer"  # the label of a proposal that is a prior study's incumbent
+TRANSFER = scheduler.TRANSFER  # the label of a proposal that is a prior study's incumbent
 POOL_TOP = 24  # the prior's best configurations offered to the surrogate's candidate pool
 
 
@@ -290,9 +290,9 @@ def incumbents(prior: Prior, encoder: Encoder, seen: set[Any] | frozenset[Any],
     return out
 
 
-def wants_incumbent(view: TransferView, recent: Sequence[str]) -> bool:
+def wants_incumbent(view: TransferView, history: History) -> bool:
     """After the initial design, whether the next slot goes to the prior's next incumbent: while
-    the prior is trusted, up to ``INCUMBENT_SHARE x weight`` of recent proposals do."""
+    the prior is trusted, up to ``INCUMBENT_SHARE x weight`` of the latest proposals do."""
     share = INCUMBENT_SHARE * view.weight
-    window = list(recent)[-RECENT:]
-    return share > 0 and window.count(TRANSFER) < share * RECENT
+    latest = [t.proposal.strategy for t in history.trials[-RECENT:] if t.proposal is not None]
+    return share > 0 and latest.count(TRANSFER) < share * RECENT

@@ -124,7 +124,7 @@ def train_pruner(ts: TrainingSet, previous: PrunerModel | None = None, *,
     finally:
         torch.set_num_threads(old_threads)
     return PrunerModel(members, center, scale, ts.fingerprint, tuple(ts.metric_names),
-                       int(ts.n_trials))
+                       int(ts.n_trials), int(ts.n_prior))
 
 
 def forward(params: list[torch.Tensor], Z: torch.Tensor) -> torch.Tensor:

@@ -131,3 +131,26 @@ def test_a_distrusted_prior_stops_teaching_the_pruner() -> None:
         s = opt.ask()
         opt.tell(s, bowl(s.params))
     assert transfer.teaching_prior(prior, SPACE, opt.history) is None
+
+
+def test_a_pruner_that_learnt_a_misleading_prior_has_no_say_until_retrained() -> None:
+    """Its predictions would be the prior's wrong ranks: no scorer, so none are recorded (they
+    would also hold the pruner's own trust down for many trials)."""
+    from service.engine.pruner import PrunerModel, make_training_set
+    from service.training import train_pruner
+
+    prior = transfer.build_prior(SPACE, [prior_run(n=60, seed=1, sign=-1.0)])
+    encoder = encoder_for(SPACE)
+    model = train_pruner(make_training_set(encoder, Optimizer(SPACE).history, (), prior),
+                         device="cpu")
+    assert model.n_prior == 60 and PrunerModel.from_bytes(model.to_bytes()).n_prior == 60
+    opt = Optimizer(SPACE, seed=0, prior=prior)
+    opt.model = model
+    first = opt.ask()  # unmeasured prior: the pretrained pruner forecasts
+    assert first.proposal.predicted is not None
+    opt.tell(first, bowl(first.params))
+    for _ in range(transfer.INCUMBENTS + 4):
+        s = opt.ask()
+        opt.tell(s, bowl(s.params))
+    assert transfer.measure_trust(prior, SPACE, opt.history) < transfer.TRUST_MIN
+    assert opt.ask().proposal.predicted is None
