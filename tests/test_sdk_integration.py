@@ -220,3 +220,22 @@ def test_sdk_returns_enqueued_trials_of_a_metrics_study_alongside_picked_ones(
         trials = study.ask(2, static_metrics=lambda p: {"params": float(p["depth"])})
         assert len(trials) == 2 and trials[0].id == enqueued.id
         assert trials[1].id != enqueued.id
+
+
+def test_a_study_learns_from_earlier_ones_through_the_sdk(client_factory) -> None:
+    client = client_factory()
+    space = [{"name": "x", "type": "float", "low": 0.0, "high": 1.0},
+             {"name": "op", "type": "categorical", "choices": ["a", "b"]}]
+
+    def loss(t) -> float:
+        return (t.params["x"] - 0.7) ** 2 + (0.0 if t.params["op"] == "b" else 0.5)
+
+    earlier = client.create_study("earlier", space, seed=1)
+    best = earlier.optimize(loss, n_trials=12)
+    auto = client.create_study("auto", space, transfer_from="auto")
+    assert auto.transfer is not None and auto.transfer["sources"] == [earlier.id]
+    later = client.create_study("later", space, transfer_from=[earlier])
+    first = later.ask()
+    assert first.params == best.params and first.proposal["strategy"] == "transfer"
+    first.tell(loss(first))
+    assert later.refresh().transfer["prior_trials"] == 12

@@ -103,12 +103,17 @@ class Client:
     def create_study(self, name: str, space: Mapping[str, Any] | Sequence[Mapping[str, Any]],
                      direction: Direction = "minimize", seed: int | None = None,
                      heartbeat_timeout_s: float | None = None,
-                     static_metrics: Sequence[str] = ()) -> Study:
+                     static_metrics: Sequence[str] = (),
+                     transfer_from: Sequence[str | Study] | Literal["auto"] = ()) -> Study:
         """Create a study. ``space`` is ``{"params": [...]}`` or the list of params itself.
 
         ``static_metrics`` names numbers your side can compute before training (``params``,
         ``flops``, zero-cost proxies): pass the function that computes them to ``Study.ask`` or
         ``Study.optimize`` and the server's pruner uses them to pick what to train.
+
+        ``transfer_from`` makes the study learn from earlier studies (ids or ``Study`` objects),
+        or ``"auto"`` from every compatible study of yours with enough results;
+        ``Study.refresh().transfer`` shows how far the transfer is trusted.
 
         Not retried once the request may have reached the server: a second POST would create a
         second study.
@@ -121,6 +126,11 @@ class Client:
             body["heartbeat_timeout_s"] = heartbeat_timeout_s
         if static_metrics:
             body["static_metrics"] = list(static_metrics)
+        if transfer_from == "auto":
+            body["transfer"] = "auto"
+        elif transfer_from:
+            body["transfer_from"] = [s.id if isinstance(s, Study) else str(s)
+                                     for s in transfer_from]
         data = self._call("POST", "/v1/studies", json=body, retry=Retryable.UNSENT)
         return Study(self, data)
 

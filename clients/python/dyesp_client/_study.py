@@ -197,13 +197,16 @@ class Study:
         self.trials_by_state: dict[str, int] = dict(data.get("trials_by_state") or {})
         best = data.get("best_trial")
         self.best_trial: Trial | None = Trial(self, best) if best else None
+        # {"sources", "prior_trials", "trust", "active"} for a study that learns from earlier
+        # ones (trust is filled in by ``refresh``/``get_study``, not in listings); else None.
+        self.transfer: dict[str, Any] | None = data.get("transfer")
 
     @property
     def _path(self) -> str:
         return study_path(self.id)
 
     def refresh(self) -> Study:
-        """Re-read the study (trial counts, best trial) from the server."""
+        """Re-read the study (trial counts, best trial, transfer trust) from the server."""
         self._update(self.client._call("GET", self._path))
         return self
 
