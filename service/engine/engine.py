@@ -156,12 +156,15 @@ def propose(space: SearchSpace, history: History, n: int, *, seed: int,
     encoder = encoder_for(space)
     rng = np.random.default_rng([seed % 2**63, len(history.trials), len(history.pruned), n])
     transfer_view = transfer.view(prior, encoder, history)
-    if getattr(pruner, "n_prior", 0) and (transfer_view is None
-                                                  or not transfer_view.active):
+    misled = transfer_view is not None and not transfer_view.active
+    if getattr(pruner, "n_prior", 0) and (transfer_view is None or misled):
         pruner = None  # it learnt a prior since found misleading: wait for its retraining
     scorer = _Scorer(pruner, encoder, metrics_fn) if _usable(
         pruner, encoder, metrics_fn, options) else None
-    trust = _trust(history) if scorer is not None else None
+    # Under a misleading prior, the forecasts on the first trials came from the model pretrained
+    # on it: they would hold the retrained pruner's trust down for a whole window.
+    trust = _trust(history, transfer.PRETRAINED_FORECASTS if misled else frozenset()) \
+        if scorer is not None else None
     n_recorded = len(history.pruned) + len(history.trials)
     prune_ratio = len(history.pruned) / n_recorded if n_recorded else 0.0
     plan = scheduler.plan(space, history, trust, prune_ratio, options)
@@ -238,10 +241,10 @@ def propose(space: SearchSpace, history: History, n: int, *, seed: int,
     return Decision(tuple(proposals), tuple(pruned), plan)
 
 
-def _trust(history: History) -> float | None:
+def _trust(history: History, skip: frozenset[str] = frozenset()) -> float | None:
     from service.engine.pruner import measure_trust
 
-    trust = measure_trust(history)
+    trust = measure_trust(history, skip=skip)
     return None if trust is None or not math.isfinite(trust) else float(trust)
 
 

@@ -299,16 +299,18 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(ra @ rb / denominator) if denominator > 0 else 0.0
 
 
-def measure_trust(history: History, window: int = 20) -> float | None:
+def measure_trust(history: History, window: int = 20,
+                  skip: frozenset[str] = frozenset()) -> float | None:
     """Spearman between the pruner's prediction for each of the last ``window`` trials that had
     one (recorded before it ran, in ``proposal.predicted``) and how it then scored; infeasible
-    trials count as worst. None while fewer than MIN_TRUST_SAMPLES such trials exist."""
+    trials count as worst. None while fewer than MIN_TRUST_SAMPLES such trials exist. Trials
+    proposed by a strategy in ``skip`` don't count (predictions made by an earlier model)."""
     complete = {t.number for t in history.complete}
     predicted, actual = [], []
     for t in reversed(history.trials):
         if len(predicted) >= window:
             break
-        if t.proposal is None or t.proposal.predicted is None:
+        if t.proposal is None or t.proposal.predicted is None or t.proposal.strategy in skip:
             continue
         if t.number in complete:
             actual.append(-history.loss(t))

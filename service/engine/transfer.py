@@ -57,6 +57,8 @@ INCUMBENTS = 2  # prior incumbents tried before the (unchanged) initial design: 
 INCUMBENT_SHARE = 0.5  # later, at full weight, up to this share of proposals are incumbents
 RECENT = 10  # the window that share is counted over
 TRANSFER = scheduler.TRANSFER  # the label of a proposal that is a prior study's incumbent
+# The proposals a prior-pretrained pruner forecast before the prior's trust was measured.
+PRETRAINED_FORECASTS = frozenset({scheduler.TRANSFER, scheduler.INITIAL})
 WEIGHT_HALVING = 5  # results after which the prior's weight has halved: it shapes the first trials;
 # after that the study's own evidence decides (on tasks whose optimum moved, a longer-lived prior
 # kept pulling towards the siblings' optimum: 20 was 1.17x slower than 5, geometric mean of 5

@@ -154,3 +154,18 @@ def test_a_pruner_that_learnt_a_misleading_prior_has_no_say_until_retrained() ->
         opt.tell(s, bowl(s.params))
     assert transfer.measure_trust(prior, SPACE, opt.history) < transfer.TRUST_MIN
     assert opt.ask().proposal.predicted is None
+
+
+def test_pruner_trust_skips_forecasts_made_before_the_prior_was_judged() -> None:
+    from service.engine.history import History, Observation, ProposalInfo, TrialState
+    from service.engine.pruner import measure_trust
+
+    def trial(i: int, strategy: str, predicted: float, value: float) -> Observation:
+        return Observation(i, {"x": i / 20}, TrialState.COMPLETE, value,
+                           proposal=ProposalInfo(strategy, 0.5, predicted))
+
+    early = [trial(i, "initial", float(i), float(i)) for i in range(6)]  # perfectly wrong
+    later = [trial(6 + i, "surrogate", float(i), float(-i)) for i in range(6)]  # perfectly right
+    history = History("minimize", tuple(early + later))
+    assert measure_trust(history) < 0.5
+    assert measure_trust(history, skip=transfer.PRETRAINED_FORECASTS) == 1.0
