@@ -43,6 +43,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -59,6 +60,7 @@ import numpy as np  # noqa: E402
 from benchmarks.retraining import HAS_SPACE, synthetic_loss  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+SERVER_LOG = Path(tempfile.gettempdir()) / "dyesp-load-server.log"  # server stderr
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BANDS = ((0, 100, "0-100"), (100, 1_000, "100-1k"), (1_000, 10_000, "1k-10k"),
          (10_000, math.inf, "10k+"))
@@ -351,12 +353,14 @@ def start_server(database_url: str, workers: int, retrain: bool) -> Server:
         [sys.executable, "-m", "uvicorn", "service.asgi:app", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), "--log-level", "warning",
          "--no-access-log"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        # A file, not a pipe: nobody reads a pipe during the run, and once its buffer filled
+        # the server's logging blocked and uvicorn restarted the stuck worker (reset connections).
+        env=env, stdout=subprocess.DEVNULL, stderr=SERVER_LOG.open("ab"), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"server exited: {SERVER_LOG.read_text()[-2000:]}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 break
@@ -538,13 +542,23 @@ def recreate_database(admin_url: str, name: str) -> str:
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
+def drop_database(admin_url: str, name: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 # --- py-spy ----------------------------------------------------------------------------------
 
 class Profiler:
     """``py-spy record --format raw`` on every uvicorn worker while a scenario runs."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, extra: str = "") -> None:
         self.directory = directory
+        self.extra = shlex.split(extra)
         self.procs: list[subprocess.Popen] = []
 
     def start(self, pids: list[int], label: str) -> None:
@@ -555,7 +569,7 @@ class Profiler:
         for pid in pids:
             self.procs.append(subprocess.Popen(
                 [str(py_spy if py_spy.exists() else "py-spy"), "record", "--pid", str(pid),
-                 "--format", "raw", "--rate", "100", "--nonblocking",
+                 "--format", "raw", "--rate", "100", "--nonblocking", *self.extra,
                  "-o", str(self.directory / f"{label}-{pid}.txt")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
@@ -570,11 +584,22 @@ class Profiler:
         self.procs = []
 
 
-def top_functions(paths: list[Path], n: int = 15) -> dict[str, list[tuple[str, float]]]:
-    """Self and total share of samples per function from py-spy raw (collapsed) stacks."""
+# Leaf frames where a worker thread waits rather than computes (py-spy samples them as active).
+_WAITS = ("Connection.wait (", "Runner.run (", "Condition.wait (", "Connection._recv (",
+          "Event.wait (", "select (")
+_PLUMBING = ("<module>", "_bootstrap", "Thread.run (", "WorkerThread.run (", "_run_sync_endpoint",
+             "run_sync", "BaseProcess.", "spawn_main", "_main (", "Process.target",
+             "subprocess_started", "Server.run", "asyncio_run", "Runner.run",
+             "_run_code (", "_run_module_as_main")
+
+
+def top_functions(paths: list[Path], n: int = 15) -> dict[str, Any]:
+    """From py-spy raw (collapsed) stacks: where worker threads wait (by the nearest service
+    frame) and, of the samples on CPU, each function's self and total share."""
+    waits: Counter[str] = Counter()
     self_counts: Counter[str] = Counter()
     total_counts: Counter[str] = Counter()
-    samples = 0
+    samples = on_cpu = 0
     for path in paths:
         for line in path.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
@@ -583,14 +608,23 @@ def top_functions(paths: list[Path], n: int = 15) -> dict[str, list[tuple[str, f
             frames = [_strip_line(f) for f in stack.split(";")]
             k = int(count)
             samples += k
+            if frames[-1].startswith(_WAITS):
+                where = next((f for f in reversed(frames) if "service/" in f), frames[-1])
+                waits[f"{frames[-1].split(' (')[0]} in {where}"] += k
+                continue
+            on_cpu += k
             self_counts[frames[-1]] += k
             for frame in set(frames):
-                total_counts[frame] += k
-    share = (lambda c: round(100 * c / samples, 1)) if samples else (lambda c: 0.0)
-    return {"samples": samples,  # type: ignore[dict-item]
-            "self": [(f, share(c)) for f, c in self_counts.most_common(n)],
-            "total": [(f, share(c)) for f, c in total_counts.most_common(n + 15)
-                      if not f.startswith(("<module>", "run (threading", "_bootstrap"))][:n]}
+                if not any(part in frame for part in _PLUMBING):
+                    total_counts[frame] += k
+
+    def share(c: int, of: int) -> float:
+        return round(100 * c / of, 1) if of else 0.0
+
+    return {"samples": samples, "on_cpu": on_cpu,
+            "waits": [(f, share(c, samples)) for f, c in waits.most_common(8)],
+            "self": [(f, share(c, on_cpu)) for f, c in self_counts.most_common(n)],
+            "total": [(f, share(c, on_cpu)) for f, c in total_counts.most_common(n)]}
 
 
 def _strip_line(frame: str) -> str:
@@ -835,7 +869,10 @@ def render(report: dict) -> str:
         lines.append("- (not evaluated: this run lacks the scenarios the bar needs)")
     if report.get("profile"):
         prof = report["profile"]
-        lines += ["", f"## py-spy: uvicorn workers ({prof['samples']:,} samples)", "",
+        lines += ["", f"## py-spy: uvicorn workers ({prof['samples']:,} samples, "
+                  f"{prof['on_cpu']:,} on CPU)", "", "Waiting (% of all samples):", ""]
+        lines += [f"- {p}% `{f}`" for f, p in prof["waits"]]
+        lines += ["", "On CPU (% of on-CPU samples):", "",
                   "| self % | function | | total % | function |", "|---:|---|---|---:|---|"]
         for (fs, ps), (ft, pt) in zip(prof["self"], prof["total"], strict=False):
             lines.append(f"| {ps} | `{fs}` | | {pt} | `{ft}` |")
@@ -885,11 +922,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--admin-url", default=os.environ.get("DYESP_TEST_POSTGRES_URL",
                                                               ADMIN_URL))
     parser.add_argument("--dyesp-url", default=None,
-                        help="DyESP database (default: recreate database dyesp_load)")
+                        help="DyESP database (default: a fresh database dyesp_load_<pid>, "
+                             "dropped at the end unless --keep-databases)")
     parser.add_argument("--optuna-url", default=None,
-                        help="Optuna storage (default: recreate database optuna_load)")
+                        help="Optuna storage (default: a fresh database optuna_load_<pid>)")
+    parser.add_argument("--keep-databases", action="store_true",
+                        help="keep the databases this run created")
     parser.add_argument("--py-spy", type=Path, default=None,
                         help="record the uvicorn workers with py-spy into this folder")
+    parser.add_argument("--py-spy-args", default="",
+                        help='more py-spy record options, e.g. "--gil" (only the thread '
+                             "holding the GIL: a CPU profile without lock and GIL waits)")
     parser.add_argument("--keep-records", action="store_true", help="every pair in the JSON")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -905,15 +948,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    args.command_line = "python -m benchmarks.load " + shlex.join(
+        sys.argv[1:] if argv is None else argv)
     systems = [s for s in args.systems.split(",") if s]
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     load_start = [round(x, 2) for x in os.getloadavg()]
+    git_start = _git_state()
     t0 = time.monotonic()
-    urls = {
-        "dyesp": args.dyesp_url or recreate_database(args.admin_url, "dyesp_load"),
-        "optuna": (args.optuna_url or recreate_database(args.admin_url, "optuna_load"))
-        if "optuna" in systems else None,
-    }
+    # Databases of their own (the pid in the name): two runs at once never drop each other's.
+    created = []
+    urls: dict[str, str | None] = {"dyesp": args.dyesp_url, "optuna": args.optuna_url}
+    for system in ("dyesp", "optuna"):
+        if system in systems and urls[system] is None:
+            created.append(f"{system}_load_{os.getpid()}")
+            urls[system] = recreate_database(args.admin_url, created[-1])
+    try:
+        return _run(args, systems, urls, started, load_start, git_start, t0)
+    finally:
+        if not args.keep_databases:
+            for name in created:
+                drop_database(args.admin_url, name)
+
+
+def _run(args: argparse.Namespace, systems: list[str], urls: dict, started: str,
+         load_start: list[float], git_start: str, t0: float) -> dict:
     if "dyesp" in systems:
         from service.db import migrate
         from service.db.session import make_engine
@@ -921,7 +979,7 @@ def main(argv: list[str] | None = None) -> dict:
         engine = make_engine(urls["dyesp"])
         migrate.upgrade(engine)  # once, before several workers race for the advisory lock
         engine.dispose()
-    profiler = Profiler(args.py_spy)
+    profiler = Profiler(args.py_spy, args.py_spy_args)
     results = []
     scenarios = plan(args)
     print(f"load: {len(scenarios)} scenarios x {systems}, workers={args.workers}, "
@@ -930,14 +988,15 @@ def main(argv: list[str] | None = None) -> dict:
         for system in systems:
             results.append(run_scenario(system, scenario, args, urls, profiler))
     ratio_rows = ratios(results)
+    git_end = _git_state()
+    git = git_start if git_end == git_start else f"{git_start} at the start, {git_end} at the end"
 
     report = {
-        "meta": {"command": "python -m benchmarks.load " + shlex.join(sys.argv[1:] if argv is None
-                                                                      else argv),
+        "meta": {"command": args.command_line,
                  "cpus": os.cpu_count(), "platform": platform.platform(terse=True),
                  "python": platform.python_version(), "postgres": _postgres_version(
                      args.admin_url), "optuna": _optuna_version(), "workers": args.workers,
-                 "retrain": args.retrain, "max_procs": args.max_procs, "git": _git_state(),
+                 "retrain": args.retrain, "max_procs": args.max_procs, "git": git,
                  "dyesp_budget_s": args.dyesp_budget_s, "optuna_budget_s": args.optuna_budget_s,
                  "started": started, "took_s": round(time.monotonic() - t0, 1),
                  "loadavg_start": load_start, "loadavg_end": [round(x, 2) for x in

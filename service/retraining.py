@@ -90,7 +90,14 @@ class Retrainer:
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self._pool is not None:
+            # The child may be mid-training: end it (the job is idempotent and writes a version in
+            # one transaction), or it outlives the server holding torch's memory.
+            children = list(getattr(self._pool, "_processes", {}).values())
             self._pool.shutdown(wait=False, cancel_futures=True)
+            for child in children:
+                child.terminate()
+            for child in children:
+                child.join(timeout=5)
 
     def _run(self) -> None:
         while True:

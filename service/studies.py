@@ -56,8 +56,8 @@ class Context:
 
     @contextlib.contextmanager
     def drafting(self, study_id: str) -> Iterator[int]:
-        """A seed offset for a draft: the smallest one no other draft of the study here holds
-        (0, the study's own seed, whenever drafts don't overlap)."""
+        """A seed offset for an ask: the smallest one no other ask of the study here holds
+        (0, the study's own seed, whenever asks don't overlap)."""
         with self._drafting_lock:
             held = self._drafting.setdefault(study_id, set())
             salt = next(i for i in range(len(held) + 1) if i not in held)
@@ -184,7 +184,13 @@ def ask(ctx: Context, owner_id: int, study_id: str, count: int, client_id: str |
     # The engine's work happens before the study's lock, on a snapshot; the lock only checks the
     # draft against what changed meanwhile and records it. Holding the lock through the engine
     # serialised every ask and tell of a study behind one engine call at a time.
-    draft = _draft(ctx, owner_id, study_id, count) if candidates is None else None
+    with ctx.drafting(study_id) as salt:  # held until the commit: overlapping asks differ
+        return _ask(ctx, owner_id, study_id, count, client_id, candidates, salt)
+
+
+def _ask(ctx: Context, owner_id: int, study_id: str, count: int, client_id: str | None,
+         candidates: list[CandidateMetrics] | None, salt: int) -> AskResult:
+    draft = _draft(ctx, owner_id, study_id, count, salt) if candidates is None else None
     now = utcnow()
     with transaction(ctx.sessions) as session:
         lock = study_queries.lock_study(session, owner_id, study_id)
@@ -226,10 +232,11 @@ class _Draft:
     decision: Decision
 
 
-def _draft(ctx: Context, owner_id: int, study_id: str, count: int) -> _Draft | None:
+def _draft(ctx: Context, owner_id: int, study_id: str, count: int,
+           salt: int = 0) -> _Draft | None:
     """The engine's decision on the newest committed history, made without the study's lock.
-    Concurrent drafts of one study in this process get distinct seeds (the first one the
-    study's own), so they don't all propose the same configuration."""
+    Overlapping asks of one study in this process get distinct seed offsets ``salt`` (the
+    first one the study's own seed), so they don't all propose the same configuration."""
     with ctx.sessions() as session:
         study = study_queries.get_study(session, owner_id, study_id)
         if study is None or study.static_metrics:
@@ -240,8 +247,7 @@ def _draft(ctx: Context, owner_id: int, study_id: str, count: int) -> _Draft | N
         pruner = ctx.pruners.active(session, study_id)
         prior = ctx.priors.get(session, study, space)
         seed = study.seed
-    with ctx.drafting(study_id) as salt:
-        decision = propose(space, history, count, seed=seed + salt, pruner=pruner, prior=prior)
+    decision = propose(space, history, count, seed=seed + salt, pruner=pruner, prior=prior)
     return _Draft(revision, decision)
 
 
