@@ -63,3 +63,17 @@ def start_server(database_url: str, port: int | None = None, workers: int = 1,
         time.sleep(0.1)
     process.kill()
     raise RuntimeError("server did not become healthy in 30 s")
+
+
+def make_key(database_url: str, owner: str = "system-test") -> str:
+    """An API key on a migrated database, made before any server process starts."""
+    from service.db import keys as key_queries
+    from service.db import migrate
+    from service.db.session import make_engine, make_sessionmaker, transaction
+
+    engine = make_engine(database_url)
+    migrate.upgrade(engine)
+    with transaction(make_sessionmaker(engine)) as session:
+        secret = key_queries.create_key(session, owner, "k").secret
+    engine.dispose()
+    return secret

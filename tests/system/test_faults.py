@@ -22,13 +22,10 @@ import httpx
 import pytest
 from dyesp_client import Client, DyespError, RetryPolicy
 
-from service.db import keys as key_queries
-from service.db import migrate
-from service.db.session import make_engine, make_sessionmaker, transaction
 from service.db.trials import HEARTBEAT_TIMEOUT_REASON
 from tests.conftest import MIXED_SPACE, service_missing
 from tests.system.pg_cluster import Cluster, ClusterUnavailable, private_cluster
-from tests.system.servers import Server, free_port, start_server
+from tests.system.servers import Server, free_port, make_key, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -36,15 +33,6 @@ REAPER_INTERVAL_S = "0.2"  # the servers' background reaper sweeps this often in
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-def api_key(database_url: str) -> str:
-    engine = make_engine(database_url)
-    migrate.upgrade(engine)
-    with transaction(make_sessionmaker(engine)) as session:
-        secret = key_queries.create_key(session, "fault-test", "k").secret
-    engine.dispose()
-    return secret
-
 
 def serve(database_url: str, **kwargs: Any) -> Server:
     """``start_server``, plus a thread that drains the server's stderr: a server logging a
@@ -137,7 +125,7 @@ TRAINING_CLIENT = textwrap.dedent("""
 def test_kill_9_mid_load_loses_no_tell_and_dead_clients_trials_are_reaped(
         database_url: str, fast_reaper: None) -> None:
     timeout_s = 3.0  # the training clients beat every 0.4 s: a generous margin on a busy box
-    key = api_key(database_url)
+    key = make_key(database_url, "fault-test")
     headers = {"Authorization": f"Bearer {key}"}
     server = serve(database_url)
     trainers: list[subprocess.Popen] = []
@@ -237,7 +225,7 @@ def pg_cluster() -> Iterator[Cluster]:
 def test_postgres_restart_under_load_answers_503_and_sdk_clients_ride_it_out(
         pg_cluster: Cluster, fast_reaper: None) -> None:
     n_clients, quota = 4, 12
-    key = api_key(pg_cluster.url)
+    key = make_key(pg_cluster.url, "fault-test")
     headers = {"Authorization": f"Bearer {key}"}
     server = serve(pg_cluster.url)
     acknowledged: dict[int, float] = {}
@@ -391,7 +379,7 @@ def test_redis_outage_keeps_ask_tell_working_and_retraining_resumes_on_rq(
 
     monkeypatch.setenv("DYESP_REDIS_URL", private_redis.url)
     monkeypatch.setenv("DYESP_RETRAIN_MIN_TRIALS", "10")
-    key = api_key(database_url)
+    key = make_key(database_url, "fault-test")
     headers = {"Authorization": f"Bearer {key}"}
     server = serve(database_url, retrain=True)
 
@@ -460,7 +448,7 @@ def test_redis_outage_keeps_ask_tell_working_and_retraining_resumes_on_rq(
 def test_a_client_that_never_tells_is_reaped_without_blocking_others(
         database_url: str, fast_reaper: None) -> None:
     timeout_s = 1.5
-    key = api_key(database_url)
+    key = make_key(database_url, "fault-test")
     headers = {"Authorization": f"Bearer {key}"}
     server = serve(database_url)
     told: list[tuple[int, float]] = []  # (trial id, monotonic time of the acknowledged tell)

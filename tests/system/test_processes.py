@@ -9,23 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from service.db import keys as key_queries
-from service.db.session import make_engine, make_sessionmaker, transaction
 from tests.conftest import MIXED_SPACE
-from tests.system.servers import start_server
+from tests.system.servers import make_key, start_server
 
 pytestmark = pytest.mark.slow
-
-
-def make_key(database_url: str) -> str:
-    from service.db import migrate
-
-    engine = make_engine(database_url)
-    migrate.upgrade(engine)
-    with transaction(make_sessionmaker(engine)) as session:
-        secret = key_queries.create_key(session, "system-test", "k").secret
-    engine.dispose()
-    return secret
 
 
 def test_two_servers_hammered_concurrently_act_as_one(database_url: str) -> None:
