@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.admission import FairGate, RateLimiter
 from service.api import health, problems, pruner, studies, trials
+from service.api.deadline import DeadlineMiddleware
 from service.config import Settings, get_settings
 from service.db import keys as key_queries
 from service.db import migrate
 from service.db.session import make_engine, make_sessionmaker, transaction
-from service.db.studies import global_state_counts
 from service.history_cache import HistoryCache
 from service.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from service.prior_store import PriorStore
@@ -30,7 +31,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check()
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
-                         max_overflow=settings.db_max_overflow)
+                         max_overflow=settings.db_max_overflow,
+                         connect_timeout_s=settings.db_connect_timeout_s,
+                         statement_timeout_s=settings.db_statement_timeout_s,
+                         pool_timeout_s=settings.db_pool_timeout_s)
     sessions = make_sessionmaker(engine)
     retrainer = make_retrainer(settings, sessions)
     context = Context(
@@ -40,13 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_ask_count=settings.max_ask_count, on_told=retrainer.notify,
         candidate_pool_factor=settings.candidate_pool_factor,
         candidate_pool_max=settings.candidate_pool_max, candidate_ttl_s=settings.candidate_ttl_s,
+        max_running_trials_per_study=settings.max_running_trials_per_study,
+        max_waiting_trials_per_study=settings.max_waiting_trials_per_study,
+        max_studies_per_owner=settings.max_studies_per_owner, engine_gate=FairGate(),
     )
 
-    def trial_counts() -> dict[str, int]:
-        with sessions() as session:
-            return global_state_counts(session)
-
-    metrics = Metrics(trial_counts)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,6 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.context = context
     app.state.retrainer = retrainer
     app.state.metrics = metrics
+    # Admission control (service/admission.py): per-owner rate limits; the engine's fair gate is
+    # the context's.
+    app.state.rate_limiter = RateLimiter.from_settings(settings)
     app.state.engine = engine
     app.state.local_owner_id = None
     problems.install(app)
@@ -89,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(DeadlineMiddleware, timeout_s=settings.request_timeout_s)  # outermost
     return app
 
 

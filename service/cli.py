@@ -17,6 +17,8 @@ _BENCHMARKS = {
     "ask-time": "benchmarks.ask_time",  # the engine's time per ask as history grows
     "transfer": "benchmarks.transfer",  # warm start from past studies, leave one dataset out
     "load": "benchmarks.load",  # server on PostgreSQL under 1-64 clients vs. Optuna's RDBStorage
+    "worst-case": "benchmarks.worst_case",  # the costliest asks inside the documented limits
+    "isolation": "benchmarks.isolation",  # a flooding tenant's effect on another's latency
 }
 
 
@@ -87,7 +89,9 @@ def _db(args: argparse.Namespace) -> int:
     from service.db import migrate
     from service.db.session import make_engine
 
-    engine = make_engine(get_settings().database_url)
+    settings = get_settings()  # a migration may rightly run long: no statement timeout
+    engine = make_engine(settings.database_url, statement_timeout_s=None,
+                         connect_timeout_s=settings.db_connect_timeout_s)
     if args.db_command == "upgrade":
         migrate.upgrade(engine)
     print(f"current: {migrate.current(engine)}  head: {migrate.head()}")
@@ -99,7 +103,9 @@ def _keys(args: argparse.Namespace) -> int:
     from service.db import migrate
     from service.db.session import make_engine, make_sessionmaker, transaction
 
-    engine = make_engine(get_settings().database_url)
+    settings = get_settings()  # a migration may rightly run long: no statement timeout
+    engine = make_engine(settings.database_url, statement_timeout_s=None,
+                         connect_timeout_s=settings.db_connect_timeout_s)
     migrate.upgrade(engine)
     sessions = make_sessionmaker(engine)
     with transaction(sessions) as session:

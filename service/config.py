@@ -49,6 +49,28 @@ class Settings(BaseSettings):
     retrain_growth: float = 0.1
     retrain_enabled: bool = True
 
+    # --- bounds on what one request, and one tenant, may cost (docs/api-contract.md, "Limits") ---
+    # Every wait on a dependency ends: a database or Redis that hangs (rather than refusing
+    # connections) costs a 503 + Retry-After within seconds, never a thread held forever.
+    db_connect_timeout_s: float = Field(3.0, gt=0)  # TCP connect + PostgreSQL start-up
+    db_statement_timeout_s: float = Field(10.0, gt=0)  # PostgreSQL statement_timeout/lock_timeout
+    db_pool_timeout_s: float = Field(5.0, gt=0)  # waiting for a pooled connection
+    redis_timeout_s: float = Field(2.0, gt=0)  # connect and each command
+    # The last resort: a request still unanswered after this many seconds gets a 503 +
+    # Retry-After whatever it waits on (a frozen database answers no timeout of its own).
+    request_timeout_s: float = Field(15.0, gt=0)
+    # Per-owner rate limits (all of an owner's keys together), in the `limits` library's notation
+    # ("N/second", "N/minute", several separated by ";"); empty turns one off. Asks are limited
+    # apart because they run the engine. Shared through Redis when DYESP_REDIS_URL is set,
+    # per server process otherwise.
+    rate_limit: str = "500/second"
+    ask_rate_limit: str = "50/second"
+    # Quotas: a study's unfinished trials (each one is pending work every ask reasons about) and
+    # an owner's studies.
+    max_running_trials_per_study: int = Field(1000, ge=1)
+    max_waiting_trials_per_study: int = Field(1000, ge=1)
+    max_studies_per_owner: int = Field(1000, ge=1)
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")

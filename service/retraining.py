@@ -4,14 +4,23 @@
 checks whether enough new results arrived and dispatches the training: to the RQ worker pool when
 Redis is configured and reachable, otherwise to one spawned child process. Either way the API
 process never imports torch, and ask/tell never wait for training.
+
+The child holds torch's memory (hundreds of MB), so it must never outlive the server, whatever ends
+the server (SIGKILL and OOM included, where no shutdown code runs): see ``_die_with_parent``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +33,10 @@ from service.engine.history import History, TrialState
 from service.engine.pruner import TRUST_FLOOR, measure_trust
 
 TRUST_WINDOW = 20  # the same window the engine measures trust over
+TRAINING_TIMEOUT_S = 600  # a child training longer than this is ended (as RQ's job timeout does)
+CHILD_STOP_GRACE_S = 5  # a child still alive this long after SIGTERM gets SIGKILL
+PARENT_POLL_S = 1.0  # how often the child's watchdog checks that its server still lives
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 log = logging.getLogger("dyesp.retraining")
 
@@ -55,11 +68,12 @@ class Retrainer:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()  # stop() ends the pool while _dispatch may use it
         self._redis = None
         if settings.retrain_enabled and settings.redis_url:
             from workers.queue import connect
 
-            self._redis = connect(settings.redis_url)
+            self._redis = connect(settings.redis_url, timeout_s=settings.redis_timeout_s)
 
     @property
     def mode(self) -> str:
@@ -84,20 +98,18 @@ class Retrainer:
         self._thread.start()
 
     def stop(self) -> None:
+        """End the retrainer thread and its child. The child may be mid-training: it is ended
+        (the job is idempotent and writes a version in one transaction), or it would outlive the
+        server holding torch's memory. Ending it first also frees the thread from waiting on it."""
         with self._wake:
             self._stop = True
             self._wake.notify()
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            _end_pool(pool)
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if self._pool is not None:
-            # The child may be mid-training: end it (the job is idempotent and writes a version in
-            # one transaction), or it outlives the server holding torch's memory.
-            children = list(getattr(self._pool, "_processes", {}).values())
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            for child in children:
-                child.terminate()
-            for child in children:
-                child.join(timeout=5)
 
     def _run(self) -> None:
         while True:
@@ -134,13 +146,37 @@ class Retrainer:
 
             enqueue_retraining(self._redis, study_id)
             return
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        outcome = self._pool.submit(_train_in_child, self.settings.database_url,
-                                    study_id).result(timeout=600)
+        try:
+            with self._pool_lock:
+                if self._stop:
+                    return
+                if self._pool is None:
+                    self._pool = _start_pool()
+                pool = self._pool
+                # Raises BrokenProcessPool at once if the idle child died (killed, OOM).
+                future = pool.submit(_train_in_child, self.settings.database_url, study_id)
+            outcome = future.result(timeout=TRAINING_TIMEOUT_S)
+        except BrokenProcessPool:
+            self._discard(pool)
+            if not self._stop:  # stop() ends the child on purpose: nothing to report
+                log.warning("the retraining child died; study %s keeps its previous pruner and "
+                            "the next retraining starts a new child", study_id)
+            return
+        except TimeoutError:
+            self._discard(pool)
+            log.warning("retraining study %s ran past %d s and was ended; it keeps its previous "
+                        "pruner", study_id, TRAINING_TIMEOUT_S)
+            return
         if outcome:
             log.info("study %s: %s", study_id, outcome)
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        """Forget a broken or stuck pool so the next dispatch starts a fresh child; a broken
+        pool refuses every later job, so keeping it would fail every retraining from now on."""
+        with self._pool_lock:
+            if self._pool is pool:
+                self._pool = None
+        _end_pool(pool)
 
     def _redis_up(self) -> bool:
         try:
@@ -166,6 +202,67 @@ def _train_in_child(database_url: str, study_id: str) -> str | None:
     from workers.jobs import retrain_pruner  # imported in the child: torch stays out of the API
 
     return retrain_pruner(study_id, database_url=database_url)
+
+
+def _start_pool() -> ProcessPoolExecutor:
+    """One spawned child for training, tied to this process's life by ``_die_with_parent``.
+
+    The kernel's parent-death signal follows the *thread* that spawned the child, not the process.
+    Python 3.11's ProcessPoolExecutor (spawn, no ``max_tasks_per_child``) starts its worker in the
+    thread calling ``submit``: the retrainer thread, which lives as long as the server (and whose
+    end in ``stop`` should end the child anyway). The child's watchdog covers any other case.
+    """
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
+
+
+def _end_pool(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down without waiting, and end its child: SIGTERM, then SIGKILL if it
+    ignores that (the pool's only handle on its child is a private attribute)."""
+    children = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout=CHILD_STOP_GRACE_S)
+        if child.is_alive():
+            child.kill()
+            child.join(timeout=CHILD_STOP_GRACE_S)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Executor initializer (runs in the child): end the child whenever the server ends.
+
+    A clean shutdown ends it in ``stop``, but SIGKILL or the OOM killer run no code in the server,
+    and an orphaned child would train on (or idle forever) holding torch's memory. Linux kills it
+    outright through the parent-death signal; the signal is armed only now, so a server that died
+    before this point is caught by comparing the parent pid; a watchdog thread covers systems
+    without prctl (and any spawn from a thread that ends early)."""
+    _arm_parent_death_signal()
+    if os.getppid() != parent_pid:  # re-parented already: the server died while we started
+        os._exit(1)
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,),
+                     name="dyesp-parent-watchdog", daemon=True).start()
+
+
+def _arm_parent_death_signal() -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies; False where that is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(int(signal.SIGKILL)), ctypes.c_ulong(0),
+                          ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _exit_when_orphaned(parent_pid: int, interval_s: float = PARENT_POLL_S) -> None:
+    """The portable fallback: once re-parented (the parent died), exit at once, mid-training or
+    not; ``os._exit`` because the main thread may be deep in torch and would never return."""
+    while os.getppid() == parent_pid:
+        time.sleep(interval_s)
+    os._exit(1)
 
 
 def make_retrainer(settings: Settings, sessions: sessionmaker[Session]) -> Retrainer:

@@ -145,7 +145,12 @@ class StudyOut(BaseModel):
 
 
 class StudyList(BaseModel):
+    """One page of studies, oldest first (``total`` counts them all)."""
+
     studies: list[StudyOut]
+    total: int
+    offset: int
+    limit: int
 
 
 class CandidateMetrics(Strict):
@@ -272,4 +277,5 @@ class PrunerReport(BaseModel):
     trust: float | None  # Spearman of predictions made before trials ran vs. their results
     n_pruned: int
     retraining: str
-    versions: list[PrunerVersionOut]
+    versions: list[PrunerVersionOut]  # newest first, one page (``versions_total`` counts all)
+    versions_total: int = 0

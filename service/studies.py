@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.admission import FairGate
 from service.db import candidates as candidate_queries
 from service.db import studies as study_queries
 from service.db import trials as trial_queries
@@ -29,7 +30,7 @@ from service.engine.history import History, ProposalInfo, TrialState
 from service.engine.selection import select
 from service.engine.space import SearchSpace, SpaceError, config_key
 from service.engine.transfer import mapping_problems
-from service.errors import Conflict, Invalid, NotFound
+from service.errors import Conflict, Invalid, NotFound, QuotaExceeded, TooManyRequests
 from service.history_cache import HistoryCache
 from service.prior_store import PriorStore, compatible_sources
 from service.pruner_store import PrunerStore
@@ -50,6 +51,14 @@ class Context:
     candidate_pool_factor: int = 4
     candidate_pool_max: int = 64
     candidate_ttl_s: float = 600.0
+    # Quotas (see ``service.config``): unfinished trials per study, studies per owner.
+    max_running_trials_per_study: int = 1000
+    max_waiting_trials_per_study: int = 1000
+    max_studies_per_owner: int = 1000
+    # The engine's CPU, shared fairly across owners (``service.admission``). It is held around
+    # engine calls alone, never across a database read or lock: a holder waiting for a lock that
+    # a gate waiter holds would deadlock. Off unless the app switches it on.
+    engine_gate: FairGate = field(default_factory=lambda: FairGate(capacity=None))
     on_told: Any = None  # callable(study_id) -> None: lets the retrainer know results arrived
     _drafting: dict[str, set[int]] = field(default_factory=dict)
     _drafting_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -109,6 +118,10 @@ def create_study(ctx: Context, owner_id: int, body: StudyCreate) -> Study:
     if body.transfer == "auto" and body.transfer_from:
         raise Invalid("transfer", 'give either `transfer: "auto"` or `transfer_from`, not both')
     with transaction(ctx.sessions) as session:
+        owned = study_queries.count_studies(session, owner_id)
+        if owned >= ctx.max_studies_per_owner:
+            raise QuotaExceeded(f"studies: this owner has {owned} studies, the quota is "
+                                f"{ctx.max_studies_per_owner}; delete finished ones first")
         if body.transfer == "auto":
             sources = compatible_sources(session, owner_id, space)
         else:
@@ -203,10 +216,13 @@ def _ask(ctx: Context, owner_id: int, study_id: str, count: int, client_id: str 
             if mine:
                 for trial in mine:
                     trial.heartbeat_at = now
+                    trial.deadline_at = now + timedelta(seconds=study.heartbeat_timeout_s)
                 return AskResult(mine[:count])
+        _check_running_quota(ctx, session, study_id, count)
         handed = [] if candidates is not None else trial_queries.waiting(session, study_id, count)
         for trial in handed:
-            trial_queries.start(trial, now=now, revision=lock.revision, client_id=client_id)
+            trial_queries.start(trial, now=now, revision=lock.revision, client_id=client_id,
+                                timeout_s=study.heartbeat_timeout_s)
         missing = count - len(handed)
         result = AskResult(handed)
         if missing:
@@ -222,6 +238,17 @@ def _ask(ctx: Context, owner_id: int, study_id: str, count: int, client_id: str 
                 result.trials += step.propose(missing, draft)
         session.flush()
         return result
+
+
+def _check_running_quota(ctx: Context, session: Session, study_id: str, count: int) -> None:
+    """Running trials are pending work that every ask reasons about: a study may hold at most
+    ``max_running_trials_per_study`` (429 until some are told or reaped)."""
+    running = trial_queries.count_in_state(session, study_id, TrialState.RUNNING)
+    if running + count > ctx.max_running_trials_per_study:
+        raise TooManyRequests(
+            f"count: the study has {running} running trials and the quota is "
+            f"{ctx.max_running_trials_per_study}; tell results (or let silent trials time out) "
+            f"before asking for {count} more", retry_after=30, field="count")
 
 
 @dataclass(frozen=True)
@@ -247,7 +274,8 @@ def _draft(ctx: Context, owner_id: int, study_id: str, count: int,
         pruner = ctx.pruners.active(session, study_id)
         prior = ctx.priors.get(session, study, space)
         seed = study.seed
-    decision = propose(space, history, count, seed=seed + salt, pruner=pruner, prior=prior)
+    with ctx.engine_gate.admit(owner_id):  # around the engine alone: its holder never waits
+        decision = propose(space, history, count, seed=seed + salt, pruner=pruner, prior=prior)
     return _Draft(revision, decision)
 
 
@@ -275,16 +303,20 @@ class _Step:
         space = self.ctx.spaces.get(self.study)
         model = self.ctx.pruners.active(self.session, self.study.id)
         prior = self.ctx.priors.get(self.session, self.study, space)
-        return self._record(propose(space, self.history, count, seed=self.study.seed,
-                                    pruner=model, prior=prior), [{}] * count)
+        with self.ctx.engine_gate.admit(self.study.owner_id):
+            decision = propose(space, self.history, count, seed=self.study.seed, pruner=model,
+                               prior=prior)
+        return self._record(decision, [{}] * count)
 
     def offer_pool(self, count: int) -> tuple[list[Candidate], datetime]:
         size = min(self.ctx.candidate_pool_max, count * self.ctx.candidate_pool_factor)
         issued = candidate_queries.pools_issued(self.session, self.study.id)
         # No pruner here: it needs the metrics the client has not computed yet.
         space = self.ctx.spaces.get(self.study)
-        decision = propose(space, self.history, size, seed=self.study.seed + issued,
-                           pruner=None, prior=self.ctx.priors.get(self.session, self.study, space))
+        prior = self.ctx.priors.get(self.session, self.study, space)
+        with self.ctx.engine_gate.admit(self.study.owner_id):
+            decision = propose(space, self.history, size, seed=self.study.seed + issued,
+                               pruner=None, prior=prior)
         expires_at = self.now + timedelta(seconds=self.ctx.candidate_ttl_s)
         rows = [{"token": secrets.token_urlsafe(24), "params": dict(p.params),
                  "proposal": p.info.to_dict()} for p in decision.proposals]
@@ -294,7 +326,12 @@ class _Step:
 
     def pick_from(self, answers: list[CandidateMetrics], count: int) -> list[Trial]:
         declared = list(self.study.static_metrics or [])
+        first: dict[str, int] = {}
         for i, answer in enumerate(answers):
+            if first.setdefault(answer.token, i) != i:
+                raise Invalid(f"candidates[{i}].token",
+                              f"duplicate of candidates[{first[answer.token]}].token: send each "
+                              f"candidate once")
             for name in answer.static_metrics:
                 if name not in declared:
                     raise Invalid(f"candidates[{i}].static_metrics.{name}",
@@ -309,10 +346,12 @@ class _Step:
                            "ask again without candidates for a fresh pool")
         candidate_queries.consume_pools(self.session, self.study.id,
                                         {c.pool for c, _ in usable}, self.now)
-        decision = select(
-            self.ctx.spaces.get(self.study), self.history, [c.params for c, _ in usable],
-            [m for _, m in usable], [ProposalInfo.from_dict(c.proposal) for c, _ in usable],
-            count, pruner=self.ctx.pruners.active(self.session, self.study.id))
+        model = self.ctx.pruners.active(self.session, self.study.id)
+        with self.ctx.engine_gate.admit(self.study.owner_id):
+            decision = select(
+                self.ctx.spaces.get(self.study), self.history, [c.params for c, _ in usable],
+                [m for _, m in usable], [ProposalInfo.from_dict(c.proposal) for c, _ in usable],
+                count, pruner=model)
         metrics_of = {config_key(c.params): m for c, m in usable}
         return self._record(decision, [metrics_of[config_key(p.params)]
                                        for p in decision.proposals])
@@ -328,6 +367,7 @@ class _Step:
                 client_id=self.client_id, revision=self.lock.revision, created_at=self.now,
                 started_at=self.now, heartbeat_at=self.now,
                 static_metrics={k: float(v) for k, v in values.items()},
+                deadline_at=self.now + timedelta(seconds=self.study.heartbeat_timeout_s),
             ))
         for candidate in decision.pruned:
             trial_queries.add_pruned(self.session, self.study.id, dict(candidate.params),
@@ -356,8 +396,7 @@ def tell(ctx: Context, owner_id: int, study_id: str, trial_id: int, body: TellRe
         if TrialState(trial.state).finished:
             if _same_result(trial, body):
                 return trial
-            if not (trial.reason == trial_queries.HEARTBEAT_TIMEOUT_REASON
-                    and trial.state == TrialState.FAILED.value):
+            if not trial.timed_out:  # only the server's own verdict of silence gives way
                 raise Conflict(
                     f"trial {trial_id} is already {trial.state}"
                     + (f" with value {trial.value}" if trial.value is not None else "")
@@ -371,6 +410,7 @@ def tell(ctx: Context, owner_id: int, study_id: str, trial_id: int, body: TellRe
             trial.static_metrics = {k: float(v) for k, v in body.static_metrics.items()}
         trial.completed_at = now
         trial.revision = lock.revision
+        trial.timed_out = False  # the result is the client's now: a different one is a conflict
     if ctx.on_told is not None:
         ctx.on_told(study_id)
     return trial
@@ -378,15 +418,22 @@ def tell(ctx: Context, owner_id: int, study_id: str, trial_id: int, body: TellRe
 
 def heartbeat(ctx: Context, owner_id: int, study_id: str, trial_id: int) -> Trial:
     with transaction(ctx.sessions) as session:
-        find_study(session, owner_id, study_id)
-        if not trial_queries.touch(session, study_id, trial_id, utcnow()):
+        study = find_study(session, owner_id, study_id)
+        if not trial_queries.touch(session, study_id, trial_id, utcnow(),
+                                   study.heartbeat_timeout_s):
             trial = _find_trial(session, study_id, trial_id)
             raise Conflict(f"trial {trial_id} is {trial.state}, not running: stop working on it")
         return _find_trial(session, study_id, trial_id)
 
 
-def enqueue(ctx: Context, owner_id: int, study_id: str, params: dict[str, Any]) -> Trial:
-    """Queue a user-given configuration; the next ask hands it out before any proposal."""
+def enqueue(ctx: Context, owner_id: int, study_id: str,
+            params: dict[str, Any]) -> tuple[Trial, bool]:
+    """Queue a user-given configuration; the next ask hands it out before any proposal.
+
+    De-duplicated against trials still waiting: the same configuration enqueued again before an
+    ask hands it out returns the first one (and ``False``: nothing new was created), so a client
+    retrying an enqueue whose answer it lost does not queue the work twice. A configuration that
+    already ran may be enqueued again on purpose (a second measurement)."""
     with transaction(ctx.sessions) as session:
         lock = study_queries.lock_study(session, owner_id, study_id)
         if lock is None:
@@ -396,6 +443,15 @@ def enqueue(ctx: Context, owner_id: int, study_id: str, params: dict[str, Any]) 
             config = ctx.spaces.get(study).validate_config(params)
         except SpaceError as error:
             raise Invalid(error.field, error.reason) from None
+        existing = trial_queries.waiting_with_params(session, study_id, config)
+        if existing is not None:
+            return existing, False
+        waiting = trial_queries.count_in_state(session, study_id, TrialState.WAITING)
+        if waiting >= ctx.max_waiting_trials_per_study:
+            raise TooManyRequests(
+                f"params: the study has {waiting} enqueued trials waiting and the quota is "
+                f"{ctx.max_waiting_trials_per_study}; ask to drain them first", retry_after=30,
+                field="params")
         (number,) = study_queries.take_numbers(session, study_id, lock, 1)
         trial = trial_queries.add_trial(
             session, study_id, number, state=TrialState.WAITING.value, params=config,
@@ -403,14 +459,31 @@ def enqueue(ctx: Context, owner_id: int, study_id: str, params: dict[str, Any]) 
             revision=lock.revision, static_metrics={},
         )
         session.flush()
-        return trial
+        return trial, True
 
 
-def reap_stale(ctx: Context) -> int:
-    """Fail running trials silent past their study's heartbeat timeout, across all studies."""
+REAP_BATCH = 100  # studies locked per sweep step: a sweep never reads all tenants' rows at once
+PURGE_BATCH = 1000  # expired candidates deleted per sweep step
+
+
+def reap_stale(ctx: Context, max_batches: int = 100) -> int:
+    """Fail running trials silent past their study's heartbeat timeout, across all studies, and
+    delete candidate pools that expired. Each step reads only stale rows (an index range), at
+    most ``REAP_BATCH`` studies; the next sweep goes on where this one stopped."""
     now = utcnow()
-    with ctx.sessions() as session:
-        study_ids = trial_queries.stale_study_ids(session, now)
+    with transaction(ctx.sessions) as session:
+        candidate_queries.purge_expired(session, now, PURGE_BATCH)
+    reaped = 0
+    for _ in range(max_batches):
+        with ctx.sessions() as session:
+            study_ids = trial_queries.stale_study_ids(session, now, REAP_BATCH)
+        if not study_ids:
+            break
+        reaped += _reap_studies(ctx, study_ids, now)
+    return reaped
+
+
+def _reap_studies(ctx: Context, study_ids: list[str], now: datetime) -> int:
     reaped = 0
     for study_id in study_ids:
         with transaction(ctx.sessions) as session:

@@ -61,8 +61,11 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
+    # Rate limits off unless a test sets them: in-process asks run near the default ask limit,
+    # and the limits have tests of their own (tests/api/test_admission.py).
     values: dict[str, object] = dict(database_url=database_url, auth="on",
-                                     retrain_enabled=False, reaper_interval_s=3600)
+                                     retrain_enabled=False, reaper_interval_s=3600,
+                                     rate_limit="", ask_rate_limit="")
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -4,10 +4,13 @@ Idempotent and safe to retry: it trains only when enough new results arrived sin
 version, and a version row is written in one transaction, so a killed job leaves nothing half-made.
 The newest results are held out: the new model is activated only if it ranks them at least about as
 well as the active one does (a worse version is kept, for the record, but not served).
+A study deleted before or during the training is an ordinary outcome (users delete studies while
+jobs are queued), not an error: the job ends quietly and writes nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
@@ -30,18 +33,30 @@ HOLDOUT_SHARE = 0.2  # the newest fifth of the results judges the new model
 MIN_HOLDOUT = 5  # fewer held-out results than this say nothing reliable about ranking
 ACTIVATION_SLACK = 0.05  # Spearman noise on a few results: don't refuse a model for less
 
+log = logging.getLogger("dyesp.retraining")
+
+
+def _study_gone(study_id: str) -> str:
+    """The outcome of retraining a study that was deleted before its model could be stored."""
+    log.info("study %s no longer exists: nothing to retrain", study_id)
+    return f"study {study_id} no longer exists: nothing retrained"
+
 
 def retrain_pruner(study_id: str, *, database_url: str | None = None,
                    device: str | None = None) -> str | None:
-    """Train the study's pruner if it is due; return a one-line summary, or None if not due."""
+    """Train the study's pruner if it is due; return a one-line summary (also when the study was
+    deleted meanwhile), or None if not due."""
     settings = Settings() if database_url is None else Settings(database_url=database_url)
-    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
+    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0,
+                         connect_timeout_s=settings.db_connect_timeout_s,
+                         statement_timeout_s=settings.db_statement_timeout_s,
+                         pool_timeout_s=settings.db_pool_timeout_s)
     sessions = make_sessionmaker(engine)
     try:
         with sessions() as session:
             study = session.get(Study, study_id)
             if study is None:
-                return None
+                return _study_gone(study_id)
             history = HistoryCache().load(session, study_id, study.direction)
             last = session.execute(
                 select(PrunerRow.n_train, PrunerRow.weights)
@@ -86,6 +101,13 @@ def retrain_pruner(study_id: str, *, database_url: str | None = None,
                 activate = report["spearman_holdout"] >= report["spearman_active"] - \
                     ACTIVATION_SLACK
         with transaction(sessions) as session:
+            # Deleted while training? Then there is nothing to store the model for (and the insert
+            # would break the foreign key). KEY SHARE holds off a delete until this commits, when
+            # its cascade removes the new row with the study; SQLite's BEGIN IMMEDIATE already
+            # serialises this transaction with the delete.
+            if session.scalar(select(Study.id).where(Study.id == study_id)
+                              .with_for_update(read=True, key_share=True)) is None:
+                return _study_gone(study_id)
             version = (session.scalar(select(func.max(PrunerRow.version))
                                       .where(PrunerRow.study_id == study_id)) or 0) + 1
             session.add(PrunerRow(study_id=study_id, version=version, weights=model.to_bytes(),

@@ -25,7 +25,7 @@ def job_id(study_id: str) -> str:
 def connect(url: str, timeout_s: float | None = 2.0) -> Redis:
     """A client that fails fast when Redis is down (``timeout_s=None`` for a worker's blocking
     dequeue, which waits longer than any socket timeout)."""
-    return Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=timeout_s)
+    return Redis.from_url(url, socket_connect_timeout=timeout_s or 2.0, socket_timeout=timeout_s)
 
 
 def enqueue_retraining(redis: Redis, study_id: str, database_url: str | None = None) -> bool:

@@ -1,4 +1,5 @@
-"""Typed dependencies (FastAPI full-stack template style): session, context, current owner."""
+"""Typed dependencies (FastAPI full-stack template style): session, context, current owner
+(rate-limited)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from fastapi import Depends, HTTPException, Path, Request
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
+from service.admission import RateLimiter
 from service.db.keys import resolve_owner
 from service.schemas import reject_unstorable
 from service.studies import Context
 
 
-def get_context(request: Request) -> Context:
+# Dependencies that only read app.state are async: a sync one costs a hop to the threadpool and
+# back, and under CPU load each hop waits for the GIL (milliseconds per hop, per request).
+async def get_context(request: Request) -> Context:
     return request.app.state.context
 
 
@@ -23,11 +27,23 @@ def get_session(context: Annotated[Context, Depends(get_context)]) -> Iterator[S
         yield session
 
 
+async def get_rate_limiter(request: Request) -> RateLimiter:
+    return request.app.state.rate_limiter
+
+
 ContextDep = Annotated[Context, Depends(get_context)]
 SessionDep = Annotated[Session, Depends(get_session)]
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 
 
-def current_owner(request: Request, context: ContextDep) -> int:
+def current_owner(request: Request, context: ContextDep, limiter: RateLimiterDep) -> int:
+    """The owner of the bearer key, its request counted under DYESP_RATE_LIMIT (429 past it)."""
+    owner_id = _authenticate(request, context)
+    limiter.hit("requests", owner_id)
+    return owner_id
+
+
+def _authenticate(request: Request, context: Context) -> int:
     """The owner of the bearer key. With auth off (loopback only), requests without a key act as
     the local owner; a key that is sent is still checked."""
     header = request.headers.get("authorization")
@@ -53,7 +69,20 @@ def _unauthorized(detail: str) -> HTTPException:
 CurrentOwner = Annotated[int, Depends(current_owner)]
 
 
+def asking_owner(request: Request, context: ContextDep, limiter: RateLimiterDep) -> int:
+    """``current_owner`` for an ask, counted under DYESP_ASK_RATE_LIMIT as well (in one threadpool
+    hop, not two)."""
+    owner_id = current_owner(request, context, limiter)
+    limiter.hit("asks", owner_id)
+    return owner_id
+
+
+AskingOwner = Annotated[int, Depends(asking_owner)]
+
+
 # Bounded path parameters: an out-of-range id (or a NUL PostgreSQL cannot compare) is a 422 here,
 # not a database error later.
 StudyId = Annotated[str, Path(min_length=1, max_length=64), AfterValidator(reject_unstorable)]
 TrialId = Annotated[int, Path(ge=0, le=2**63 - 1)]
+# Paging: an offset past any real table is a 422, not a database integer overflow (a 500).
+MAX_OFFSET = 2**53 - 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -19,6 +20,9 @@ from service.schemas import Problem
 
 log = logging.getLogger("dyesp.api")
 RETRY_AFTER_S = "2"
+# SQLSTATEs of a database too slow rather than wrong: statement_timeout (or a cancel), lock_timeout,
+# idle_in_transaction_session_timeout. Retrying is safe; a 500 would blame the request.
+_TIMEOUT_SQLSTATES = frozenset({"57014", "55P03", "25P03"})
 
 
 def _encodable(text: str) -> str:
@@ -78,7 +82,11 @@ def install(app: FastAPI) -> None:
     async def _domain(_: Request, error: DomainError) -> JSONResponse:
         errors = [{"field": error.field, "message": getattr(error, "reason", error.detail)}] \
             if error.field else []
-        return problem(error.status, error.detail, errors)
+        retry_after = getattr(error, "retry_after", None)  # TooManyRequests (429)
+        if getattr(error, "delay_s", 0) > 0:
+            await asyncio.sleep(error.delay_s)  # type: ignore[attr-defined]
+        return problem(error.status, error.detail, errors,
+                       headers={"Retry-After": str(retry_after)} if retry_after else None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -113,17 +121,32 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
     async def _db_down(_: Request, error: Exception) -> JSONResponse:
+        if _timed_out(error):
+            return _db_too_slow(error)
         log.warning("database unavailable: %s", str(error).splitlines()[0])
         return problem(503, "the database is unavailable; retry shortly",
                        headers={"Retry-After": RETRY_AFTER_S})
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_: Request, error: DBAPIError) -> JSONResponse:
+        if _timed_out(error):
+            return _db_too_slow(error)
         if error.connection_invalidated:
             return problem(503, "the database connection was lost; retry shortly",
                            headers={"Retry-After": RETRY_AFTER_S})
         log.exception("database error")
         return problem(500, "internal database error")
+
+
+def _timed_out(error: Exception) -> bool:
+    """A database timeout, whichever DBAPIError subclass the driver maps its SQLSTATE to."""
+    return getattr(getattr(error, "orig", None), "sqlstate", None) in _TIMEOUT_SQLSTATES
+
+
+def _db_too_slow(error: Exception) -> JSONResponse:
+    log.warning("database timeout: %s", str(error).splitlines()[0])
+    return problem(503, "the database did not answer in time; retry shortly",
+                   headers={"Retry-After": RETRY_AFTER_S})
 
 
 def _unparsable(error: StarletteHTTPException) -> str | None:
@@ -141,7 +164,7 @@ def _unparsable(error: StarletteHTTPException) -> str | None:
 
 
 # Statuses any /v1 operation may answer, all as problem documents.
-COMMON_ERRORS = (400, 401, 404, 409, 413, 422, 503)
+COMMON_ERRORS = (400, 401, 404, 409, 413, 422, 429, 503)
 
 
 def document_problems(app: FastAPI) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from sqlalchemy import func, select
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 
 from service import studies
-from service.api.deps import ContextDep, CurrentOwner, SessionDep, StudyId
-from service.db.models import PrunedCandidate, PrunerModel
+from service.api.deps import MAX_OFFSET, ContextDep, CurrentOwner, SessionDep, StudyId
+from service.db import pruners as pruner_queries
 from service.engine.pruner import measure_trust
 from service.schemas import Problem, PrunerReport, PrunerVersionOut
 
@@ -17,18 +18,18 @@ router = APIRouter(prefix="/v1/studies/{study_id}", tags=["pruner"],
 
 @router.get("/pruner", operation_id="get_pruner")
 def get_pruner(study_id: StudyId, owner: CurrentOwner, ctx: ContextDep, session: SessionDep,
-               request: Request) -> PrunerReport:
+               request: Request, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> PrunerReport:
+    """Versions are paged newest first and never carry their weights."""
     study = studies.find_study(session, owner, study_id)
-    rows = list(session.scalars(select(PrunerModel).where(PrunerModel.study_id == study_id)
-                                .order_by(PrunerModel.version.desc())))
-    n_pruned = session.scalar(select(func.count()).select_from(PrunedCandidate)
-                              .where(PrunedCandidate.study_id == study_id)) or 0
+    rows, total = pruner_queries.version_page(session, study_id, offset, limit)
     history = ctx.cache.load(session, study_id, study.direction)
-    active = next((r.version for r in rows if r.active), None)
     return PrunerReport(
-        active_version=active, trust=measure_trust(history), n_pruned=n_pruned,
+        active_version=pruner_queries.active_version(session, study_id),
+        trust=measure_trust(history), n_pruned=pruner_queries.count_pruned(session, study_id),
         retraining=request.app.state.retrainer.mode,
         versions=[PrunerVersionOut(version=r.version, active=r.active, n_train=r.n_train,
                                    device=r.device, seconds=r.seconds, metrics=r.metrics or {},
                                    created_at=r.created_at) for r in rows],
+        versions_total=total,
     )

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import AfterValidator
 
 from service import studies
-from service.api.deps import ContextDep, CurrentOwner, SessionDep, StudyId
+from service.api.deps import MAX_OFFSET, ContextDep, CurrentOwner, SessionDep, StudyId
 from service.api.views import studies_out, trial_out
 from service.db import studies as study_queries
 from service.db import trials as trial_queries
@@ -29,8 +29,11 @@ def create_study(body: StudyCreate, owner: CurrentOwner, ctx: ContextDep,
 @router.get("", operation_id="list_studies")
 def list_studies(owner: CurrentOwner, session: SessionDep,
                  name: Annotated[str | None, Query(max_length=256),
-                                 AfterValidator(reject_unstorable)] = None) -> StudyList:
-    return StudyList(studies=studies_out(session, study_queries.list_studies(session, owner, name)))
+                                 AfterValidator(reject_unstorable)] = None,
+                 offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> StudyList:
+    rows, total = study_queries.list_studies(session, owner, name, offset, limit)
+    return StudyList(studies=studies_out(session, rows), total=total, offset=offset, limit=limit)
 
 
 @router.get("/{study_id}", operation_id="get_study")

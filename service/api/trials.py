@@ -7,11 +7,19 @@ import io
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from service import studies
-from service.api.deps import ContextDep, CurrentOwner, SessionDep, StudyId, TrialId
+from service.api.deps import (
+    MAX_OFFSET,
+    AskingOwner,
+    ContextDep,
+    CurrentOwner,
+    SessionDep,
+    StudyId,
+    TrialId,
+)
 from service.api.views import trial_out
 from service.db import trials as trial_queries
 from service.errors import NotFound
@@ -33,7 +41,7 @@ StateFilter = Literal["waiting", "running", "complete", "failed", "infeasible"]
 
 
 @router.post("/ask", operation_id="ask")
-def ask(study_id: StudyId, owner: CurrentOwner, ctx: ContextDep,
+def ask(study_id: StudyId, owner: AskingOwner, ctx: ContextDep,
         body: AskRequest | None = None) -> AskResponse:
     body = body or AskRequest()
     result = studies.ask(ctx, owner, study_id, body.count, body.client_id, body.candidates)
@@ -43,16 +51,21 @@ def ask(study_id: StudyId, owner: CurrentOwner, ctx: ContextDep,
         expires_at=result.expires_at)
 
 
-@router.post("/trials", status_code=201, operation_id="enqueue_trial")
+@router.post("/trials", status_code=201, operation_id="enqueue_trial",
+             responses={200: {"model": TrialOut,
+                              "description": "the same configuration was already waiting"}})
 def enqueue_trial(study_id: StudyId, body: EnqueueRequest, owner: CurrentOwner,
-                  ctx: ContextDep) -> TrialOut:
-    return trial_out(studies.enqueue(ctx, owner, study_id, dict(body.params)))
+                  ctx: ContextDep, response: Response) -> TrialOut:
+    trial, created = studies.enqueue(ctx, owner, study_id, dict(body.params))
+    if not created:
+        response.status_code = 200
+    return trial_out(trial)
 
 
 @router.get("/trials", operation_id="list_trials")
 def list_trials(study_id: StudyId, owner: CurrentOwner, session: SessionDep,
                 state: StateFilter | None = None,
-                offset: Annotated[int, Query(ge=0)] = 0,
+                offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> TrialPage:
     studies.find_study(session, owner, study_id)
     rows, total = trial_queries.page(session, study_id, state, offset, limit)
@@ -80,11 +93,12 @@ def export_trials_csv(study_id: StudyId, owner: CurrentOwner,
             for trial in trial_queries.iter_all(session, study_id):
                 writer.writerow([
                     trial.number, trial.id, trial.state,
-                    "" if trial.value is None else repr(trial.value), trial.reason or "",
-                    (trial.proposal or {}).get("strategy", ""),
+                    "" if trial.value is None else repr(trial.value),
+                    csv_safe(trial.reason or ""),
+                    csv_safe((trial.proposal or {}).get("strategy", "")),
                     trial.created_at.isoformat(),
                     trial.completed_at.isoformat() if trial.completed_at else "",
-                    *[trial.params.get(n, "") for n in param_names],
+                    *[csv_safe(trial.params.get(n, "")) for n in param_names],
                     *[(trial.static_metrics or {}).get(n, "") for n in metric_names],
                 ])
                 if buffer.tell() > 64_000:
@@ -96,6 +110,19 @@ def export_trials_csv(study_id: StudyId, owner: CurrentOwner,
     filename = f"study-{study_id}.csv"
     return StreamingResponse(rows(), media_type="text/csv",
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+# OWASP "CSV injection": a cell a spreadsheet would run as a formula starts with one of these.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: object) -> object:
+    """A text cell that a spreadsheet would evaluate gets a leading ``'`` (OWASP's advice), so
+    ``=HYPERLINK(...)`` as a categorical choice or a reason shows as text. Numbers stay numbers:
+    ``-0.5`` is a value, not a formula."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 @router.get("/trials/{trial_id}", operation_id="get_trial")
@@ -110,8 +137,10 @@ def get_trial(study_id: StudyId, trial_id: TrialId, owner: CurrentOwner,
 
 @router.post("/trials/{trial_id}/tell", operation_id="tell")
 def tell(study_id: StudyId, trial_id: TrialId, body: TellRequest, owner: CurrentOwner,
-         ctx: ContextDep) -> TrialOut:
-    return trial_out(studies.tell(ctx, owner, study_id, trial_id, body))
+         ctx: ContextDep, request: Request) -> TrialOut:
+    trial = studies.tell(ctx, owner, study_id, trial_id, body)
+    request.app.state.metrics.told.labels(trial.state).inc()
+    return trial_out(trial)
 
 
 @router.post("/trials/{trial_id}/heartbeat", operation_id="heartbeat")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import Candidate
@@ -40,3 +40,15 @@ def consume_pools(session: Session, study_id: str, pools: set[str], now: datetim
         .values(consumed_at=now)
         .execution_options(synchronize_session=False)
     )
+
+
+def purge_expired(session: Session, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` candidates whose pool expired before ``before`` (a crashed client's
+    pools would otherwise stay forever). Bounded per call so a sweep never holds a long lock."""
+    ids = list(session.scalars(select(Candidate.id).where(Candidate.expires_at < before)
+                               .order_by(Candidate.expires_at).limit(limit)))
+    if not ids:
+        return 0
+    session.execute(delete(Candidate).where(Candidate.id.in_(ids))
+                    .execution_options(synchronize_session=False))
+    return len(ids)

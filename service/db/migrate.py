@@ -31,6 +31,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.connect() as connection:
         postgres = connection.dialect.name == "postgresql"
         if postgres:
+            # A migration may rightly run long, and a second process may wait long for the lock:
+            # the request timeouts of the server's pool don't apply to this one connection.
+            connection.execute(text("SET statement_timeout = 0"))
+            connection.execute(text("SET lock_timeout = 0"))
             connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
             connection.commit()
         try:
@@ -41,6 +45,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             if postgres:
                 connection.execute(text("SELECT pg_advisory_unlock(:k)"),
                                    {"k": _ADVISORY_LOCK_KEY})
+                connection.execute(text("RESET statement_timeout"))
+                connection.execute(text("RESET lock_timeout"))
                 connection.commit()
 
 

@@ -103,6 +103,7 @@ class Trial(Base):
         Index("ix_trials_study_revision", "study_id", "revision"),
         Index("ix_trials_study_state", "study_id", "state"),
         Index("ix_trials_study_client", "study_id", "client_id"),
+        Index("ix_trials_state_deadline", "state", "deadline_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -119,6 +120,11 @@ class Trial(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    # A running trial silent past this is failed by the reaper (heartbeat + the study's timeout);
+    # indexed with state so a sweep reads only the stale rows.
+    deadline_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The server failed it for silence: the one finished state a later result may overwrite.
+    timed_out: Mapped[bool] = mapped_column(Boolean, default=False)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 

@@ -32,11 +32,21 @@ def get_study(session: Session, owner_id: int, study_id: str) -> Study | None:
     return session.scalar(select(Study).where(Study.id == study_id, Study.owner_id == owner_id))
 
 
-def list_studies(session: Session, owner_id: int, name: str | None = None) -> list[Study]:
-    query = select(Study).where(Study.owner_id == owner_id).order_by(Study.created_at, Study.id)
+def list_studies(session: Session, owner_id: int, name: str | None = None, offset: int = 0,
+                 limit: int = 100) -> tuple[list[Study], int]:
+    """One page of the owner's studies in creation order, and how many there are in all."""
+    where = [Study.owner_id == owner_id]
     if name is not None:
-        query = query.where(Study.name == name)
-    return list(session.scalars(query))
+        where.append(Study.name == name)
+    total = session.scalar(select(func.count()).select_from(Study).where(*where)) or 0
+    rows = session.scalars(select(Study).where(*where).order_by(Study.created_at, Study.id)
+                           .offset(offset).limit(limit))
+    return list(rows), total
+
+
+def count_studies(session: Session, owner_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(Study)
+                          .where(Study.owner_id == owner_id)) or 0
 
 
 def delete_study(session: Session, study_id: str) -> None:
@@ -85,11 +95,6 @@ def state_counts(session: Session, study_ids: list[str]) -> dict[str, dict[str, 
     for study_id, state, n in rows:
         counts[study_id][state] = n
     return counts
-
-
-def global_state_counts(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Trial.state, func.count()).group_by(Trial.state))
-    return {state: n for state, n in rows}
 
 
 def revisions(session: Session, study_ids: list[str]) -> dict[str, int]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import PrunedCandidate, Study, Trial
@@ -32,9 +33,11 @@ def waiting(session: Session, study_id: str, limit: int) -> list[Trial]:
     ))
 
 
-def start(trial: Trial, *, now: datetime, revision: int, client_id: str | None) -> None:
+def start(trial: Trial, *, now: datetime, revision: int, client_id: str | None,
+          timeout_s: float) -> None:
     trial.state = TrialState.RUNNING.value
     trial.started_at = trial.heartbeat_at = now
+    trial.deadline_at = now + timedelta(seconds=timeout_s)
     trial.client_id = client_id
     trial.revision = revision
 
@@ -65,27 +68,47 @@ def pruned_after(session: Session, study_id: str, last_id: int) -> list[PrunedCa
     ))
 
 
-def touch(session: Session, study_id: str, trial_id: int, now: datetime) -> bool:
+def touch(session: Session, study_id: str, trial_id: int, now: datetime,
+          timeout_s: float) -> bool:
     """Record a heartbeat; False when the trial is not running (finished, reaped or unknown)."""
     result = session.execute(
         update(Trial)
         .where(Trial.id == trial_id, Trial.study_id == study_id,
                Trial.state == TrialState.RUNNING.value)
-        .values(heartbeat_at=now)
+        .values(heartbeat_at=now, deadline_at=now + timedelta(seconds=timeout_s))
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
 
 
-def stale_study_ids(session: Session, now: datetime) -> list[str]:
-    """Studies with a running trial silent past the study's own heartbeat timeout."""
-    rows = session.execute(
-        select(Trial.study_id, Trial.heartbeat_at, Study.heartbeat_timeout_s)
-        .join(Study, Study.id == Trial.study_id)
-        .where(Trial.state == TrialState.RUNNING.value)
-    )
-    return sorted({sid for sid, beat, timeout in rows
-                   if beat is not None and beat < now - timedelta(seconds=timeout)})
+def stale_study_ids(session: Session, now: datetime, limit: int) -> list[str]:
+    """Up to ``limit`` studies with a running trial past its deadline (heartbeat + the study's
+    timeout). The (state, deadline_at) index makes this read only stale rows, however many
+    running trials all tenants have."""
+    return sorted(set(session.scalars(
+        select(Trial.study_id)
+        .where(Trial.state == TrialState.RUNNING.value, Trial.deadline_at < now)
+        .order_by(Trial.deadline_at).limit(limit))))
+
+
+def count_in_state(session: Session, study_id: str, state: TrialState) -> int:
+    """How many of the study's trials are in ``state`` (an index range; used for the quotas on
+    unfinished trials, so bounded by them)."""
+    return session.scalar(select(func.count()).select_from(Trial)
+                          .where(Trial.study_id == study_id, Trial.state == state.value)) or 0
+
+
+def waiting_with_params(session: Session, study_id: str,
+                        params: dict[str, Any]) -> Trial | None:
+    """An enqueued trial not handed out yet with exactly these parameters (enqueue de-dupes)."""
+    # Canonical JSON, not dict equality: True == 1 == 1.0 in Python, not in a search space.
+    wanted = json.dumps(params, sort_keys=True)
+    for trial in session.scalars(
+            select(Trial).where(Trial.study_id == study_id,
+                                Trial.state == TrialState.WAITING.value)):
+        if json.dumps(trial.params, sort_keys=True) == wanted:
+            return trial
+    return None
 
 
 def fail_stale(session: Session, study: Study, now: datetime, revision: int) -> int:
@@ -94,9 +117,9 @@ def fail_stale(session: Session, study: Study, now: datetime, revision: int) -> 
     result = session.execute(
         update(Trial)
         .where(Trial.study_id == study.id, Trial.state == TrialState.RUNNING.value,
-               Trial.heartbeat_at < cutoff)
+               or_(Trial.heartbeat_at < cutoff, Trial.deadline_at < now))
         .values(state=TrialState.FAILED.value, reason=HEARTBEAT_TIMEOUT_REASON,
-                completed_at=now, revision=revision)
+                completed_at=now, revision=revision, timed_out=True)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount

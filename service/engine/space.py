@@ -17,9 +17,21 @@ from typing import Any
 
 import numpy as np
 
+# Limits a real HAS space never needs, so every ask costs time and memory polynomial in what a
+# client may declare (docs/api-contract.md, "Limits of a space").
 MAX_PARAMS = 256
-MAX_CHOICES = 1024
+MAX_CHOICES = 1024  # of one categorical
+# The encoder's vector: one-hot choices, one number per numeric param, one activity bit per
+# conditional param. It sizes every candidate matrix and the pruner's first layer (and so its
+# stored weights): 2,048 covers a DARTS cell (14 edges x 8 operations, twice) many times over.
+MAX_ENCODED_WIDTH = 2048
+MAX_CONDITION_DEPTH = 8  # params on one parent chain (a child of a child of ... of a root)
 MAX_NAME_LENGTH = 128
+# Numbers must be exact in float64, which the engine computes in: integers within +-(2**53 - 1);
+# float bounds within +-1e15, so ``high - low`` and every grid point stay finite and distinct.
+MAX_SAFE_INT = 2**53 - 1
+MAX_ABS_FLOAT = 1e15
+MAX_GRID_POINTS = 2**53  # of a stepped float: (high - low) / step
 
 Choice = str | int | float | bool
 
@@ -41,7 +53,14 @@ class Condition:
     values: tuple[Choice, ...]
 
     def holds(self, parent_value: Any) -> bool:
-        return any(_same_choice(parent_value, v) for v in self.values)
+        try:  # one set lookup: conditions are checked for every param of every candidate
+            return _choice_token(parent_value) in self._tokens
+        except TypeError:  # unhashable: it matches no value
+            return False
+
+    @functools.cached_property
+    def _tokens(self) -> frozenset[tuple[bool, bool, Any]]:
+        return frozenset(_choice_token(v) for v in self.values)
 
 
 @dataclass(frozen=True)
@@ -92,7 +111,8 @@ class IntParam:
 
     def clip(self, value: float) -> int:
         value = min(max(float(value), self.low), self.high)
-        return int(self.low + round((value - self.low) / self.step) * self.step)
+        return min(max(self.low + round((value - self.low) / self.step) * self.step, self.low),
+                   self.high)
 
 
 @dataclass(frozen=True)
@@ -254,6 +274,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+def _is_integral(value: Any) -> bool:
+    """Whether a number is a whole one, checked exactly (``2**53 + 1`` is; a float compare of it
+    with its own float is not)."""
+    if isinstance(value, (int, np.integer)):
+        return True
+    return math.isfinite(float(value)) and float(value).is_integer()
+
+
 def _coerce(param: Param, value: Any, path: str) -> Any:
     if isinstance(param, CategoricalParam):
         try:
@@ -265,7 +293,7 @@ def _coerce(param: Param, value: Any, path: str) -> Any:
     if not param.low <= value <= param.high:
         raise SpaceError(path, f"`{param.low} <= value <= {param.high}` must hold, got {value!r}")
     if isinstance(param, IntParam):
-        if float(value) != int(value) or (int(value) - param.low) % param.step:
+        if not _is_integral(value) or (int(value) - param.low) % param.step:
             raise SpaceError(path, f"must be an integer on step {param.step} from {param.low}, "
                              f"got {value!r}")
         return int(value)
@@ -308,7 +336,28 @@ def parse_space(data: Mapping[str, Any]) -> SearchSpace:
                              f"duplicate name {param.name!r} (also params[{seen[param.name]}])")
         seen[param.name] = i
         params.append(param)
-    return SearchSpace(tuple(_order_by_condition(params, seen)))
+    ordered = tuple(_order_by_condition(params, seen))
+    _check_size(ordered, seen)
+    return SearchSpace(ordered)
+
+
+def _check_size(params: tuple[Param, ...], index: dict[str, int]) -> None:
+    """The limits on what a space costs the engine: its encoded width and condition depth."""
+    width = 0
+    depth: dict[str, int] = {}
+    for p in params:  # parents come first
+        width += (len(p.choices) if isinstance(p, CategoricalParam) else 1) + \
+            (p.condition is not None)
+        depth[p.name] = 1 if p.condition is None else depth[p.condition.parent] + 1
+        if depth[p.name] > MAX_CONDITION_DEPTH:
+            raise SpaceError(f"space.params[{index[p.name]}].condition",
+                             f"at most {MAX_CONDITION_DEPTH} params on one chain of conditions, "
+                             f"got {depth[p.name]} ending at {p.name!r}")
+    if width > MAX_ENCODED_WIDTH:
+        raise SpaceError("space.params",
+                         f"the encoded width (all categorical choices + one per numeric param + "
+                         f"one per conditional param) must be at most {MAX_ENCODED_WIDTH}, "
+                         f"got {width}")
 
 
 def _parse_param(item: Any, path: str) -> Param:
@@ -338,8 +387,13 @@ def _parse_param(item: Any, path: str) -> Param:
     for key, value in (("low", low), ("high", high)):
         if not _is_number(value) or not math.isfinite(float(value)):
             raise SpaceError(f"{path}.{key}", f"must be a finite number, got {value!r}")
-        if kind == "int" and float(value) != int(value):
+        if kind == "int" and not _is_integral(value):
             raise SpaceError(f"{path}.{key}", f"must be an integer, got {value!r}")
+        if kind == "int" and abs(value) > MAX_SAFE_INT:
+            raise SpaceError(f"{path}.{key}", f"`|{key}| <= 2**53 - 1` must hold (integers exact "
+                             f"in float64), got {value!r}")
+        if kind == "float" and abs(value) > MAX_ABS_FLOAT:
+            raise SpaceError(f"{path}.{key}", f"`|{key}| <= 1e15` must hold, got {value!r}")
     if not low <= high:
         raise SpaceError(f"{path}.high", f"`low <= high` must hold, got low={low}, high={high}")
     if log and low <= 0:
@@ -350,9 +404,14 @@ def _parse_param(item: Any, path: str) -> Param:
             raise SpaceError(f"{path}.step", f"must be a positive number, got {step!r}")
         if log:
             raise SpaceError(f"{path}.step", "cannot be combined with log=true")
-        if kind == "int" and float(step) != int(step):
+        if kind == "int" and not _is_integral(step):
             raise SpaceError(f"{path}.step", f"must be an integer for an int param, got {step!r}")
+        if kind == "int" and step > MAX_SAFE_INT:
+            raise SpaceError(f"{path}.step", f"`step <= 2**53 - 1` must hold, got {step!r}")
         k = (high - low) / step
+        if k > MAX_GRID_POINTS:
+            raise SpaceError(f"{path}.step", f"`(high - low) / step <= 2**53` must hold, got "
+                             f"{k:.3g} grid points")
         if abs(k - round(k)) > 1e-9 * max(1.0, abs(k)):
             raise SpaceError(f"{path}.step", f"must divide high - low = {high - low}, got {step}")
     if kind == "int":
@@ -367,13 +426,18 @@ def _parse_choices(raw: Any, path: str) -> tuple[Choice, ...]:
     if len(raw) > MAX_CHOICES:
         raise SpaceError(path, f"at most {MAX_CHOICES} choices allowed, got {len(raw)}")
     choices: list[Choice] = []
+    seen: set[tuple[bool, bool, Any]] = set()  # _choice_token: one lookup per choice, not a scan
     for i, choice in enumerate(raw):
         if not isinstance(choice, (str, bool, int, float)) or (
             isinstance(choice, float) and not math.isfinite(choice)
         ):
             raise SpaceError(f"{path}[{i}]", f"must be a string, number or boolean, got {choice!r}")
-        if any(_same_choice(choice, c) for c in choices):
+        if isinstance(choice, int) and not isinstance(choice, bool) and abs(choice) > MAX_SAFE_INT:
+            raise SpaceError(f"{path}[{i}]", f"`|choice| <= 2**53 - 1` must hold, got {choice!r}")
+        token = _choice_token(choice)
+        if token in seen:
             raise SpaceError(f"{path}[{i}]", f"duplicate choice {choice!r}")
+        seen.add(token)
         choices.append(choice)
     return tuple(choices)
 
@@ -437,7 +501,11 @@ def _order_by_condition(params: list[Param], index: dict[str, int]) -> list[Para
 
 def _value_possible(param: Param, value: Any) -> bool:
     if isinstance(param, CategoricalParam):
-        return any(_same_choice(value, c) for c in param.choices)
+        try:
+            param.index(value)
+        except ValueError:
+            return False
+        return True
     return _is_number(value) and param.low <= value <= param.high
 
 
@@ -491,38 +559,59 @@ def n_values(param: Param) -> float:
     return math.inf
 
 
+@functools.lru_cache(maxsize=1024)
 def space_size(space: SearchSpace) -> float:
     """The number of distinct configurations (``inf`` with a continuous float).
 
     Conditional params are counted only under the parent values that activate them, so a tiny
-    conditional space is recognised as exhausted rather than sampled forever.
+    conditional space is recognised as exhausted rather than sampled forever. Conditions form a
+    forest (one parent each), so the count is a product over roots of per-subtree sums: linear in
+    the space's declared size, never a walk over its configurations.
     """
-    return _count(space, 0, {})
+    children: dict[str, list[Param]] = {}
+    for param in space.params:
+        if param.condition is not None:
+            children.setdefault(param.condition.parent, []).append(param)
 
+    def subtree(param: Param) -> float:
+        kids = children.get(param.name, [])
+        if not kids:
+            return n_values(param)
+        counts = [subtree(kid) for kid in kids]  # parents come first: depth <= the chain limit
+        # Values no condition mentions activate no child: each counts as one configuration.
+        mentioned: dict[tuple[bool, bool, Any], Any] = {}
+        for kid in kids:
+            for value in kid.condition.values:  # type: ignore[union-attr]
+                if _on_domain(param, value):
+                    mentioned.setdefault(_choice_token(value), value)
+        total = n_values(param) - len(mentioned)
+        for value in mentioned.values():
+            product = 1.0
+            for kid, count in zip(kids, counts, strict=True):
+                if kid.condition.holds(value):  # type: ignore[union-attr]
+                    product *= count
+            total += product
+        return total
 
-def _count(space: SearchSpace, index: int, config: dict[str, Any]) -> float:
-    # Recursion only branches on parents (params that others are conditioned on); others multiply.
     total = 1.0
-    parents = {p.condition.parent for p in space.params if p.condition is not None}
-    for i in range(index, len(space.params)):
-        param = space.params[i]
-        if not space.is_active(param, config):
-            continue
-        if param.name in parents and isinstance(param, CategoricalParam):
-            branches = 0.0
-            for choice in param.choices:
-                branches += _count(space, i + 1, {**config, param.name: choice})
-            return total * branches
-        if param.name in parents:
-            # A numeric parent: condition values are specific numbers; count each branch.
-            values = _values(param, limit=4096)
-            if values is None:
-                return math.inf
-            return total * sum(_count(space, i + 1, {**config, param.name: v}) for v in values)
-        total *= n_values(param)
-        if math.isinf(total):
-            return total
+    for param in space.params:
+        if param.condition is None:
+            total *= subtree(param)
     return total
+
+
+def _on_domain(param: Param, value: Any) -> bool:
+    """Whether ``param`` can take exactly ``value`` (a condition naming any other value never
+    holds)."""
+    if not _value_possible(param, value):
+        return False
+    if isinstance(param, CategoricalParam):
+        return True
+    if isinstance(param, IntParam):
+        return _is_integral(value) and (int(value) - param.low) % param.step == 0
+    if param.step is None:
+        return True  # one point of a continuum: counts nothing next to infinity
+    return param.clip(value) == value
 
 
 def _values(param: Param, limit: int) -> list[Any] | None:

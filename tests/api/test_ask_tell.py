@@ -217,7 +217,8 @@ def test_healthz_and_metrics(api, study) -> None:
     text = api.get("/metrics").text
     assert 'dyesp_requests_total{method="POST",route="/v1/studies/{study_id}/ask",status="200"}' \
         in text
-    assert 'dyesp_trials{state="complete"}' in text
+    assert 'dyesp_trials_told_total{state="complete"} 1.0' in text
+    assert study["id"] not in text  # aggregate only: no label names a study or an owner
 
 
 def test_oversized_body_is_413_and_deep_json_is_4xx(api, study) -> None:

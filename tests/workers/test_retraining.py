@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -198,3 +203,151 @@ def test_a_transfer_study_pretrains_its_pruner_before_any_result(database_url: s
         assert trial["proposal"]["predicted"] is not None  # the pretrained pruner had a say
         # Not due again until the study's own results arrive.
         assert retrain_pruner(target, database_url=database_url, device="cpu") is None
+
+
+# --- a study deleted before or while it retrains; a retraining child that dies -----------------
+
+def spawned_children() -> list[int]:
+    """This process's live spawned executor workers (the retraining child), read from /proc."""
+    me = str(os.getpid())
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, NotADirectoryError):
+            continue
+        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]  # the command name may hold spaces
+        if ppid == me and state not in ("Z", "X") and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def deleted_study(api: TestClient) -> str:
+    """A study whose retraining is due (12 results), deleted through the API."""
+    study_id = run_trials(api, 12)
+    assert api.delete(f"/v1/studies/{study_id}").status_code == 204
+    return study_id
+
+
+def test_retraining_a_deleted_or_unknown_study_ends_quietly(database_url: str,
+                                                            caplog: pytest.LogCaptureFixture
+                                                            ) -> None:
+    from workers.jobs import retrain_pruner
+
+    caplog.set_level(logging.DEBUG)
+    app = create_app(make_settings(database_url))
+    with TestClient(app) as api:
+        api.headers["Authorization"] = f"Bearer {new_key(app)}"
+        for study_id in (deleted_study(api), uuid.uuid4().hex):
+            outcome = retrain_pruner(study_id, database_url=database_url, device="cpu")
+            assert outcome == f"study {study_id} no longer exists: nothing retrained"
+            assert pruner_rows(app, study_id) == []
+    assert tracebacks(caplog) == []
+
+
+def test_a_study_deleted_while_its_pruner_trains_gets_no_model(
+        database_url: str, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The study is read, then deleted (through the API) while the model trains: storing the
+    model would break the foreign key; the job notices and ends quietly instead."""
+    import service.training
+    from workers.jobs import retrain_pruner
+
+    caplog.set_level(logging.DEBUG)
+    app = create_app(make_settings(database_url))
+    with TestClient(app) as api:
+        api.headers["Authorization"] = f"Bearer {new_key(app)}"
+        study_id = run_trials(api, 12)
+        train = service.training.train_pruner
+
+        def train_while_the_study_is_deleted(*args, **kwargs):
+            assert api.delete(f"/v1/studies/{study_id}").status_code == 204
+            return train(*args, **kwargs)
+
+        monkeypatch.setattr(service.training, "train_pruner", train_while_the_study_is_deleted)
+        outcome = retrain_pruner(study_id, database_url=database_url, device="cpu")
+        assert outcome == f"study {study_id} no longer exists: nothing retrained"
+        assert pruner_rows(app, study_id) == []
+    assert tracebacks(caplog) == []
+
+
+def test_the_spawned_child_ends_a_deleted_studys_retraining_quietly(
+        database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The path without Redis: the study was deleted between the notify and the dispatch (which
+    is called directly: the retrainer thread would not find a deleted study due). A clean stop
+    then ends the child."""
+    from service.retraining import Retrainer
+
+    caplog.set_level(logging.DEBUG)
+    settings = make_settings(database_url, retrain_enabled=True)
+    app = create_app(make_settings(database_url))
+    with TestClient(app) as api:
+        api.headers["Authorization"] = f"Bearer {new_key(app)}"
+        study_id = deleted_study(api)
+        retrainer = Retrainer(settings, app.state.context.sessions)
+        try:
+            retrainer._dispatch(study_id)
+            assert len(spawned_children()) == 1
+        finally:
+            retrainer.stop()
+        assert pruner_rows(app, study_id) == []
+    assert spawned_children() == []
+    assert tracebacks(caplog) == []
+    assert f"study {study_id} no longer exists" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_an_rq_job_for_a_study_deleted_while_queued_finishes_quietly(
+        database_url: str, redis, caplog: pytest.LogCaptureFixture) -> None:
+    from rq import Queue, SimpleWorker
+
+    from workers.queue import QUEUE_NAME, enqueue_retraining, job_id
+
+    caplog.set_level(logging.DEBUG)
+    app = create_app(make_settings(database_url))
+    with TestClient(app) as api:
+        api.headers["Authorization"] = f"Bearer {new_key(app)}"
+        study_id = run_trials(api, 12)
+        assert enqueue_retraining(redis, study_id, database_url=database_url)
+        assert api.delete(f"/v1/studies/{study_id}").status_code == 204
+        queue = Queue(QUEUE_NAME, connection=redis)
+        SimpleWorker([queue], connection=redis).work(burst=True)
+        job = queue.fetch_job(job_id(study_id))
+        assert job.get_status(refresh=True).value == "finished"  # not failed, not retried
+        assert job.return_value() == f"study {study_id} no longer exists: nothing retrained"
+        assert pruner_rows(app, study_id) == []
+    assert tracebacks(caplog) == []
+
+
+def test_a_killed_child_is_reported_once_and_replaced(database_url: str,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A child killed (OOM, an operator) breaks its pool, which refuses every later job: the
+    retrainer must say so in one line, with no traceback, and start a new child next time."""
+    caplog.set_level(logging.INFO, logger="dyesp.retraining")
+    app = create_app(make_settings(database_url, retrain_enabled=True, retrain_min_trials=10))
+    with TestClient(app) as api:
+        api.headers["Authorization"] = f"Bearer {new_key(app)}"
+        study_id = run_trials(api, 12)
+        deadline = time.monotonic() + 180
+        while not pruner_rows(app, study_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [r.version for r in pruner_rows(app, study_id)] == [1]
+        (child,) = spawned_children()
+        os.kill(child, signal.SIGKILL)  # idle now, waiting for its next job
+        deadline = time.monotonic() + 180
+        while len(pruner_rows(app, study_id)) < 2 and time.monotonic() < deadline:
+            (trial,) = api.post(f"/v1/studies/{study_id}/ask").json()["trials"]
+            assert api.post(f"/v1/studies/{study_id}/trials/{trial['id']}/tell",
+                            json={"value": trial["params"]["depth"]}).status_code == 200
+            time.sleep(0.5)
+        assert sorted(r.version for r in pruner_rows(app, study_id))[:2] == [1, 2]
+        assert spawned_children() not in ([], [child])  # a new child trained version 2
+    died = [r for r in caplog.records
+            if r.name == "dyesp.retraining" and r.levelno >= logging.WARNING]
+    assert len(died) == 1 and "retraining child died" in died[0].getMessage()
+    assert tracebacks(caplog) == []

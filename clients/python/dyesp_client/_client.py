@@ -14,7 +14,7 @@ import httpx2
 
 from dyesp_client._errors import APIError, ConnectionFailed
 from dyesp_client._heartbeat import Heartbeat
-from dyesp_client._retry import RETRY_STATUSES, Retryable, RetryPolicy, parse_retry_after
+from dyesp_client._retry import Retryable, RetryPolicy, may_retry_status, parse_retry_after
 from dyesp_client._study import Study, study_path
 from dyesp_client._version import __version__
 
@@ -137,11 +137,18 @@ class Client:
     def get_study(self, study_id: str) -> Study:
         return Study(self, self._call("GET", study_path(study_id)))
 
-    def list_studies(self, name: str | None = None) -> list[Study]:
-        """This key's studies, optionally only those called ``name``."""
-        params = {"name": name} if name is not None else None
-        data = self._call("GET", "/v1/studies", params=params)
-        return [Study(self, item) for item in data["studies"]]
+    def list_studies(self, name: str | None = None, page_size: int = 100) -> list[Study]:
+        """This key's studies, oldest first, optionally only those called ``name``; the server
+        pages its answer, this walks every page."""
+        out: list[Study] = []
+        while True:
+            params: dict[str, Any] = {"offset": len(out), "limit": page_size}
+            if name is not None:
+                params["name"] = name
+            data = self._call("GET", "/v1/studies", params=params)
+            out += [Study(self, item) for item in data["studies"]]
+            if not data["studies"] or len(out) >= data.get("total", 0):
+                return out
 
     def delete_study(self, study_id: str) -> None:
         """Delete a study and its trials. Retried: deleting twice deletes once (a retry that finds
@@ -208,8 +215,7 @@ class Client:
                 status = response.status_code
                 if status < 400:
                     return response
-                if (status not in RETRY_STATUSES or retry is not Retryable.ALWAYS
-                        or attempt >= policy.retries):
+                if not may_retry_status(status, retry) or attempt >= policy.retries:
                     raise APIError.from_response(response)
                 wait = policy.delay(attempt, parse_retry_after(response.headers.get("Retry-After")))
                 log.info("%s %s: HTTP %d; retry %d/%d in %.2f s", method, path, status,

@@ -10,10 +10,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 
-__all__ = ["RETRY_STATUSES", "RetryPolicy", "Retryable", "parse_retry_after"]
+__all__ = ["NOT_APPLIED_STATUSES", "RETRY_STATUSES", "RetryPolicy", "Retryable",
+           "may_retry_status", "parse_retry_after"]
 
+# Refused before it took effect (a rate limit, a full ask queue: 429 + Retry-After): sending it
+# again is safe for any call, even one that is not idempotent.
+NOT_APPLIED_STATUSES = frozenset({429})
 # Gateway errors and "database unavailable": the request did not take effect, or is idempotent.
-RETRY_STATUSES = frozenset({502, 503, 504})
+RETRY_STATUSES = frozenset({502, 503, 504}) | NOT_APPLIED_STATUSES
 
 
 class Retryable(Enum):
@@ -58,6 +62,14 @@ class RetryPolicy:
             return min(max(retry_after, 0.0), self.max_retry_after_s)
         cap = min(self.max_s, self.base_s * 2.0 ** attempt)
         return self.rng.uniform(0.0, cap)
+
+
+def may_retry_status(status: int, retry: Retryable) -> bool:
+    """Whether a call of this kind may be sent again after an answer with this status: a 429 for
+    any call but a ``NEVER`` one, the other retry statuses for idempotent calls only."""
+    if status in NOT_APPLIED_STATUSES:
+        return retry is not Retryable.NEVER
+    return status in RETRY_STATUSES and retry is Retryable.ALWAYS
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

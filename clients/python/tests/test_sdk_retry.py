@@ -167,7 +167,7 @@ def test_requests_carry_the_key_and_join_the_base_url() -> None:
     client.delete_study("s/1")
     (method, url, kwargs), (method2, url2, _) = http.calls
     assert (method, url) == ("GET", "http://dyesp.test/prefix/v1/studies")
-    assert kwargs["params"] == {"name": "a b"}
+    assert kwargs["params"] == {"name": "a b", "offset": 0, "limit": 100}
     assert kwargs["headers"]["Authorization"] == f"Bearer {API_KEY}"
     assert kwargs["headers"]["User-Agent"].startswith("dyesp-client/")
     assert (method2, url2) == ("DELETE", "http://dyesp.test/prefix/v1/studies/s%2F1")
