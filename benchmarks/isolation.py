@@ -122,7 +122,7 @@ def new_tenant(database_url: str, url: str, label: str, history: int,
     """A fresh owner with a key and a study prefilled to ``history`` finished trials."""
     import httpx
 
-    from service.db import keys as key_queries
+    from service.db import key_queries
     from service.db.session import make_engine, make_sessionmaker, transaction
 
     engine = make_engine(database_url)

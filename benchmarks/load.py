@@ -421,8 +421,7 @@ def prefill_configs(n: int, seed: int = 0) -> list[tuple[dict, float]]:
 def prefill_dyesp(database_url: str, study_id: str, history: list[tuple[dict, float]]) -> None:
     """Finished trials written through the service's data layer, under the study lock, exactly as
     enqueue + ask + tell would leave them (strategy "user"), in one transaction."""
-    from service.db import studies as study_queries
-    from service.db import trials as trial_queries
+    from service.db import study_queries, trial_queries
     from service.db.models import Study, utcnow
     from service.db.session import make_engine, make_sessionmaker, transaction
 
@@ -446,7 +445,7 @@ def prefill_dyesp(database_url: str, study_id: str, history: list[tuple[dict, fl
 def check_dyesp(database_url: str, study_ids: list[str]) -> dict[str, dict[str, int]]:
     """Trials by state per study, read straight from the database."""
     from service.db.session import make_engine, make_sessionmaker
-    from service.db.studies import state_counts
+    from service.db.study_queries import state_counts
 
     engine = make_engine(database_url)
     try:

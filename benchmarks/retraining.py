@@ -120,14 +120,14 @@ _KEYS: dict[str, dict] = {}
 
 def _key(url: str) -> dict:
     if url not in _KEYS:
-        from service.db import keys, migrate
+        from service.db import key_queries, migrate
         from service.db.session import make_engine, make_sessionmaker, transaction
 
         engine = make_engine(url)
         migrate.upgrade(engine)
         with transaction(make_sessionmaker(engine)) as session:
             _KEYS[url] = {"Authorization":
-                          f"Bearer {keys.create_key(session, 'bench', 'bench').secret}"}
+                          f"Bearer {key_queries.create_key(session, 'bench', 'bench').secret}"}
         engine.dispose()
     return _KEYS[url]
 

@@ -13,8 +13,7 @@ from service.admission import FairGate, RateLimiter
 from service.api import health, problems, pruner, studies, trials
 from service.api.deadline import DeadlineMiddleware
 from service.config import Settings, get_settings
-from service.db import keys as key_queries
-from service.db import migrate
+from service.db import key_queries, migrate
 from service.db.session import make_engine, make_sessionmaker, transaction
 from service.history_cache import HistoryCache
 from service.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from service.db import trials as trial_queries
+from service.db import trial_queries
 from service.db.history import to_observation, to_pruned
-from service.db.studies import current_revision
+from service.db.study_queries import current_revision
 from service.engine.history import Direction, History, Observation, PrunedCandidate, TrialState
 from service.engine.space import config_key
 

@@ -11,8 +11,7 @@ import threading
 
 from sqlalchemy.orm import Session
 
-from service.db import studies as study_queries
-from service.db import trials as trial_queries
+from service.db import study_queries, trial_queries
 from service.db.models import Study
 from service.engine.space import SearchSpace
 from service.engine.transfer import Prior, build_prior, mapping_problems

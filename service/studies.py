@@ -19,9 +19,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.admission import FairGate
-from service.db import candidates as candidate_queries
-from service.db import studies as study_queries
-from service.db import trials as trial_queries
+from service.db import candidate_queries, study_queries, trial_queries
 from service.db.models import Candidate, Study, Trial, utcnow
 from service.db.session import transaction
 from service.engine import transfer

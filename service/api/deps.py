@@ -11,7 +11,7 @@ from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
 from service.admission import RateLimiter
-from service.db.keys import resolve_owner
+from service.db.key_queries import resolve_owner
 from service.schemas import reject_unstorable
 from service.studies import Context
 

@@ -10,8 +10,7 @@ from pydantic import AfterValidator
 from service import studies
 from service.api.deps import MAX_OFFSET, ContextDep, CurrentOwner, SessionDep, StudyId
 from service.api.views import studies_out, trial_out
-from service.db import studies as study_queries
-from service.db import trials as trial_queries
+from service.db import study_queries, trial_queries
 from service.errors import NotFound
 from service.schemas import Problem, StudyCreate, StudyList, StudyOut, TrialOut, reject_unstorable
 

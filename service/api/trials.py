@@ -21,7 +21,7 @@ from service.api.deps import (
     TrialId,
 )
 from service.api.views import trial_out
-from service.db import trials as trial_queries
+from service.db import trial_queries
 from service.errors import NotFound
 from service.schemas import (
     AskRequest,

@@ -34,7 +34,7 @@ def test_cache_catches_up_with_writes_made_by_another_server(database_url: str) 
 
 
 def test_cache_reads_only_changed_rows(database_url: str, monkeypatch) -> None:
-    from service.db import trials as trial_queries
+    from service.db import trial_queries
 
     app = create_app(make_settings(database_url))
     with TestClient(app) as api:
