@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import PrunerModel as PrunerRow
+from service.db import pruner_queries
 from service.engine.pruner import PrunerModel
 
 
@@ -21,18 +20,14 @@ class PrunerStore:
         self._lock = threading.Lock()
 
     def active(self, session: Session, study_id: str) -> PrunerModel | None:
-        newest = session.scalar(
-            select(PrunerRow.id).where(PrunerRow.study_id == study_id, PrunerRow.active)
-            .order_by(PrunerRow.version.desc()).limit(1)
-        )
+        newest = pruner_queries.newest_active_id(session, study_id)
         if newest is None:
             return None
         with self._lock:
             cached = self._models.get(study_id)
         if cached is not None and cached[0] == newest:
             return cached[1]
-        weights = session.scalar(select(PrunerRow.weights).where(PrunerRow.id == newest))
-        model = PrunerModel.from_bytes(weights)
+        model = PrunerModel.from_bytes(pruner_queries.weights(session, newest))
         with self._lock:
             self._models[study_id] = (newest, model)
         return model

@@ -17,7 +17,7 @@ from dataclasses import replace
 from sqlalchemy import func, select
 
 from service.config import Settings
-from service.db.models import PrunerModel as PrunerRow
+from service.db.models import PrunerVersion as PrunerRow
 from service.db.models import Study
 from service.db.session import make_engine, make_sessionmaker, transaction
 from service.engine.encoding import Encoder
