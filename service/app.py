@@ -12,15 +12,16 @@ from fastapi import FastAPI
 from service.admission import FairGate, RateLimiter
 from service.api import health, problems, pruner, studies, trials
 from service.api.deadline import DeadlineMiddleware
+from service.caches.history import HistoryCache
+from service.caches.priors import PriorStore
+from service.caches.pruners import PrunerStore
+from service.caches.spaces import SpaceCache
 from service.config import Settings, get_settings
 from service.db import key_queries, migrate
 from service.db.session import make_engine, make_sessionmaker, transaction
-from service.history_cache import HistoryCache
 from service.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
-from service.prior_store import PriorStore
-from service.pruner_store import PrunerStore
 from service.retraining import make_retrainer
-from service.studies import Context, SpaceCache, reap_stale
+from service.studies import Context, reap_stale
 
 log = logging.getLogger("dyesp")
 

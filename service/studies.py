@@ -19,6 +19,10 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.admission import FairGate
+from service.caches.history import HistoryCache
+from service.caches.priors import PriorStore
+from service.caches.pruners import PrunerStore
+from service.caches.spaces import SpaceCache
 from service.db import candidate_queries, study_queries, trial_queries
 from service.db.models import Candidate, Study, Trial, utcnow
 from service.db.session import transaction
@@ -29,9 +33,6 @@ from service.engine.selection import select
 from service.engine.space import SearchSpace, SpaceError, config_key
 from service.engine.transfer import mapping_problems
 from service.errors import Conflict, Invalid, NotFound, QuotaExceeded, TooManyRequests
-from service.history_cache import HistoryCache
-from service.prior_store import PriorStore, compatible_sources
-from service.pruner_store import PrunerStore
 from service.schemas import CandidateMetrics, StudyCreate, TellRequest, TransferOut
 
 
@@ -87,19 +88,6 @@ class AskResult:
     expires_at: datetime | None = None
 
 
-class SpaceCache:
-    """Parsed spaces by study id: parsing is pure, studies' spaces never change."""
-
-    def __init__(self) -> None:
-        self._spaces: dict[str, SearchSpace] = {}
-
-    def get(self, study: Study) -> SearchSpace:
-        space = self._spaces.get(study.id)
-        if space is None:
-            space = self._spaces[study.id] = SearchSpace.from_dict(study.space)
-        return space
-
-
 # --- studies ---------------------------------------------------------------------------------
 
 def create_study(ctx: Context, owner_id: int, body: StudyCreate) -> Study:
@@ -134,6 +122,23 @@ def create_study(ctx: Context, owner_id: int, body: StudyCreate) -> Study:
     if sources and ctx.on_told is not None:
         ctx.on_told(study.id)  # the pruner is pretrained on the prior studies right away
     return study
+
+
+AUTO_MIN_RESULTS = 10  # "auto" considers studies with at least this many results
+AUTO_MAX_SOURCES = 16  # and at most this many of them, newest first
+
+
+def compatible_sources(session: Session, owner_id: int, space: SearchSpace) -> list[str]:
+    """``transfer: "auto"``: the owner's studies with enough results whose space maps onto
+    ``space`` (shared names, same types), newest first."""
+    out = []
+    for study in study_queries.transfer_candidates(session, owner_id, AUTO_MIN_RESULTS,
+                                                   AUTO_MAX_SOURCES * 4):
+        if not mapping_problems(space, SearchSpace.from_dict(study.space)):
+            out.append(study.id)
+        if len(out) >= AUTO_MAX_SOURCES:
+            break
+    return out
 
 
 def _checked_sources(session: Session, owner_id: int, space: SearchSpace,

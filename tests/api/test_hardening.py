@@ -243,8 +243,8 @@ def test_the_pruner_report_pages_versions_without_loading_weights(api: TestClien
     with transaction(app.state.context.sessions) as session:
         for version in range(1, 4):
             session.add(PrunerVersion(study_id=study["id"], version=version, weights=b"w" * 1000,
-                                    fingerprint="f", n_train=10 * version, metrics={},
-                                    device="cpu", seconds=0.1, active=version < 3))
+                                      fingerprint="f", n_train=10 * version, metrics={},
+                                      device="cpu", seconds=0.1, active=version < 3))
     statements: list[str] = []
 
     def record(_conn, _cursor, statement, *_args) -> None:
