@@ -9,19 +9,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.admission import FairGate, RateLimiter
-from service.api import health, problems, pruner, studies, trials
+from service.admission import RateLimiter
+from service.api import problems
 from service.api.deadline import DeadlineMiddleware
-from service.caches.history import HistoryCache
-from service.caches.priors import PriorStore
-from service.caches.pruners import PrunerStore
-from service.caches.spaces import SpaceCache
+from service.api.routes import health, pruner, studies, trials
 from service.config import Settings, get_settings
 from service.db import key_queries, migrate
 from service.db.session import make_engine, make_sessionmaker, transaction
 from service.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from service.retraining import make_retrainer
-from service.studies import Context, reap_stale
+from service.usecases.ask_tell import reap_stale
+from service.usecases.context import UseCaseContext
 
 log = logging.getLogger("dyesp")
 
@@ -37,17 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          pool_timeout_s=settings.db_pool_timeout_s)
     sessions = make_sessionmaker(engine)
     retrainer = make_retrainer(settings, sessions)
-    context = Context(
-        sessions=sessions, cache=HistoryCache(), spaces=SpaceCache(), pruners=PrunerStore(),
-        priors=PriorStore(),
-        default_heartbeat_timeout_s=settings.default_heartbeat_timeout_s,
-        max_ask_count=settings.max_ask_count, on_told=retrainer.notify,
-        candidate_pool_factor=settings.candidate_pool_factor,
-        candidate_pool_max=settings.candidate_pool_max, candidate_ttl_s=settings.candidate_ttl_s,
-        max_running_trials_per_study=settings.max_running_trials_per_study,
-        max_waiting_trials_per_study=settings.max_waiting_trials_per_study,
-        max_studies_per_owner=settings.max_studies_per_owner, engine_gate=FairGate(),
-    )
+    context = UseCaseContext.from_settings(settings, sessions, on_told=retrainer.notify)
 
     metrics = Metrics()
 
@@ -99,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _reap_forever(context: Context, settings: Settings, stop: threading.Event) -> None:
+def _reap_forever(context: UseCaseContext, settings: Settings, stop: threading.Event) -> None:
     while not stop.wait(settings.reaper_interval_s):
         try:
             n = reap_stale(context)

@@ -20,7 +20,7 @@ from sqlalchemy import event, func, select
 from service.app import create_app
 from service.db.models import Candidate, PrunerVersion, Trial, utcnow
 from service.db.session import transaction
-from service.studies import reap_stale
+from service.usecases.ask_tell import reap_stale
 from tests.conftest import MIXED_SPACE, make_settings, new_key
 from tests.engine.test_space_limits import conditional_parents, raw_spaces
 
