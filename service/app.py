@@ -11,12 +11,13 @@ from fastapi import FastAPI
 
 from service.admission import RateLimiter
 from service.api import problems
+from service.api.body_limit import BodyLimitMiddleware
 from service.api.deadline import DeadlineMiddleware
 from service.api.routes import health, pruner, studies, trials
+from service.api.telemetry import Telemetry, TelemetryMiddleware
 from service.config import Settings, get_settings
 from service.db import key_queries, migrate
 from service.db.session import make_engine, make_sessionmaker, transaction
-from service.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from service.retraining import make_retrainer
 from service.usecases.ask_tell import reap_stale
 from service.usecases.context import UseCaseContext
@@ -37,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     retrainer = make_retrainer(settings, sessions)
     context = UseCaseContext.from_settings(settings, sessions, on_told=retrainer.notify)
 
-    metrics = Metrics()
+    telemetry = Telemetry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.context = context
     app.state.retrainer = retrainer
-    app.state.metrics = metrics
+    app.state.telemetry = telemetry
     # Admission control (service/admission.py): per-owner rate limits; the engine's fair gate is
     # the context's.
     app.state.rate_limiter = RateLimiter.from_settings(settings)
@@ -81,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.document_problems(app)
     for module in (studies, trials, pruner, health):
         app.include_router(module.router)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(DeadlineMiddleware, timeout_s=settings.request_timeout_s)  # outermost
     return app

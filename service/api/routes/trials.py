@@ -135,7 +135,7 @@ def get_trial(study_id: StudyId, trial_id: TrialId, owner: CurrentOwner,
 def tell(study_id: StudyId, trial_id: TrialId, body: TellRequest, owner: CurrentOwner,
          ctx: ContextDep, request: Request) -> TrialOut:
     trial = ask_tell.tell(ctx, owner, study_id, trial_id, body)
-    request.app.state.metrics.told.labels(trial.state).inc()
+    request.app.state.telemetry.told.labels(trial.state).inc()
     return trial_out(trial)
 
 
