@@ -90,11 +90,11 @@ def ask_latency(history_trials: int, asks: int) -> dict:
     """Ask+tell latency against a real server, idle vs. with a 100k-trial training beside it."""
     import httpx
 
-    from tests.system.servers import start_server
+    from benchmarks.servers import start_server
 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
-        server = start_server(url)
+        server = start_server(url, auth=True)
         try:
             with httpx.Client(base_url=server.url, timeout=30, headers=_key(url)) as http:
                 study = http.post("/v1/studies", json={"name": "lat", "space": HAS_SPACE}).json()
