@@ -40,7 +40,7 @@ class PriorStore:
             return cached[1]
         sources = []
         for source_id, _ in stamp:
-            source = session.get(Study, source_id)
+            source = study_queries.by_id(session, source_id)
             if source is None:
                 continue
             rows = trial_queries.complete_results(session, source_id)

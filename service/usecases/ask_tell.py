@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from service.db import candidate_queries, study_queries, trial_queries
-from service.db.models import Candidate, Study, Trial, utcnow
+from service.db.models import Candidate, Trial, utcnow
 from service.db.session import transaction
 from service.engine.history import TrialState
 from service.engine.space import SpaceError
@@ -208,7 +208,7 @@ def _reap_studies(ctx: UseCaseContext, study_ids: list[str], now: datetime) -> i
     reaped = 0
     for study_id in study_ids:
         with transaction(ctx.sessions) as session:
-            study = session.get(Study, study_id)
+            study = study_queries.by_id(session, study_id)
             if study is None:
                 continue
             lock = study_queries.lock_study(session, study.owner_id, study_id)
@@ -227,7 +227,7 @@ def find_trial(session: Session, study_id: str, trial_id: int) -> Trial:
 def _check_metrics(session: Session, study_id: str, body: TellRequest) -> None:
     if not body.static_metrics:
         return
-    declared = set(session.get(Study, study_id).static_metrics or [])
+    declared = set(study_queries.by_id(session, study_id).static_metrics or [])
     for name in body.static_metrics:
         if name not in declared:
             raise Invalid(f"static_metrics.{name}",
