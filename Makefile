@@ -17,9 +17,10 @@ setup: $(BIN)/python
 serve: setup
 	$(BIN)/dyesp serve
 
+# PYTHONPATH: the import contracts check this checkout's SDK, wherever the installed one lives.
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/lint-imports
+	PYTHONPATH=clients/python $(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -1,9 +1,10 @@
 """Does an API-key check take as long when the key is wrong? (`python -m benchmarks.auth_timing`)
 
-Times ``service.db.keys.resolve_owner`` against a migrated SQLite database holding ``--keys`` keys,
-for five kinds of key: valid; the right key id with a wrong secret; a revoked key; a well-formed
-key id that does not exist; a malformed key. Calls are interleaved (each round runs every kind
-once, in a shuffled order) so drift in the machine hits all kinds alike. Two columns:
+Times ``service.db.key_queries.resolve_owner`` against a migrated SQLite database holding
+``--keys`` keys, for five kinds of key: valid; the right key id with a wrong secret; a revoked
+key; a well-formed key id that does not exist; a malformed key. Calls are interleaved (each round
+runs every kind once, in a shuffled order) so drift in the machine hits all kinds alike.
+Two columns:
 
 * per request: what the service does for each request: open a session, look up, hash, compare;
 * open session: the lookup, hash and compare alone, in a session that stays open.
@@ -27,8 +28,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import keys as key_queries
-from service.db import migrate
+from service.db import key_queries, migrate
 from service.db.session import make_engine, make_sessionmaker, transaction
 
 RESULTS = Path(__file__).parent / "results"
@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> None:
             for label in keys]
     base = {mode: rows[0][mode]["median_us"] for mode in modes}
     lines = ["# API-key check time by kind of key", "",
-             f"`service.db.keys.resolve_owner` on SQLite, {args.calls:,} interleaved calls per "
-             f"kind, {args.keys:,} other keys stored. Command: `python -m benchmarks.auth_timing`."
+             f"`service.db.key_queries.resolve_owner` on SQLite, {args.calls:,} interleaved "
+             f"calls per kind, {args.keys:,} other keys stored. "
+             "Command: `python -m benchmarks.auth_timing`."
              " Per request = open a session, look up, hash, compare (what each request pays); "
              "open session = lookup, hash and compare alone.", "",
              "| key | per request median (µs) | p90 (µs) | vs valid | open session median (µs) "

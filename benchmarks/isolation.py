@@ -29,7 +29,6 @@ import multiprocessing
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,11 +36,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import servers
 from benchmarks.load import (
     ADMIN_URL,
     RESULTS,
-    Server,
-    _free_port,
     _git_state,
     _postgres_version,
     drop_database,
@@ -52,8 +50,8 @@ from benchmarks.load import (
     recreate_database,
 )
 from benchmarks.retraining import HAS_SPACE
+from benchmarks.servers import Server
 
-ROOT = Path(__file__).resolve().parent.parent
 SERVER_LOG = Path(tempfile.gettempdir()) / "dyesp-isolation-server.log"
 
 
@@ -83,38 +81,13 @@ def app_without_admission():  # type: ignore[no-untyped-def]
 
 
 def start_server(database_url: str, admission: bool, workers: int) -> Server:
-    """benchmarks.load.start_server, but auth on and admission control chosen."""
-    import httpx
-
-    port = _free_port()
-    env = dict(os.environ, DYESP_DATABASE_URL=database_url, DYESP_AUTH="on",
-               DYESP_HOST="127.0.0.1", DYESP_RETRAIN_ENABLED="false", OMP_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env.pop("DYESP_REDIS_URL", None)  # in-process rate limits
-    for name in ("DYESP_RATE_LIMIT", "DYESP_ASK_RATE_LIMIT"):
-        env.pop(name, None)  # the defaults, unless switched off below
-        if not admission:
-            env[name] = ""
-    target = ["benchmarks.isolation:app_without_admission", "--factory"] if not admission \
-        else ["service.asgi:app"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", *target, "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=SERVER_LOG.open("ab"),
-        start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", process)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {SERVER_LOG.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError("server did not become healthy in 60 s")
+    """``benchmarks.servers.start_server`` with auth on and admission control chosen: the
+    default rate limits and ask gate, or none."""
+    limits = {name: None if admission else "" for name in ("DYESP_RATE_LIMIT",
+                                                           "DYESP_ASK_RATE_LIMIT")}
+    app = "service.asgi:app" if admission else "benchmarks.isolation:app_without_admission"
+    return servers.start_server(database_url, workers=workers, auth=True, app=app,
+                                factory=not admission, env=limits, log=SERVER_LOG)
 
 
 def new_tenant(database_url: str, url: str, label: str, history: int,
@@ -122,7 +95,7 @@ def new_tenant(database_url: str, url: str, label: str, history: int,
     """A fresh owner with a key and a study prefilled to ``history`` finished trials."""
     import httpx
 
-    from service.db import keys as key_queries
+    from service.db import key_queries
     from service.db.session import make_engine, make_sessionmaker, transaction
 
     engine = make_engine(database_url)

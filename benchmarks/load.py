@@ -32,7 +32,6 @@ them). Writes benchmarks/results/load.md and load.json (see ``--out``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import multiprocessing
@@ -40,7 +39,6 @@ import os
 import platform
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,7 +46,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +56,7 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from benchmarks.retraining import HAS_SPACE, synthetic_loss  # noqa: E402
+from benchmarks.servers import start_server  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SERVER_LOG = Path(tempfile.gettempdir()) / "dyesp-load-server.log"  # server stderr
@@ -314,87 +313,6 @@ def summarise(records: list[dict], start: float) -> dict:
 
 # --- DyESP: server, studies, prefill ---------------------------------------------------------
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    workers: list[int] = field(default_factory=list)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        # The server runs in its own session: whatever it left behind (a retraining child of a
-        # worker outlives its parent) goes with it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(database_url: str, workers: int, retrain: bool) -> Server:
-    import httpx
-
-    port = _free_port()
-    env = dict(os.environ, DYESP_DATABASE_URL=database_url, DYESP_AUTH="off",
-               DYESP_HOST="127.0.0.1", DYESP_RETRAIN_ENABLED="true" if retrain else "false",
-               DYESP_REDIS_URL="", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               MKL_NUM_THREADS="1")
-    env.pop("DYESP_REDIS_URL")  # retraining, when on, uses the no-Redis fallback (a child process)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.asgi:app", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(workers), "--log-level", "warning",
-         "--no-access-log"],
-        # A file, not a pipe: nobody reads a pipe during the run, and once its buffer filled
-        # the server's logging blocked and uvicorn restarted the stuck worker (reset connections).
-        env=env, stdout=subprocess.DEVNULL, stderr=SERVER_LOG.open("ab"), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {SERVER_LOG.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    else:
-        process.kill()
-        raise RuntimeError("server did not become healthy in 60 s")
-    server = Server(url, process)
-    # Warm every worker (imports, pool) so the first measured asks don't pay it.
-    with httpx.Client(base_url=url, timeout=30) as http:
-        for _ in range(4 * workers):
-            http.get("/v1/studies", params={"name": "-"})
-    server.workers = _worker_pids(process.pid, workers)
-    return server
-
-
-def _worker_pids(parent: int, expected: int) -> list[int]:
-    try:
-        import psutil
-    except ImportError:
-        return []
-    for _ in range(50):
-        if expected == 1:
-            return [parent]
-        children = [c.pid for c in psutil.Process(parent).children()
-                    if "resource_tracker" not in " ".join(c.cmdline())]
-        if len(children) >= expected:
-            return children
-        time.sleep(0.1)
-    return []
-
-
 def create_dyesp_studies(url: str, n: int, label: str) -> list[str]:
     import httpx
 
@@ -421,8 +339,7 @@ def prefill_configs(n: int, seed: int = 0) -> list[tuple[dict, float]]:
 def prefill_dyesp(database_url: str, study_id: str, history: list[tuple[dict, float]]) -> None:
     """Finished trials written through the service's data layer, under the study lock, exactly as
     enqueue + ask + tell would leave them (strategy "user"), in one transaction."""
-    from service.db import studies as study_queries
-    from service.db import trials as trial_queries
+    from service.db import study_queries, trial_queries
     from service.db.models import Study, utcnow
     from service.db.session import make_engine, make_sessionmaker, transaction
 
@@ -446,7 +363,7 @@ def prefill_dyesp(database_url: str, study_id: str, history: list[tuple[dict, fl
 def check_dyesp(database_url: str, study_ids: list[str]) -> dict[str, dict[str, int]]:
     """Trials by state per study, read straight from the database."""
     from service.db.session import make_engine, make_sessionmaker
-    from service.db.studies import state_counts
+    from service.db.study_queries import state_counts
 
     engine = make_engine(database_url)
     try:
@@ -684,7 +601,8 @@ def run_scenario(system: str, scenario: Scenario, args: argparse.Namespace, urls
     prep_start = time.monotonic()
     try:
         if system == "dyesp":
-            server = start_server(urls["dyesp"], args.workers, args.retrain == "on")
+            server = start_server(urls["dyesp"], workers=args.workers,
+                                  retrain=args.retrain == "on", log=SERVER_LOG)
             studies = create_dyesp_studies(server.url, scenario.studies, label)
             if history:
                 prefill_dyesp(urls["dyesp"], studies[0], history)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import metrics
+from benchmarks import scores
 from benchmarks.optimizers import ENGINE
 from benchmarks.runner import load_runs
 from benchmarks.tasks import get_task
@@ -40,22 +40,22 @@ def summarise(runs: list[dict], budget: int) -> dict[str, dict[str, dict[str, An
     for (task_name, method), rs in grouped.items():
         task = get_task(task_name)
         rs.sort(key=lambda r: r["seed"])
-        ttt = [metrics.trials_to_target(r["best"], task.reached) for r in rs]
-        cens = metrics.censored(ttt, budget)
-        med, q25, q75 = metrics.median_iqr(cens)
-        regrets = [metrics.regret_at(r["best"], task.regret) for r in rs]
+        ttt = [scores.trials_to_target(r["best"], task.reached) for r in rs]
+        cens = scores.censored(ttt, budget)
+        med, q25, q75 = scores.median_iqr(cens)
+        regrets = [scores.regret_at(r["best"], task.regret) for r in rs]
         ask_ms = [1000 * float(np.mean(r["ask_s"])) for r in rs]
         tell_ms = [1000 * float(np.mean(r["tell_s"])) for r in rs]
         out[task_name][method] = {
             "n_seeds": len(rs), "seeds": [r["seed"] for r in rs],
             "trials_to_target": ttt, "reached": sum(t is not None for t in ttt),
             "ttt_median": med, "ttt_q25": q25, "ttt_q75": q75,
-            "log10_ttt_std": metrics.log_spread(ttt, budget),
+            "log10_ttt_std": scores.log_spread(ttt, budget),
             "regret_median": {str(c): float(np.median([rg[c] for rg in regrets]))
-                              for c in metrics.CHECKPOINTS if c <= budget},
+                              for c in scores.CHECKPOINTS if c <= budget},
             "final_best_median": float(np.median([r["best"][-1] for r in rs])),
             "ask_ms_mean": float(np.mean(ask_ms)), "tell_ms_mean": float(np.mean(tell_ms)),
-            "runs": [{"seed": r["seed"], "best": metrics.improvements(r["best"])} for r in rs],
+            "runs": [{"seed": r["seed"], "best": scores.improvements(r["best"])} for r in rs],
         }
     return out
 
@@ -151,7 +151,7 @@ def markdown(summary: dict, tasks: list[str], methods: list[str], budget: int,
                 cells.append("")
                 continue
             cells.append(" / ".join(f"{s[m]['regret_median'][str(c)]:.3g}"
-                                    for c in metrics.CHECKPOINTS if str(c) in
+                                    for c in scores.CHECKPOINTS if str(c) in
                                     s[m]["regret_median"]))
         L.append(row(cells))
     L.append("")
@@ -217,7 +217,7 @@ def plot(summary: dict, tasks: list[str], methods: list[str], budget: int, folde
             if m not in summary[t]:
                 continue
             curves = np.array([[max(task.regret(b), floor)
-                                for b in metrics.expand(r["best"], budget)]
+                                for b in scores.expand(r["best"], budget)]
                                for r in summary[t][m]["runs"]])
             q25, q50, q75 = np.percentile(curves, [25, 50, 75], axis=0)
             ax.plot(x, q50, color=colors[m], label=m, lw=1.5)
@@ -266,7 +266,7 @@ def build_report(out: Path, tasks: list[str], methods: list[str], budget: int,
                              "target": task.target, "median": task.median, "worst": task.worst,
                              "n_configs": task.n_configs}
     with open(out / "quality.json", "w") as fh:
-        json.dump({"budget": budget, "checkpoints": list(metrics.CHECKPOINTS),
+        json.dump({"budget": budget, "checkpoints": list(scores.CHECKPOINTS),
                    "tasks": tasks_info, "results": summary}, fh, separators=(",", ":"))
     if plots and summary:
         plot(summary, tasks, [m for m in methods if any(m in summary[t] for t in summary)],

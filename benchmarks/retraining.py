@@ -90,11 +90,11 @@ def ask_latency(history_trials: int, asks: int) -> dict:
     """Ask+tell latency against a real server, idle vs. with a 100k-trial training beside it."""
     import httpx
 
-    from tests.system.servers import start_server
+    from benchmarks.servers import start_server
 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
-        server = start_server(url)
+        server = start_server(url, auth=True)
         try:
             with httpx.Client(base_url=server.url, timeout=30, headers=_key(url)) as http:
                 study = http.post("/v1/studies", json={"name": "lat", "space": HAS_SPACE}).json()
@@ -120,14 +120,14 @@ _KEYS: dict[str, dict] = {}
 
 def _key(url: str) -> dict:
     if url not in _KEYS:
-        from service.db import keys, migrate
+        from service.db import key_queries, migrate
         from service.db.session import make_engine, make_sessionmaker, transaction
 
         engine = make_engine(url)
         migrate.upgrade(engine)
         with transaction(make_sessionmaker(engine)) as session:
             _KEYS[url] = {"Authorization":
-                          f"Bearer {keys.create_key(session, 'bench', 'bench').secret}"}
+                          f"Bearer {key_queries.create_key(session, 'bench', 'bench').secret}"}
         engine.dispose()
     return _KEYS[url]
 

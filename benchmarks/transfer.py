@@ -53,7 +53,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks import metrics  # noqa: E402
+from benchmarks import scores  # noqa: E402
 from benchmarks import space as sp  # noqa: E402
 from benchmarks.optimizers.optuna_tpe import OptunaTPE  # noqa: E402
 
@@ -387,7 +387,7 @@ def summarise(out: Path, tasks: list[str], methods: list[str], seeds: int, budge
             if not recs:
                 continue
             ttt = [r["trials_to_target"] for r in recs]
-            med, q25, q75 = metrics.median_iqr(metrics.censored(ttt, budget))
+            med, q25, q75 = scores.median_iqr(scores.censored(ttt, budget))
             s: dict[str, Any] = {
                 "n_seeds": len(recs), "seeds": [r["seed"] for r in recs], "trials_to_target": ttt,
                 "reached": sum(x is not None for x in ttt), "ttt_median": med, "ttt_q25": q25,
@@ -466,7 +466,7 @@ def verdicts(summary: dict, budget: int) -> list[str]:
         meds = {t: summary[t]["methods"]["dyesp-transfer"]["ttt_median"] for t in tasks}
         ok = [t for t in tasks if meds[t] <= BAR_TRIALS]
         pooled = float(np.median(np.concatenate([
-            metrics.censored(summary[t]["methods"]["dyesp-transfer"]["trials_to_target"], budget)
+            scores.censored(summary[t]["methods"]["dyesp-transfer"]["trials_to_target"], budget)
             for t in tasks])))
         lines.append(
             f"- **Median trials-to-target <= {BAR_TRIALS} with transfer**: "
@@ -484,8 +484,8 @@ def verdicts(summary: dict, budget: int) -> list[str]:
             ratios.append(a["ttt_median"] / b["ttt_median"])
             if a["ttt_median"] > b["ttt_median"]:
                 worse.append(t)
-            ca = metrics.censored(a["trials_to_target"], budget)
-            cb = metrics.censored(b["trials_to_target"], budget)
+            ca = scores.censored(a["trials_to_target"], budget)
+            cb = scores.censored(b["trials_to_target"], budget)
             n = min(len(ca), len(cb))  # same seeds 0..n-1 when complete
             wins += [1.0 if x < y else 0.5 if x == y else 0.0 for x, y in zip(ca[:n], cb[:n],
                                                                               strict=True)]

@@ -24,7 +24,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks.load import ADMIN_URL, drop_database, recreate_database, start_server
+from benchmarks.load import ADMIN_URL, drop_database, recreate_database
+from benchmarks.servers import start_server
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.servers import start_server
 from benchmarks.static_metrics import PROXIES, SPACE, NearestCell, load
-from tests.system.servers import start_server
 
 RESULTS = Path(__file__).parent / "results"
 MODES = ("no proxies", "proxies as static metrics")
@@ -32,7 +32,7 @@ def run(datasets: list[str], seeds: int, budget: int, top_fraction: float) -> di
     out: dict = {"budget": budget, "seeds": seeds, "top_fraction": top_fraction, "datasets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["DYESP_RETRAIN_MIN_TRIALS"] = "10"
-        server = start_server(f"sqlite:///{tmp}/zc.db", auth=False)
+        server = start_server(f"sqlite:///{tmp}/zc.db", retrain=True)
         try:
             with Client(server.url, timeout=60) as client:
                 for dataset in datasets:

@@ -9,19 +9,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.admission import FairGate, RateLimiter
-from service.api import health, problems, pruner, studies, trials
+from service.admission import RateLimiter
+from service.api import problems
+from service.api.body_limit import BodyLimitMiddleware
 from service.api.deadline import DeadlineMiddleware
+from service.api.routes import health, pruner, studies, trials
+from service.api.telemetry import Telemetry, TelemetryMiddleware
 from service.config import Settings, get_settings
-from service.db import keys as key_queries
-from service.db import migrate
+from service.db import key_queries, migrate
 from service.db.session import make_engine, make_sessionmaker, transaction
-from service.history_cache import HistoryCache
-from service.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
-from service.prior_store import PriorStore
-from service.pruner_store import PrunerStore
 from service.retraining import make_retrainer
-from service.studies import Context, SpaceCache, reap_stale
+from service.usecases.ask_tell import reap_stale
+from service.usecases.context import UseCaseContext
 
 log = logging.getLogger("dyesp")
 
@@ -37,19 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          pool_timeout_s=settings.db_pool_timeout_s)
     sessions = make_sessionmaker(engine)
     retrainer = make_retrainer(settings, sessions)
-    context = Context(
-        sessions=sessions, cache=HistoryCache(), spaces=SpaceCache(), pruners=PrunerStore(),
-        priors=PriorStore(),
-        default_heartbeat_timeout_s=settings.default_heartbeat_timeout_s,
-        max_ask_count=settings.max_ask_count, on_told=retrainer.notify,
-        candidate_pool_factor=settings.candidate_pool_factor,
-        candidate_pool_max=settings.candidate_pool_max, candidate_ttl_s=settings.candidate_ttl_s,
-        max_running_trials_per_study=settings.max_running_trials_per_study,
-        max_waiting_trials_per_study=settings.max_waiting_trials_per_study,
-        max_studies_per_owner=settings.max_studies_per_owner, engine_gate=FairGate(),
-    )
+    context = UseCaseContext.from_settings(settings, sessions, on_told=retrainer.notify)
 
-    metrics = Metrics()
+    telemetry = Telemetry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.context = context
     app.state.retrainer = retrainer
-    app.state.metrics = metrics
+    app.state.telemetry = telemetry
     # Admission control (service/admission.py): per-owner rate limits; the engine's fair gate is
     # the context's.
     app.state.rate_limiter = RateLimiter.from_settings(settings)
@@ -93,13 +82,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.document_problems(app)
     for module in (studies, trials, pruner, health):
         app.include_router(module.router)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(DeadlineMiddleware, timeout_s=settings.request_timeout_s)  # outermost
     return app
 
 
-def _reap_forever(context: Context, settings: Settings, stop: threading.Event) -> None:
+def _reap_forever(context: UseCaseContext, settings: Settings, stop: threading.Event) -> None:
     while not stop.wait(settings.reaper_interval_s):
         try:
             n = reap_stale(context)

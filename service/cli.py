@@ -99,8 +99,7 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from service.db import keys as key_queries
-    from service.db import migrate
+    from service.db import key_queries, migrate
     from service.db.session import make_engine, make_sessionmaker, transaction
 
     settings = get_settings()  # a migration may rightly run long: no statement timeout

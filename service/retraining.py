@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db.history import to_observation
-from service.db.models import PrunerModel as PrunerRow
+from service.db.models import PrunerVersion as PrunerRow
 from service.db.models import Study, Trial
 from service.engine.history import History, TrialState
 from service.engine.pruner import TRUST_FLOOR, measure_trust

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from service.app import create_app
 from service.config import Settings
-from service.db import keys as key_queries
+from service.db import key_queries
 from service.db.session import transaction
 
 POSTGRES_ADMIN_URL = os.environ.get(

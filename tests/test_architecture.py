@@ -3,6 +3,7 @@ the migrations describe exactly the tables the ORM declares."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,10 @@ def test_importing_the_app_does_not_import_torch() -> None:
 def test_import_contracts_hold() -> None:
     lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     assert lint, "import-linter is part of the dev extra"
-    result = subprocess.run([lint], cwd=ROOT, capture_output=True, text=True)
+    # The SDK contract must see this checkout's SDK, wherever the installed one lives.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(ROOT / "clients" / "python"), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([lint], cwd=ROOT, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -16,8 +16,10 @@ from dataclasses import replace
 
 from sqlalchemy import func, select
 
+from service.caches.history import HistoryCache
+from service.caches.priors import PriorStore
 from service.config import Settings
-from service.db.models import PrunerModel as PrunerRow
+from service.db.models import PrunerVersion as PrunerRow
 from service.db.models import Study
 from service.db.session import make_engine, make_sessionmaker, transaction
 from service.engine.encoding import Encoder
@@ -25,8 +27,6 @@ from service.engine.history import History
 from service.engine.pruner import PrunerModel, make_training_set, observed_goodness
 from service.engine.space import SearchSpace
 from service.engine.transfer import teaching_prior
-from service.history_cache import HistoryCache
-from service.prior_store import PriorStore
 from service.retraining import is_due
 
 HOLDOUT_SHARE = 0.2  # the newest fifth of the results judges the new model

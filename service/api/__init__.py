@@ -1,1 +1,3 @@
-"""HTTP adapters: one router per resource, thin routes over ``service.studies``."""
+"""HTTP adapters: routers by resource (``routes``), typed dependencies (``deps``), error documents
+(``problems``), middleware (``telemetry``, ``body_limit``, ``deadline``) and response shaping
+(``views``)."""

@@ -11,18 +11,18 @@ from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
 from service.admission import RateLimiter
-from service.db.keys import resolve_owner
+from service.db.key_queries import resolve_owner
 from service.schemas import reject_unstorable
-from service.studies import Context
+from service.usecases.context import UseCaseContext
 
 
 # Dependencies that only read app.state are async: a sync one costs a hop to the threadpool and
 # back, and under CPU load each hop waits for the GIL (milliseconds per hop, per request).
-async def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> UseCaseContext:
     return request.app.state.context
 
 
-def get_session(context: Annotated[Context, Depends(get_context)]) -> Iterator[Session]:
+def get_session(context: Annotated[UseCaseContext, Depends(get_context)]) -> Iterator[Session]:
     with context.sessions() as session:
         yield session
 
@@ -31,7 +31,7 @@ async def get_rate_limiter(request: Request) -> RateLimiter:
     return request.app.state.rate_limiter
 
 
-ContextDep = Annotated[Context, Depends(get_context)]
+ContextDep = Annotated[UseCaseContext, Depends(get_context)]
 SessionDep = Annotated[Session, Depends(get_session)]
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 
@@ -43,7 +43,7 @@ def current_owner(request: Request, context: ContextDep, limiter: RateLimiterDep
     return owner_id
 
 
-def _authenticate(request: Request, context: Context) -> int:
+def _authenticate(request: Request, context: UseCaseContext) -> int:
     """The owner of the bearer key. With auth off (loopback only), requests without a key act as
     the local owner; a key that is sent is still checked."""
     header = request.headers.get("authorization")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from service.db import studies as study_queries
-from service.db import trials as trial_queries
+from service.db import study_queries, trial_queries
 from service.db.models import Study, Trial
 from service.schemas import ProposalOut, StudyOut, TransferOut, TrialOut
 

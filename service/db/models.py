@@ -1,6 +1,6 @@
 """The tables (SQLAlchemy 2 typed ORM). PostgreSQL is the source of truth; SQLite the embedded one.
 
-Rows never leave the db package: ``repository`` turns them into engine value objects.
+Rows reach the engine only as its value objects, made in ``service.db.history``.
 """
 
 from __future__ import annotations
@@ -143,8 +143,12 @@ class PrunedCandidate(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class PrunerModel(Base):
-    """One trained version of a study's pruner; the newest active one serves asks."""
+class PrunerVersion(Base):
+    """One trained version of a study's pruner; the newest active one serves asks.
+
+    A row is a stored version; the engine's ``PrunerModel`` is the model it loads into. The table
+    keeps its first name, ``pruner_models``.
+    """
 
     __tablename__ = "pruner_models"
     __table_args__ = (UniqueConstraint("study_id", "version", name="uq_pruner_study_version"),)

@@ -241,33 +241,33 @@ def test_a_draft_made_outside_the_lock_is_used_unless_its_configuration_was_take
         api, app, study, monkeypatch) -> None:
     """Asks run the engine before taking the study's lock. A draft that went stale is still
     recorded when nothing it proposes was handed out meanwhile, and recomputed when it was."""
-    from service import studies
+    from service.usecases import proposals
 
     sid, ctx = study["id"], app.state.context
     for trial in api.post(f"/v1/studies/{sid}/ask", json={"count": 5}).json()["trials"]:
         api.post(f"/v1/studies/{sid}/trials/{trial['id']}/tell", json={"value": trial["number"]})
     owner = _owner_of(app, sid)
-    stale = studies._draft(ctx, owner, sid, 1)
+    stale = proposals.draft(ctx, owner, sid, 1)
     (taken,) = api.post(f"/v1/studies/{sid}/ask").json()["trials"]  # same snapshot, same seed
     assert taken["params"] == stale.decision.proposals[0].params
-    monkeypatch.setattr(studies, "_draft", lambda *args: stale)
+    monkeypatch.setattr(proposals, "draft", lambda *args: stale)
     (again,) = api.post(f"/v1/studies/{sid}/ask").json()["trials"]
     assert again["params"] != taken["params"] and again["number"] == taken["number"] + 1
 
     monkeypatch.undo()
-    fresh = studies._draft(ctx, owner, sid, 1)
+    fresh = proposals.draft(ctx, owner, sid, 1)
     api.post(f"/v1/studies/{sid}/trials/{taken['id']}/tell", json={"value": 0.5})  # moves on
-    monkeypatch.setattr(studies, "_draft", lambda *args: fresh)
+    monkeypatch.setattr(proposals, "draft", lambda *args: fresh)
     (used,) = api.post(f"/v1/studies/{sid}/ask").json()["trials"]
     assert used["params"] == fresh.decision.proposals[0].params
 
 
 def test_concurrent_drafts_of_a_study_get_distinct_seed_offsets(app) -> None:
-    ctx = app.state.context
-    with ctx.drafting("s") as a, ctx.drafting("s") as b, ctx.drafting("t") as c:
+    offsets = app.state.context.seed_offsets
+    with offsets.hold("s") as a, offsets.hold("s") as b, offsets.hold("t") as c:
         assert (a, b, c) == (0, 1, 0)
-        with ctx.drafting("s") as d:
+        with offsets.hold("s") as d:
             assert d == 2
-    with ctx.drafting("s") as e:
+    with offsets.hold("s") as e:
         assert e == 0
-    assert ctx._drafting == {}
+    assert len(offsets) == 0

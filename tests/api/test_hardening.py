@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy import event, func, select
 
 from service.app import create_app
-from service.db.models import Candidate, PrunerModel, Trial, utcnow
+from service.db.models import Candidate, PrunerVersion, Trial, utcnow
 from service.db.session import transaction
-from service.studies import reap_stale
+from service.usecases.ask_tell import reap_stale
 from tests.conftest import MIXED_SPACE, make_settings, new_key
 from tests.engine.test_space_limits import conditional_parents, raw_spaces
 
@@ -242,9 +242,9 @@ def test_the_pruner_report_pages_versions_without_loading_weights(api: TestClien
                                                                   study: dict) -> None:
     with transaction(app.state.context.sessions) as session:
         for version in range(1, 4):
-            session.add(PrunerModel(study_id=study["id"], version=version, weights=b"w" * 1000,
-                                    fingerprint="f", n_train=10 * version, metrics={},
-                                    device="cpu", seconds=0.1, active=version < 3))
+            session.add(PrunerVersion(study_id=study["id"], version=version, weights=b"w" * 1000,
+                                      fingerprint="f", n_train=10 * version, metrics={},
+                                      device="cpu", seconds=0.1, active=version < 3))
     statements: list[str] = []
 
     def record(_conn, _cursor, statement, *_args) -> None:

@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
-from service.db import keys as key_queries
+from service.db import key_queries
 from service.db.models import ApiKey, Base, Owner, Study
 from service.db.session import transaction
 from tests.conftest import MIXED_SPACE, new_key

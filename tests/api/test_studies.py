@@ -101,7 +101,7 @@ def test_missing_or_bad_key_is_401(http: TestClient, header: str | None) -> None
 
 
 def test_revoked_key_is_401(http: TestClient, app) -> None:
-    from service.db import keys as key_queries
+    from service.db import key_queries
     from service.db.session import transaction
 
     key = new_key(app)

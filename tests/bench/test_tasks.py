@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks import metrics
+from benchmarks import scores
 from benchmarks import space as sp
 from benchmarks.optimizers import make_optimizer
 from benchmarks.optimizers.base import run_trials
@@ -42,21 +42,21 @@ TOY = Task(name="toy", space=COND_SPACE, direction="minimize", objective=_cond_o
 
 
 def test_trials_to_target_counts_the_first_trial_at_or_beyond_target():
-    best = metrics.best_so_far([5.0, 7.0, 3.0, 4.0, 1.0], "minimize")
+    best = scores.best_so_far([5.0, 7.0, 3.0, 4.0, 1.0], "minimize")
     assert best == [5.0, 5.0, 3.0, 3.0, 1.0]
-    assert metrics.trials_to_target(best, lambda v: v <= 3.0) == 3  # reached exactly at the target
-    assert metrics.trials_to_target(best, lambda v: v <= 0.5) is None
-    assert list(metrics.censored([3, None], budget=5)) == [3.0, 6.0]
-    assert metrics.median_iqr([1, 2, 3, 4, 100])[0] == 3.0
-    assert metrics.log_spread([10, 10, 10], 200) == 0.0
-    assert metrics.log_spread([1, 100], 200) == pytest.approx(1.0)
+    assert scores.trials_to_target(best, lambda v: v <= 3.0) == 3  # reached exactly at the target
+    assert scores.trials_to_target(best, lambda v: v <= 0.5) is None
+    assert list(scores.censored([3, None], budget=5)) == [3.0, 6.0]
+    assert scores.median_iqr([1, 2, 3, 4, 100])[0] == 3.0
+    assert scores.log_spread([10, 10, 10], 200) == 0.0
+    assert scores.log_spread([1, 100], 200) == pytest.approx(1.0)
 
 
 def test_improvements_round_trip_to_the_full_curve():
-    best = metrics.best_so_far([0.3, 0.5, 0.5, 0.9, 0.2, 0.95], "maximize")
-    points = metrics.improvements(best)
+    best = scores.best_so_far([0.3, 0.5, 0.5, 0.9, 0.2, 0.95], "maximize")
+    points = scores.improvements(best)
     assert points == [[1, 0.3], [2, 0.5], [4, 0.9], [6, 0.95]]
-    assert metrics.expand(points, 6) == best
+    assert scores.expand(points, 6) == best
 
 
 def test_target_is_the_top_half_percent():
@@ -80,7 +80,7 @@ def test_random_search_trace_is_monotone_and_respects_conditions():
     best = trace["best"]
     assert len(best) == len(trace["values"]) == 60
     assert all(b2 <= b1 for b1, b2 in itertools.pairwise(best))
-    assert best == metrics.best_so_far(trace["values"], "minimize")
+    assert best == scores.best_so_far(trace["values"], "minimize")
     again = run_trials(make_optimizer("random", TOY, seed=3), TOY, budget=60)
     assert again["values"] == trace["values"]  # seeded
 

@@ -26,7 +26,7 @@ def test_cache_catches_up_with_writes_made_by_another_server(database_url: str) 
             server.post(f"/v1/studies/{sid}/trials/{trial['id']}/tell", json={"value": float(i)})
         a.post(f"/v1/studies/{sid}/ask")  # a's cache was filled before b's tells
         with transaction(one.state.context.sessions) as session:
-            cached = one.state.context.cache.load(session, sid, "minimize")
+            cached = one.state.context.histories.load(session, sid, "minimize")
         assert [t.number for t in cached.trials] == [0, 1, 2, 3, 4, 5]
         assert [t.value for t in cached.trials[:5]] == [0.0, 1.0, 2.0, 3.0, 4.0]
         assert all(t.state is TrialState.COMPLETE for t in cached.trials[:5])
@@ -34,7 +34,7 @@ def test_cache_catches_up_with_writes_made_by_another_server(database_url: str) 
 
 
 def test_cache_reads_only_changed_rows(database_url: str, monkeypatch) -> None:
-    from service.db import trials as trial_queries
+    from service.db import trial_queries
 
     app = create_app(make_settings(database_url))
     with TestClient(app) as api:
@@ -76,7 +76,7 @@ def test_cached_seen_keys_match_a_full_recount_through_state_changes(database_ur
         api.post(f"/v1/studies/{sid}/trials", json={"params": trials[1]["params"]})
         api.post(f"/v1/studies/{sid}/ask", json={"count": 2})
         with transaction(app.state.context.sessions) as session:
-            cached = app.state.context.cache.load(session, sid, "minimize")
+            cached = app.state.context.histories.load(session, sid, "minimize")
         recount = seen_keys(type(cached)(cached.direction, cached.trials, cached.pruned))
         assert cached.seen is not None and set(cached.seen) == recount
         states = {t.state for t in cached.trials}

@@ -67,8 +67,7 @@ def start_server(database_url: str, port: int | None = None, workers: int = 1,
 
 def make_key(database_url: str, owner: str = "system-test") -> str:
     """An API key on a migrated database, made before any server process starts."""
-    from service.db import keys as key_queries
-    from service.db import migrate
+    from service.db import key_queries, migrate
     from service.db.session import make_engine, make_sessionmaker, transaction
 
     engine = make_engine(database_url)

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from dyesp_client import Client, DyespError, RetryPolicy
 
-from service.db.trials import HEARTBEAT_TIMEOUT_REASON
+from service.db.trial_queries import HEARTBEAT_TIMEOUT_REASON
 from tests.conftest import MIXED_SPACE, service_missing
 from tests.system.pg_cluster import Cluster, ClusterUnavailable, private_cluster
 from tests.system.servers import Server, free_port, make_key, start_server

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from service.db.models import PrunerModel as PrunerRow
+from service.db.models import PrunerVersion as PrunerRow
 from tests.conftest import MIXED_SPACE
 from tests.system.servers import Server, make_key, start_server
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from service.app import create_app
-from service.db.models import PrunerModel as PrunerRow
+from service.db.models import PrunerVersion as PrunerRow
 from tests.conftest import MIXED_SPACE, REDIS_URL, make_settings, new_key, service_missing
 
 

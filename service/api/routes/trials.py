@@ -10,7 +10,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from service import studies
 from service.api.deps import (
     MAX_OFFSET,
     AskingOwner,
@@ -21,8 +20,7 @@ from service.api.deps import (
     TrialId,
 )
 from service.api.views import trial_out
-from service.db import trials as trial_queries
-from service.errors import NotFound
+from service.db import trial_queries
 from service.schemas import (
     AskRequest,
     AskResponse,
@@ -33,6 +31,7 @@ from service.schemas import (
     TrialOut,
     TrialPage,
 )
+from service.usecases import ask_tell, study_lifecycle
 
 ERRORS = {401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem},
           422: {"model": Problem}, 503: {"model": Problem}}
@@ -44,7 +43,7 @@ StateFilter = Literal["waiting", "running", "complete", "failed", "infeasible"]
 def ask(study_id: StudyId, owner: AskingOwner, ctx: ContextDep,
         body: AskRequest | None = None) -> AskResponse:
     body = body or AskRequest()
-    result = studies.ask(ctx, owner, study_id, body.count, body.client_id, body.candidates)
+    result = ask_tell.ask(ctx, owner, study_id, body.count, body.client_id, body.candidates)
     return AskResponse(
         trials=[trial_out(t) for t in result.trials],
         candidates=[CandidateOut(token=c.token, params=c.params) for c in result.candidates],
@@ -56,7 +55,7 @@ def ask(study_id: StudyId, owner: AskingOwner, ctx: ContextDep,
                               "description": "the same configuration was already waiting"}})
 def enqueue_trial(study_id: StudyId, body: EnqueueRequest, owner: CurrentOwner,
                   ctx: ContextDep, response: Response) -> TrialOut:
-    trial, created = studies.enqueue(ctx, owner, study_id, dict(body.params))
+    trial, created = ask_tell.enqueue(ctx, owner, study_id, dict(body.params))
     if not created:
         response.status_code = 200
     return trial_out(trial)
@@ -67,7 +66,7 @@ def list_trials(study_id: StudyId, owner: CurrentOwner, session: SessionDep,
                 state: StateFilter | None = None,
                 offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> TrialPage:
-    studies.find_study(session, owner, study_id)
+    study_lifecycle.find_study(session, owner, study_id)
     rows, total = trial_queries.page(session, study_id, state, offset, limit)
     return TrialPage(trials=[trial_out(t) for t in rows], total=total, offset=offset, limit=limit)
 
@@ -78,7 +77,7 @@ def list_trials(study_id: StudyId, owner: CurrentOwner, session: SessionDep,
 def export_trials_csv(study_id: StudyId, owner: CurrentOwner,
                       ctx: ContextDep) -> StreamingResponse:
     with ctx.sessions() as session:
-        study = studies.find_study(session, owner, study_id)
+        study = study_lifecycle.find_study(session, owner, study_id)
         param_names = [p["name"] for p in study.space["params"]]
         metric_names = list(study.static_metrics or [])
 
@@ -128,22 +127,19 @@ def csv_safe(value: object) -> object:
 @router.get("/trials/{trial_id}", operation_id="get_trial")
 def get_trial(study_id: StudyId, trial_id: TrialId, owner: CurrentOwner,
               session: SessionDep) -> TrialOut:
-    studies.find_study(session, owner, study_id)
-    trial = trial_queries.get_trial(session, study_id, trial_id)
-    if trial is None:
-        raise NotFound(f"trial {trial_id} does not exist in study {study_id!r}", "trial_id")
-    return trial_out(trial)
+    study_lifecycle.find_study(session, owner, study_id)
+    return trial_out(ask_tell.find_trial(session, study_id, trial_id))
 
 
 @router.post("/trials/{trial_id}/tell", operation_id="tell")
 def tell(study_id: StudyId, trial_id: TrialId, body: TellRequest, owner: CurrentOwner,
          ctx: ContextDep, request: Request) -> TrialOut:
-    trial = studies.tell(ctx, owner, study_id, trial_id, body)
-    request.app.state.metrics.told.labels(trial.state).inc()
+    trial = ask_tell.tell(ctx, owner, study_id, trial_id, body)
+    request.app.state.telemetry.told.labels(trial.state).inc()
     return trial_out(trial)
 
 
 @router.post("/trials/{trial_id}/heartbeat", operation_id="heartbeat")
 def heartbeat(study_id: StudyId, trial_id: TrialId, owner: CurrentOwner,
               ctx: ContextDep) -> TrialOut:
-    return trial_out(studies.heartbeat(ctx, owner, study_id, trial_id))
+    return trial_out(ask_tell.heartbeat(ctx, owner, study_id, trial_id))

@@ -7,13 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import AfterValidator
 
-from service import studies
 from service.api.deps import MAX_OFFSET, ContextDep, CurrentOwner, SessionDep, StudyId
 from service.api.views import studies_out, trial_out
-from service.db import studies as study_queries
-from service.db import trials as trial_queries
+from service.db import study_queries, trial_queries
 from service.errors import NotFound
 from service.schemas import Problem, StudyCreate, StudyList, StudyOut, TrialOut, reject_unstorable
+from service.usecases import study_lifecycle
 
 ERRORS = {401: {"model": Problem}, 404: {"model": Problem}, 422: {"model": Problem}}
 router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=ERRORS)
@@ -22,7 +21,7 @@ router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=ERRORS)
 @router.post("", status_code=201, operation_id="create_study")
 def create_study(body: StudyCreate, owner: CurrentOwner, ctx: ContextDep,
                  session: SessionDep) -> StudyOut:
-    study = studies.create_study(ctx, owner, body)
+    study = study_lifecycle.create_study(ctx, owner, body)
     return studies_out(session, [study])[0]
 
 
@@ -39,22 +38,22 @@ def list_studies(owner: CurrentOwner, session: SessionDep,
 @router.get("/{study_id}", operation_id="get_study")
 def get_study(study_id: StudyId, owner: CurrentOwner, session: SessionDep,
               ctx: ContextDep) -> StudyOut:
-    study = studies.find_study(session, owner, study_id)
+    study = study_lifecycle.find_study(session, owner, study_id)
     out = studies_out(session, [study])[0]
     if study.transfer_from:
-        out.transfer = studies.transfer_status(ctx, session, study)
+        out.transfer = study_lifecycle.transfer_status(ctx, session, study)
     return out
 
 
 @router.delete("/{study_id}", status_code=204, operation_id="delete_study")
 def delete_study(study_id: StudyId, owner: CurrentOwner, ctx: ContextDep) -> Response:
-    studies.delete_study(ctx, owner, study_id)
+    study_lifecycle.delete_study(ctx, owner, study_id)
     return Response(status_code=204)
 
 
 @router.get("/{study_id}/best", operation_id="get_best_trial")
 def get_best_trial(study_id: StudyId, owner: CurrentOwner, session: SessionDep) -> TrialOut:
-    study = studies.find_study(session, owner, study_id)
+    study = study_lifecycle.find_study(session, owner, study_id)
     best = trial_queries.best(session, study.id, study.direction)
     if best is None:
         raise NotFound(f"study {study_id!r} has no complete trial yet")

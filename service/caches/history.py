@@ -9,16 +9,22 @@ correct across any number of server processes, since the database orders the wri
 from __future__ import annotations
 
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from service.db import trials as trial_queries
+from service.caches.lru import LRU
+from service.db import trial_queries
 from service.db.history import to_observation, to_pruned
-from service.db.studies import current_revision
+from service.db.study_queries import current_revision
 from service.engine.history import Direction, History, Observation, PrunedCandidate, TrialState
 from service.engine.space import config_key
+
+# Studies whose history a process keeps. A history is the largest entry of any cache (a study
+# of 10,000 trials is megabytes of Observations) and an evicted one costs a single full read of
+# its rows on its next ask, so the bound is the working set of a busy process, not every study.
+MAX_STUDIES = 512
 
 
 @dataclass
@@ -34,27 +40,16 @@ class _Entry:
 
 
 class HistoryCache:
-    """Holds the newest known History of recently used studies (LRU-bounded)."""
+    """Holds the newest known History of the ``max_studies`` most recently used studies."""
 
-    def __init__(self, max_studies: int = 512) -> None:
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
-        self._max = max_studies
+    def __init__(self, max_studies: int = MAX_STUDIES) -> None:
+        self._entries: LRU[str, _Entry] = LRU(max_studies)
 
-    def _entry(self, study_id: str) -> _Entry:
-        with self._lock:
-            entry = self._entries.get(study_id)
-            if entry is None:
-                entry = self._entries[study_id] = _Entry()
-                while len(self._entries) > self._max:
-                    self._entries.popitem(last=False)
-            else:
-                self._entries.move_to_end(study_id)
-            return entry
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def forget(self, study_id: str) -> None:
-        with self._lock:
-            self._entries.pop(study_id, None)
+        self._entries.pop(study_id)
 
     def load(self, session: Session, study_id: str, direction: Direction,
              revision: int | None = None) -> History:
@@ -65,8 +60,8 @@ class HistoryCache:
         the changed rows: every row at or below it is included, and rows above it may be read too
         and are simply read again next time.
         """
-        entry = self._entry(study_id)
-        with entry.lock:
+        entry = self._entries.get_or_put(study_id, _Entry)
+        with entry.lock:  # an entry evicted meanwhile is finished, then dropped: still exact
             if revision is None:
                 revision = current_revision(session, study_id) or 0
             if revision > entry.revision:

@@ -84,5 +84,5 @@ def _probe_of(app: FastAPI) -> DatabaseProbe:
 
 @router.get("/metrics", operation_id="metrics", response_class=Response)
 def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry),
+    return Response(generate_latest(request.app.state.telemetry.registry),
                     media_type=CONTENT_TYPE_LATEST)

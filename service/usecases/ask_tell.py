@@ -1,0 +1,252 @@
+"""Trial use cases: ask, tell, heartbeat, enqueue, and the sweep that fails silent trials.
+
+Every write takes the study's row lock first (``study_queries.lock_study``). The engine's part of
+an ask lives in ``service.usecases.proposals``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from service.db import candidate_queries, study_queries, trial_queries
+from service.db.models import Candidate, Trial, utcnow
+from service.db.session import transaction
+from service.engine.history import TrialState
+from service.engine.space import SpaceError
+from service.errors import Conflict, Invalid, NotFound, TooManyRequests
+from service.schemas import CandidateMetrics, TellRequest
+from service.usecases import proposals
+from service.usecases.context import UseCaseContext
+from service.usecases.study_lifecycle import find_study
+
+
+@dataclass
+class AskResult:
+    """Trials to run, or (static-metrics studies) candidates to compute metrics for."""
+
+    trials: list[Trial]
+    candidates: list[Candidate] = field(default_factory=list)
+    expires_at: datetime | None = None
+
+
+def ask(ctx: UseCaseContext, owner_id: int, study_id: str, count: int, client_id: str | None,
+        candidates: list[CandidateMetrics] | None = None) -> AskResult:
+    """Hand out ``count`` trials: the client's own running ones first (a re-ask after a crash gets
+    its work back), then user-enqueued ones, then fresh proposals from the engine.
+
+    A study that declares static metrics answers the fresh part in two steps: first a pool of
+    candidates (no trial yet), then, when the client sends them back with their metrics, the
+    trials the pruner picks from them.
+    """
+    if count > ctx.max_ask_count:
+        raise Invalid("count", f"`count <= {ctx.max_ask_count}` must hold, got {count}")
+    # The engine's work happens before the study's lock, on a snapshot; the lock only checks the
+    # draft against what changed meanwhile and records it. Holding the lock through the engine
+    # serialised every ask and tell of a study behind one engine call at a time.
+    # The fair gate is held for the whole ask, its short transaction included, and taken once:
+    # serialising only the engine calls left the asks' other Python work competing for the GIL
+    # (another owner's ask p50 under a flood: 4.8x alone, against 2.3x gating the whole ask,
+    # benchmarks/isolation.py); and a holder never waits for a lock that a gate waiter holds
+    # (only tells and other processes hold study locks, and neither waits for this gate).
+    with ctx.engine_gate.admit(owner_id), ctx.seed_offsets.hold(study_id) as salt:
+        # the seed offset is held until the commit: overlapping asks differ
+        return _ask(ctx, owner_id, study_id, count, client_id, candidates, salt)
+
+
+def _ask(ctx: UseCaseContext, owner_id: int, study_id: str, count: int, client_id: str | None,
+         candidates: list[CandidateMetrics] | None, salt: int) -> AskResult:
+    draft = proposals.draft(ctx, owner_id, study_id, count, salt) if candidates is None else None
+    now = utcnow()
+    with transaction(ctx.sessions) as session:
+        lock = study_queries.lock_study(session, owner_id, study_id)
+        if lock is None:
+            raise NotFound(f"study {study_id!r} does not exist", "study_id")
+        study = find_study(session, owner_id, study_id)
+        trial_queries.fail_stale(session, study, now, lock.revision)
+        if client_id is not None and candidates is None:
+            mine = trial_queries.running_for_client(session, study_id, client_id)
+            if mine:
+                for trial in mine:
+                    trial.heartbeat_at = now
+                    trial.deadline_at = now + timedelta(seconds=study.heartbeat_timeout_s)
+                return AskResult(mine[:count])
+        _check_running_quota(ctx, session, study_id, count)
+        handed = [] if candidates is not None else trial_queries.waiting(session, study_id, count)
+        for trial in handed:
+            trial_queries.start(trial, now=now, revision=lock.revision, client_id=client_id,
+                                timeout_s=study.heartbeat_timeout_s)
+        missing = count - len(handed)
+        result = AskResult(handed)
+        if missing:
+            # The history as of just before this write: rows stamped now are read next time.
+            history = ctx.histories.load(session, study.id, study.direction,
+                                         revision=lock.revision - 1)
+            fresh = proposals.FreshTrials(ctx, session, study, lock, history, client_id, now)
+            if candidates is not None:
+                result.trials += fresh.pick_from(candidates, missing)
+            elif study.static_metrics:
+                result.candidates, result.expires_at = fresh.offer_pool(missing)
+            else:
+                result.trials += fresh.propose(missing, draft)
+        session.flush()
+        return result
+
+
+def _check_running_quota(ctx: UseCaseContext, session: Session, study_id: str,
+                         count: int) -> None:
+    """Running trials are pending work that every ask reasons about: a study may hold at most
+    ``max_running_trials_per_study`` (429 until some are told or reaped)."""
+    running = trial_queries.count_in_state(session, study_id, TrialState.RUNNING)
+    if running + count > ctx.max_running_trials_per_study:
+        raise TooManyRequests(
+            f"count: the study has {running} running trials and the quota is "
+            f"{ctx.max_running_trials_per_study}; tell results (or let silent trials time out) "
+            f"before asking for {count} more", retry_after=30, field="count")
+
+
+def tell(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int,
+         body: TellRequest) -> Trial:
+    """Finish a trial. Idempotent: the same result again returns the stored trial unchanged; a
+    different result for a finished trial is a conflict. A result for a trial the server had
+    failed for silence is still accepted: a told result is never thrown away."""
+    now = utcnow()
+    with transaction(ctx.sessions) as session:
+        lock = study_queries.lock_study(session, owner_id, study_id)
+        if lock is None:
+            raise NotFound(f"study {study_id!r} does not exist", "study_id")
+        trial = find_trial(session, study_id, trial_id)
+        if trial.state == TrialState.WAITING.value:
+            raise Conflict(f"trial {trial_id} is enqueued and was not handed out by ask yet")
+        if TrialState(trial.state).finished:
+            if _same_result(trial, body):
+                return trial
+            if not trial.timed_out:  # only the server's own verdict of silence gives way
+                raise Conflict(
+                    f"trial {trial_id} is already {trial.state}"
+                    + (f" with value {trial.value}" if trial.value is not None else "")
+                    + f"; refusing a different result ({_describe(body)})"
+                )
+        _check_metrics(session, study_id, body)
+        trial.state = body.state or TrialState.COMPLETE.value
+        trial.value = None if body.value is None else float(body.value)
+        trial.reason = body.reason
+        if body.static_metrics:
+            trial.static_metrics = {k: float(v) for k, v in body.static_metrics.items()}
+        trial.completed_at = now
+        trial.revision = lock.revision
+        trial.timed_out = False  # the result is the client's now: a different one is a conflict
+    ctx.told(study_id)
+    return trial
+
+
+def heartbeat(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int) -> Trial:
+    with transaction(ctx.sessions) as session:
+        study = find_study(session, owner_id, study_id)
+        if not trial_queries.touch(session, study_id, trial_id, utcnow(),
+                                   study.heartbeat_timeout_s):
+            trial = find_trial(session, study_id, trial_id)
+            raise Conflict(f"trial {trial_id} is {trial.state}, not running: stop working on it")
+        return find_trial(session, study_id, trial_id)
+
+
+def enqueue(ctx: UseCaseContext, owner_id: int, study_id: str,
+            params: dict[str, Any]) -> tuple[Trial, bool]:
+    """Queue a user-given configuration; the next ask hands it out before any proposal.
+
+    De-duplicated against trials still waiting: the same configuration enqueued again before an
+    ask hands it out returns the first one (and ``False``: nothing new was created), so a client
+    retrying an enqueue whose answer it lost does not queue the work twice. A configuration that
+    already ran may be enqueued again on purpose (a second measurement)."""
+    with transaction(ctx.sessions) as session:
+        lock = study_queries.lock_study(session, owner_id, study_id)
+        if lock is None:
+            raise NotFound(f"study {study_id!r} does not exist", "study_id")
+        study = find_study(session, owner_id, study_id)
+        try:
+            config = ctx.spaces.get(study).validate_config(params)
+        except SpaceError as error:
+            raise Invalid(error.field, error.reason) from None
+        existing = trial_queries.waiting_with_params(session, study_id, config)
+        if existing is not None:
+            return existing, False
+        waiting = trial_queries.count_in_state(session, study_id, TrialState.WAITING)
+        if waiting >= ctx.max_waiting_trials_per_study:
+            raise TooManyRequests(
+                f"params: the study has {waiting} enqueued trials waiting and the quota is "
+                f"{ctx.max_waiting_trials_per_study}; ask to drain them first", retry_after=30,
+                field="params")
+        (number,) = study_queries.take_numbers(session, study_id, lock, 1)
+        trial = trial_queries.add_trial(
+            session, study_id, number, state=TrialState.WAITING.value, params=config,
+            proposal={"strategy": "user", "exploration": 0.0, "predicted": None},
+            revision=lock.revision, static_metrics={},
+        )
+        session.flush()
+        return trial, True
+
+
+REAP_BATCH = 100  # studies locked per sweep step: a sweep never reads all tenants' rows at once
+PURGE_BATCH = 1000  # expired candidates deleted per sweep step
+
+
+def reap_stale(ctx: UseCaseContext, max_batches: int = 100) -> int:
+    """Fail running trials silent past their study's heartbeat timeout, across all studies, and
+    delete candidate pools that expired. Each step reads only stale rows (an index range), at
+    most ``REAP_BATCH`` studies; the next sweep goes on where this one stopped."""
+    now = utcnow()
+    with transaction(ctx.sessions) as session:
+        candidate_queries.purge_expired(session, now, PURGE_BATCH)
+    reaped = 0
+    for _ in range(max_batches):
+        with ctx.sessions() as session:
+            study_ids = trial_queries.stale_study_ids(session, now, REAP_BATCH)
+        if not study_ids:
+            break
+        reaped += _reap_studies(ctx, study_ids, now)
+    return reaped
+
+
+def _reap_studies(ctx: UseCaseContext, study_ids: list[str], now: datetime) -> int:
+    reaped = 0
+    for study_id in study_ids:
+        with transaction(ctx.sessions) as session:
+            study = study_queries.by_id(session, study_id)
+            if study is None:
+                continue
+            lock = study_queries.lock_study(session, study.owner_id, study_id)
+            if lock is not None:
+                reaped += trial_queries.fail_stale(session, study, now, lock.revision)
+    return reaped
+
+
+def find_trial(session: Session, study_id: str, trial_id: int) -> Trial:
+    trial = trial_queries.get_trial(session, study_id, trial_id)
+    if trial is None:
+        raise NotFound(f"trial {trial_id} does not exist in study {study_id!r}", "trial_id")
+    return trial
+
+
+def _check_metrics(session: Session, study_id: str, body: TellRequest) -> None:
+    if not body.static_metrics:
+        return
+    declared = set(study_queries.by_id(session, study_id).static_metrics or [])
+    for name in body.static_metrics:
+        if name not in declared:
+            raise Invalid(f"static_metrics.{name}",
+                          f"is not declared by the study (declared: {sorted(declared)})")
+
+
+def _same_result(trial: Trial, body: TellRequest) -> bool:
+    if trial.state != body.state:
+        return False
+    if body.state == TrialState.COMPLETE.value:
+        return trial.value == float(body.value)
+    return True
+
+
+def _describe(body: TellRequest) -> str:
+    return f"value={body.value}" if body.state == "complete" else f"state={body.state}"

@@ -1,0 +1,153 @@
+"""The fresh part of an ask: what the engine proposes, drafted outside the study's lock and
+recorded inside it.
+
+``draft`` runs the engine on a snapshot of the newest committed history without the lock;
+``FreshTrials`` runs inside the ask's transaction, holding the lock: it keeps the draft if it still
+holds, or asks the engine again, and records the result as trials (or, for a static-metrics study,
+offers a candidate pool and later picks trials from the candidates the client measured).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from service.db import candidate_queries, study_queries, trial_queries
+from service.db.models import Candidate, Study, Trial
+from service.engine.engine import Decision, propose, seen_keys
+from service.engine.history import History, ProposalInfo, TrialState
+from service.engine.selection import select
+from service.engine.space import config_key
+from service.errors import Conflict, Invalid
+from service.schemas import CandidateMetrics
+from service.usecases.context import UseCaseContext
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Proposals computed outside the lock on the history as of ``revision``."""
+
+    revision: int
+    decision: Decision
+
+
+def draft(ctx: UseCaseContext, owner_id: int, study_id: str, count: int,
+          salt: int = 0) -> Draft | None:
+    """The engine's decision on the newest committed history, made without the study's lock.
+    Overlapping asks of one study in this process get distinct seed offsets ``salt`` (the
+    first one the study's own seed), so they don't all propose the same configuration."""
+    with ctx.sessions() as session:
+        study = study_queries.get_study(session, owner_id, study_id)
+        if study is None or study.static_metrics:
+            return None
+        revision = study.revision
+        history = ctx.histories.load(session, study_id, study.direction, revision=revision)
+        space = ctx.spaces.get(study)
+        pruner = ctx.pruners.active(session, study_id)
+        prior = ctx.priors.get(session, study, space)
+        seed = study.seed
+    decision = propose(space, history, count, seed=seed + salt, pruner=pruner, prior=prior)
+    return Draft(revision, decision)
+
+
+@dataclass
+class FreshTrials:
+    """One ask's fresh part, inside the study's lock."""
+
+    ctx: UseCaseContext
+    session: Session
+    study: Study
+    lock: study_queries.StudyLock
+    history: History
+    client_id: str | None
+    now: datetime
+
+    def propose(self, count: int, draft: Draft | None = None) -> list[Trial]:
+        """The draft if it still holds (nothing changed since, or nothing it proposes was taken
+        meanwhile), else the engine again, now inside the lock."""
+        if draft is not None and len(draft.decision.proposals) >= count and (
+                draft.revision == self.lock.revision - 1
+                or not _taken(draft.decision, self.history)):
+            decision = draft.decision
+            kept = Decision(decision.proposals[:count], decision.pruned, decision.plan)
+            return self._record(kept, [{}] * count)
+        space = self.ctx.spaces.get(self.study)
+        model = self.ctx.pruners.active(self.session, self.study.id)
+        prior = self.ctx.priors.get(self.session, self.study, space)
+        decision = propose(space, self.history, count, seed=self.study.seed, pruner=model,
+                           prior=prior)
+        return self._record(decision, [{}] * count)
+
+    def offer_pool(self, count: int) -> tuple[list[Candidate], datetime]:
+        size = min(self.ctx.candidate_pool_max, count * self.ctx.candidate_pool_factor)
+        issued = candidate_queries.pools_issued(self.session, self.study.id)
+        # No pruner here: it needs the metrics the client has not computed yet.
+        space = self.ctx.spaces.get(self.study)
+        prior = self.ctx.priors.get(self.session, self.study, space)
+        decision = propose(space, self.history, size, seed=self.study.seed + issued,
+                           pruner=None, prior=prior)
+        expires_at = self.now + timedelta(seconds=self.ctx.candidate_ttl_s)
+        rows = [{"token": secrets.token_urlsafe(24), "params": dict(p.params),
+                 "proposal": p.info.to_dict()} for p in decision.proposals]
+        pool = candidate_queries.add_pool(self.session, self.study.id, uuid.uuid4().hex, rows,
+                                          self.client_id, expires_at)
+        return pool, expires_at
+
+    def pick_from(self, answers: list[CandidateMetrics], count: int) -> list[Trial]:
+        declared = list(self.study.static_metrics or [])
+        first: dict[str, int] = {}
+        for i, answer in enumerate(answers):
+            if first.setdefault(answer.token, i) != i:
+                raise Invalid(f"candidates[{i}].token",
+                              f"duplicate of candidates[{first[answer.token]}].token: send each "
+                              f"candidate once")
+            for name in answer.static_metrics:
+                if name not in declared:
+                    raise Invalid(f"candidates[{i}].static_metrics.{name}",
+                                  f"is not declared by the study (declared: {declared})")
+        found = {c.token: c for c in candidate_queries.by_tokens(
+            self.session, self.study.id, [a.token for a in answers])}
+        usable = [(found[a.token], a.static_metrics) for a in answers
+                  if a.token in found and found[a.token].consumed_at is None
+                  and found[a.token].expires_at > self.now]
+        if not usable:
+            raise Conflict("candidates: every token is unknown, expired or already used; "
+                           "ask again without candidates for a fresh pool")
+        candidate_queries.consume_pools(self.session, self.study.id,
+                                        {c.pool for c, _ in usable}, self.now)
+        model = self.ctx.pruners.active(self.session, self.study.id)
+        decision = select(
+            self.ctx.spaces.get(self.study), self.history, [c.params for c, _ in usable],
+            [m for _, m in usable], [ProposalInfo.from_dict(c.proposal) for c, _ in usable],
+            count, pruner=model)
+        metrics_of = {config_key(c.params): m for c, m in usable}
+        return self._record(decision, [metrics_of[config_key(p.params)]
+                                       for p in decision.proposals])
+
+    def _record(self, decision: Decision, metrics: list[dict[str, float]]) -> list[Trial]:
+        numbers = study_queries.take_numbers(self.session, self.study.id, self.lock,
+                                             len(decision.proposals))
+        trials = []
+        for number, proposal, values in zip(numbers, decision.proposals, metrics, strict=False):
+            trials.append(trial_queries.add_trial(
+                self.session, self.study.id, number, state=TrialState.RUNNING.value,
+                params=dict(proposal.params), proposal=proposal.info.to_dict(),
+                client_id=self.client_id, revision=self.lock.revision, created_at=self.now,
+                started_at=self.now, heartbeat_at=self.now,
+                static_metrics={k: float(v) for k, v in values.items()},
+                deadline_at=self.now + timedelta(seconds=self.study.heartbeat_timeout_s),
+            ))
+        for candidate in decision.pruned:
+            trial_queries.add_pruned(self.session, self.study.id, dict(candidate.params),
+                                     candidate.predicted, dict(candidate.metrics))
+        return trials
+
+
+def _taken(decision: Decision, history: History) -> bool:
+    """Whether a drafted configuration was handed out or finished by someone else meanwhile."""
+    seen = history.seen if history.seen is not None else seen_keys(history)
+    return any(config_key(p.params) in seen for p in decision.proposals)
