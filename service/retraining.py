@@ -30,7 +30,7 @@ from service.db.history import to_observation
 from service.db.models import PrunerModel as PrunerRow
 from service.db.models import Study, Trial
 from service.engine.history import History, TrialState
-from service.engine.pruner import TRUST_FLOOR, measure_trust
+from service.engine.trust import TRUST_FLOOR, measure_trust
 
 TRUST_WINDOW = 20  # the same window the engine measures trust over
 TRAINING_TIMEOUT_S = 600  # a child training longer than this is ended (as RQ's job timeout does)

@@ -25,8 +25,9 @@ from service.db import trials as trial_queries
 from service.db.models import Candidate, Study, Trial, utcnow
 from service.db.session import transaction
 from service.engine import transfer
-from service.engine.engine import Decision, propose, seen_keys
-from service.engine.history import History, ProposalInfo, TrialState
+from service.engine.decision import Decision
+from service.engine.history import History, ProposalInfo, TrialState, seen_keys
+from service.engine.propose import propose
 from service.engine.selection import select
 from service.engine.space import SearchSpace, SpaceError, config_key
 from service.engine.transfer import mapping_problems
@@ -175,7 +176,7 @@ def transfer_status(ctx: Context, session: Session, study: Study) -> TransferOut
     space = ctx.spaces.get(study)
     prior = ctx.priors.get(session, study, space)
     history = ctx.cache.load(session, study.id, study.direction)
-    trust = transfer.measure_trust(prior, space, history)
+    trust = transfer.prior_trust(prior, space, history)
     return TransferOut(sources=list(study.transfer_from),
                        prior_trials=0 if prior is None else prior.size, trust=trust,
                        active=prior is not None and (trust is None or trust >= transfer.TRUST_MIN))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from service import studies
 from service.api.deps import MAX_OFFSET, ContextDep, CurrentOwner, SessionDep, StudyId
 from service.db import pruners as pruner_queries
-from service.engine.pruner import measure_trust
+from service.engine.trust import measure_trust
 from service.schemas import Problem, PrunerReport, PrunerVersionOut
 
 router = APIRouter(prefix="/v1/studies/{study_id}", tags=["pruner"],

@@ -1,4 +1,4 @@
-"""An in-process ask/tell loop over ``engine.propose``, for benchmarks, scripts and notebooks.
+"""An in-process ask/tell loop over ``propose``, for benchmarks, scripts and notebooks.
 
 It holds the history as value objects and the current pruner, exactly what the service keeps in
 its database, so what a benchmark measures is what the service does. Retraining is delegated to an
@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from service.engine.engine import MetricsFn, encoder_for, propose
+from service.engine.encoding import encoder_for
 from service.engine.history import (
     Direction,
     History,
@@ -31,7 +31,11 @@ from service.engine.history import (
     TrialState,
 )
 from service.engine.options import EngineOptions
+from service.engine.propose import propose
+from service.engine.pruner import make_training_set
+from service.engine.pruning import MetricsFn
 from service.engine.space import SearchSpace
+from service.engine.transfer import teaching_prior
 
 if TYPE_CHECKING:
     from service.engine.pruner import PrunerModel, TrainingSet
@@ -145,9 +149,6 @@ class Optimizer:
     def _train(self) -> None:
         if self.trainer is None or not self.options.pruner:
             return
-        from service.engine.pruner import make_training_set
-        from service.engine.transfer import teaching_prior
-
         history = self.history
         prior = teaching_prior(self.prior, self.space, history)
         training_set = make_training_set(encoder_for(self.space), history, self.metric_names,

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from service.engine.trust import TRUST_FLOOR
+
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """Ablation switches and tuning constants of ``engine.propose``; defaults generalise.
+    """Ablation switches and tuning constants of ``propose``; defaults generalise.
 
     >>> EngineOptions.coerce({"scheduler": False}).scheduler
     False
@@ -24,8 +26,9 @@ class EngineOptions:
     # exploitation and halves at full exploration (Optuna draws 24; more ranks greedier).
     pool_size: int = 64
     # The pruner must predict new trials with at least this Spearman correlation before it may
-    # prune anything: below it, its predictions are barely better than coin flips.
-    trust_min: float = 0.2
+    # prune anything: below it, its predictions are barely better than coin flips (the floor
+    # below which ``trust_strength`` gives it no say).
+    trust_min: float = TRUST_FLOOR
     # At full trust the pruner may discard candidates predicted below this quantile of the
     # observed results; never more, so a confidently wrong model cannot starve the search.
     prune_quantile_max: float = 0.5

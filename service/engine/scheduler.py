@@ -24,10 +24,9 @@ import numpy as np
 
 from service.engine.history import History
 from service.engine.options import EngineOptions
+from service.engine.pruning import is_trusted, prune_quantile
 from service.engine.space import CategoricalParam, SearchSpace, space_size
 
-INITIAL = "initial"  # the label of initial-design trials: not credited to any strategy
-TRANSFER = "transfer"  # a prior study's incumbent (``transfer``): not a strategy's pick either
 STRATEGY_NAMES = ("random", "parzen", "local", "surrogate")
 CREDIT_PRIOR_COUNT = 3.0  # pseudo-trials per strategy: one lucky hit must not take over
 CREDIT_PRIOR_REWARD = 0.2  # their reward: about what a decent strategy earns
@@ -153,7 +152,7 @@ def plan(space: SearchSpace, history: History, trust: float | None, prune_ratio:
     options = options or EngineOptions()
     n_initial = initial_design_size(space, options)
     e0 = shape_exploration(space)
-    trusted = trust is not None and options.pruner and trust >= options.trust_min
+    trusted = is_trusted(trust, options)
     if not options.scheduler:
         exploration = 0.5
         weights = base_weights(exploration)
@@ -176,18 +175,11 @@ def plan(space: SearchSpace, history: History, trust: float | None, prune_ratio:
         weights["surrogate"] *= 1.0 + trust
     total = sum(weights.values())
     weights = {k: float(v / total) for k, v in weights.items()}
-    prune_quantile = 0.0
-    if trusted:
-        assert trust is not None
-        # prune_mask scales this by the pruner's own trust strength (none at its floor, full
-        # from 0.6), so the effective quantile rises with trust.
-        prune_quantile = options.prune_quantile_max
-        if prune_ratio > 0.75:
-            prune_quantile *= 0.5
     pool_size = round(options.pool_size * 2.0 ** (1.0 - 2.0 * exploration))
     signals.update({"shape_exploration": e0, "prune_ratio": prune_ratio})
     if trust is not None:
         signals["trust"] = trust
     return Plan(exploration=round(exploration, 4), pool_size=max(pool_size, 8), weights=weights,
-                prune_quantile=prune_quantile, n_initial=n_initial, signals=signals)
+                prune_quantile=prune_quantile(trust, prune_ratio, options), n_initial=n_initial,
+                signals=signals)
 

@@ -14,17 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from service.engine.engine import Decision, Proposal, encoder_for, seen_keys
-from service.engine.history import History, ProposalInfo, PrunedCandidate
+from service.engine.decision import Decision, Proposal
+from service.engine.encoding import encoder_for
+from service.engine.history import History, ProposalInfo, PrunedCandidate, seen_keys
 from service.engine.options import EngineOptions
-from service.engine.pruner import (
-    PrunerModel,
-    feature_fingerprint,
-    featurize,
-    measure_trust,
-    trust_strength,
-)
+from service.engine.pruner import PrunerModel, feature_fingerprint, featurize
 from service.engine.space import SearchSpace, config_key
+from service.engine.trust import measure_trust, trust_strength
 
 
 def select(space: SearchSpace, history: History, configs: Sequence[Mapping[str, Any]],

@@ -14,11 +14,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from service.engine.encoding import Encoder
-from service.engine.history import History, Observation
+from service.engine.history import History, Key, Observation
 from service.engine.space import SearchSpace, config_key
 
 Config = dict[str, Any]
-Key = tuple[tuple[str, Any], ...]
 # The pruner's view of candidates: predicted goodness in [0, 1] (1 = best) and its uncertainty.
 Scorer = Callable[[Sequence[Mapping[str, Any]]], tuple[np.ndarray, np.ndarray]]
 

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.engine.encoding import neighbour, notch_neighbours
-from service.engine.history import History, Observation
+from service.engine.history import History, Key, Observation
 from service.engine.space import SearchSpace, config_key
 from service.engine.strategies.base import (
     Config,
     Context,
-    Key,
     Strategy,
     fill_random,
     ranked_complete,

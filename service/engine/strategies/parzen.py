@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from service.engine.encoding import from_unit, ordinal_positions, to_unit
-from service.engine.gp import erf
 from service.engine.history import History
 from service.engine.space import CategoricalParam, Param, SearchSpace, n_values
+from service.engine.stats import erf
 from service.engine.strategies.base import (
     Config,
     Context,
