@@ -90,6 +90,9 @@ class LocalStrategy(Strategy):
     """Random-direction steps around the replayed centre, skipping tried configurations."""
 
     name = "local"
+    # Refines the incumbent: a large share when exploiting, little when exploring.
+    exploit_weight = 0.4
+    explore_weight = 0.1
 
     def propose(self, space: SearchSpace, history: History, n: int, rng: np.random.Generator,
                 context: Context) -> list[Config]:

@@ -120,6 +120,11 @@ class SurrogateStrategy(Strategy):
     """Rank a big mixed pool by the pruner's scorer, or by the Parzen ratio without one."""
 
     name = "surrogate"
+    # Its model ranks the incumbents' neighbourhoods: the exploiter's lead; its varied pool keeps
+    # it useful when exploring.
+    exploit_weight = 0.5
+    explore_weight = 0.3
+    ranks_with_pruner = True
 
     def propose(self, space: SearchSpace, history: History, n: int, rng: np.random.Generator,
                 context: Context) -> list[Config]:
