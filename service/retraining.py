@@ -30,31 +30,15 @@ from service.db.history import to_observation
 from service.db.models import PrunerModel as PrunerRow
 from service.db.models import Study, Trial
 from service.engine.history import History, TrialState
-from service.engine.trust import TRUST_FLOOR, measure_trust
+from service.engine.retraining_policy import recent_trust
+from service.engine.trust import TRUST_WINDOW
 
-TRUST_WINDOW = 20  # the same window the engine measures trust over
 TRAINING_TIMEOUT_S = 600  # a child training longer than this is ended (as RQ's job timeout does)
 CHILD_STOP_GRACE_S = 5  # a child still alive this long after SIGTERM gets SIGKILL
 PARENT_POLL_S = 1.0  # how often the child's watchdog checks that its server still lives
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 log = logging.getLogger("dyesp.retraining")
-
-
-def is_due(n_complete: int, trained_on: int, settings: Settings,
-           trust: float | None = None, pretrain: bool = False) -> bool:
-    """Retrain once enough results exist, then when results grew by a margin, or sooner (after a
-    few new results) when the pruner's measured trust has dropped below the floor where it gets
-    a say: a pruner that stopped predicting well should learn from what fooled it now.
-    ``pretrain``: the study learns from prior studies and has no model yet: train on theirs."""
-    if pretrain:
-        return True
-    if n_complete < settings.retrain_min_trials:
-        return False
-    new = n_complete - trained_on
-    if trust is not None and trust <= TRUST_FLOOR and new >= settings.retrain_min_new:
-        return True
-    return new >= max(settings.retrain_min_new, int(settings.retrain_growth * trained_on))
 
 
 class Retrainer:
@@ -127,6 +111,8 @@ class Retrainer:
                               study_id)
 
     def _due(self, study_id: str) -> bool:
+        """The engine's retraining policy on counts read cheaply (the job checks again on the
+        whole history before it trains)."""
         with self.sessions() as session:
             n_complete = session.scalar(
                 select(func.count()).select_from(Trial)
@@ -138,7 +124,7 @@ class Retrainer:
             trust = _recent_trust(session, study_id) if trained_on else None
             study = session.get(Study, study_id)
             pretrain = study is not None and bool(study.transfer_from) and trained_on is None
-        return is_due(n_complete, trained_on or 0, self.settings, trust, pretrain)
+        return self.settings.retrain_policy.is_due(n_complete, trained_on or 0, trust, pretrain)
 
     def _dispatch(self, study_id: str) -> None:
         if self._redis is not None and self._redis_up():
@@ -186,7 +172,7 @@ class Retrainer:
 
 
 def _recent_trust(session: Session, study_id: str) -> float | None:
-    """The pruner's trust over the study's most recent finished trials (a bounded read)."""
+    """``recent_trust`` on just the study's most recent finished trials (a bounded read)."""
     rows = session.scalars(
         select(Trial).where(Trial.study_id == study_id,
                             Trial.state.in_([TrialState.COMPLETE.value,
@@ -195,7 +181,7 @@ def _recent_trust(session: Session, study_id: str) -> float | None:
     )
     direction = session.scalar(select(Study.direction).where(Study.id == study_id)) or "minimize"
     trials = tuple(sorted((to_observation(r) for r in rows), key=lambda t: t.number))
-    return measure_trust(History(direction, trials), window=TRUST_WINDOW)
+    return recent_trust(History(direction, trials))
 
 
 def _train_in_child(database_url: str, study_id: str) -> str | None:

@@ -1,9 +1,10 @@
 """Retrain a study's pruner from its history and store a new model version.
 
-Idempotent and safe to retry: it trains only when enough new results arrived since the newest
-version, and a version row is written in one transaction, so a killed job leaves nothing half-made.
-The newest results are held out: the new model is activated only if it ranks them at least about as
-well as the active one does (a worse version is kept, for the record, but not served).
+Idempotent and safe to retry: it trains only when the engine's ``RetrainPolicy`` says so, and a
+version row is written in one transaction, so a killed job leaves nothing half-made. The newest
+results are held out: the new model is activated only if it ranks them at least about as well as
+the active one does (``retraining_policy.should_activate``; a worse version is kept, for the
+record, but not served).
 A study deleted before or during the training is an ordinary outcome (users delete studies while
 jobs are queued), not an error: the job ends quietly and writes nothing.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 
 from sqlalchemy import func, select
 
@@ -21,17 +21,12 @@ from service.db.models import PrunerModel as PrunerRow
 from service.db.models import Study
 from service.db.session import make_engine, make_sessionmaker, transaction
 from service.engine.encoding import Encoder
-from service.engine.history import History
 from service.engine.pruner import PrunerModel, make_training_set, observed_goodness
+from service.engine.retraining_policy import holdout_split, recent_trust, should_activate
 from service.engine.space import SearchSpace
 from service.engine.transfer import teaching_prior
 from service.history_cache import HistoryCache
 from service.prior_store import PriorStore
-from service.retraining import is_due
-
-HOLDOUT_SHARE = 0.2  # the newest fifth of the results judges the new model
-MIN_HOLDOUT = 5  # fewer held-out results than this say nothing reliable about ranking
-ACTIVATION_SLACK = 0.05  # Spearman noise on a few results: don't refuse a model for less
 
 log = logging.getLogger("dyesp.retraining")
 
@@ -69,11 +64,14 @@ def retrain_pruner(study_id: str, *, database_url: str | None = None,
             metric_names = tuple(study.static_metrics or ())
             prior = PriorStore().get(session, study, space)
         labelled, _ = observed_goodness(history)
-        if not is_due(len(history.complete), last[0] if last else 0, settings,
-                      pretrain=prior is not None and last is None):
+        trained_on = last[0] if last else 0
+        # The retrainer dispatched this on the same policy, trust included: check it alike.
+        trust = recent_trust(history) if trained_on else None
+        if not settings.retrain_policy.is_due(len(history.complete), trained_on, trust,
+                                              pretrain=prior is not None and last is None):
             return None
         encoder = Encoder(space)
-        fit, held_out = _split(history, [t.number for t in labelled])
+        fit, held_out = holdout_split(history, [t.number for t in labelled])
         teacher = teaching_prior(prior, space, history)
         training_set = make_training_set(encoder, fit, metric_names, teacher)
         previous = PrunerModel.from_bytes(last[1]) if last else None
@@ -90,7 +88,6 @@ def retrain_pruner(study_id: str, *, database_url: str | None = None,
         report: dict[str, float | int | None] = {"n_fit": training_set.n_trials,
                                                  "n_holdout": 0, "spearman_holdout": None,
                                                  "spearman_active": None}
-        activate = True
         if held_out is not None:
             held = make_training_set(encoder, held_out, metric_names)
             report["n_holdout"] = held.n_trials
@@ -98,8 +95,7 @@ def retrain_pruner(study_id: str, *, database_url: str | None = None,
             current = PrunerModel.from_bytes(active) if active else None
             if current is not None and current.fingerprint == model.fingerprint:
                 report["spearman_active"] = evaluate(current, held)["spearman"]
-                activate = report["spearman_holdout"] >= report["spearman_active"] - \
-                    ACTIVATION_SLACK
+        activate = should_activate(report["spearman_holdout"], report["spearman_active"])
         with transaction(sessions) as session:
             # Deleted while training? Then there is nothing to store the model for (and the insert
             # would break the foreign key). KEY SHARE holds off a delete until this commits, when
@@ -120,14 +116,3 @@ def retrain_pruner(study_id: str, *, database_url: str | None = None,
     finally:
         engine.dispose()
 
-
-def _split(history: History, labelled_numbers: list[int]) -> tuple[History, History | None]:
-    """Older results to fit on, the newest ones to judge the model; no split while few."""
-    n_holdout = int(len(labelled_numbers) * HOLDOUT_SHARE)
-    if n_holdout < MIN_HOLDOUT:
-        return history, None
-    cut = sorted(labelled_numbers)[-n_holdout]
-    fit = replace(history, trials=tuple(t for t in history.trials if t.number < cut))
-    held = replace(history, trials=tuple(t for t in history.trials if t.number >= cut),
-                   pruned=())
-    return fit, held

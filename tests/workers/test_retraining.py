@@ -104,10 +104,19 @@ def test_with_redis_an_rq_worker_trains_and_jobs_are_deduplicated(database_url: 
 def test_retraining_is_due_after_enough_new_results(n_complete: int, trained_on: int,
                                                     due: bool) -> None:
     from service.config import Settings
-    from service.retraining import is_due
 
-    settings = Settings(retrain_min_trials=10, retrain_min_new=5, retrain_growth=0.1)
-    assert is_due(n_complete, trained_on, settings) is due
+    policy = Settings(retrain_min_trials=10, retrain_min_new=5, retrain_growth=0.1).retrain_policy
+    assert policy.is_due(n_complete, trained_on) is due
+
+
+def test_the_settings_build_the_engines_retraining_policy(monkeypatch) -> None:
+    from service.config import Settings
+    from service.engine.retraining_policy import RetrainPolicy
+
+    assert Settings().retrain_policy == RetrainPolicy()  # the defaults live once, in the engine
+    monkeypatch.setenv("DYESP_RETRAIN_MIN_TRIALS", "20")
+    monkeypatch.setenv("DYESP_RETRAIN_GROWTH", "0.5")
+    assert Settings().retrain_policy == RetrainPolicy(min_trials=20, min_new=5, growth=0.5)
 
 
 def test_a_worker_killed_mid_job_leaves_no_model_and_the_job_is_retried(database_url: str,
@@ -155,13 +164,12 @@ def test_a_worker_killed_mid_job_leaves_no_model_and_the_job_is_retried(database
 
 
 def test_low_trust_makes_retraining_due_sooner() -> None:
-    from service.config import Settings
-    from service.retraining import is_due
+    from service.engine.retraining_policy import RetrainPolicy
 
-    settings = Settings(retrain_min_trials=10, retrain_min_new=5, retrain_growth=0.1)
-    assert not is_due(1060, 1000, settings, trust=0.7)  # trusted: wait for 10 % growth
-    assert is_due(1060, 1000, settings, trust=0.1)  # misleading: retrain after 5 new results
-    assert not is_due(1003, 1000, settings, trust=0.1)
+    policy = RetrainPolicy(min_trials=10, min_new=5, growth=0.1)
+    assert not policy.is_due(1060, 1000, trust=0.7)  # trusted: wait for 10 % growth
+    assert policy.is_due(1060, 1000, trust=0.1)  # misleading: retrain after 5 new results
+    assert not policy.is_due(1003, 1000, trust=0.1)
 
 
 def test_unreachable_redis_falls_back_to_training_beside_the_server(database_url: str) -> None:
