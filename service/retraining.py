@@ -22,18 +22,19 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
+from service.db import pruners as pruner_queries
+from service.db import trials as trial_queries
 from service.db.history import to_observation
-from service.db.models import PrunerModel as PrunerRow
 from service.db.models import Study, Trial
 from service.engine.history import History, TrialState
 from service.engine.retraining_policy import recent_trust
 from service.engine.trust import TRUST_WINDOW
+from service.pruner_training import TRAINING_TIMEOUT_S, retrain_study
 
-TRAINING_TIMEOUT_S = 600  # a child training longer than this is ended (as RQ's job timeout does)
 CHILD_STOP_GRACE_S = 5  # a child still alive this long after SIGTERM gets SIGKILL
 PARENT_POLL_S = 1.0  # how often the child's watchdog checks that its server still lives
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -55,7 +56,7 @@ class Retrainer:
         self._pool_lock = threading.Lock()  # stop() ends the pool while _dispatch may use it
         self._redis = None
         if settings.retrain_enabled and settings.redis_url:
-            from workers.queue import connect
+            from service.retrain_queue import connect  # Redis and RQ: the optional worker extra
 
             self._redis = connect(settings.redis_url, timeout_s=settings.redis_timeout_s)
 
@@ -114,13 +115,8 @@ class Retrainer:
         """The engine's retraining policy on counts read cheaply (the job checks again on the
         whole history before it trains)."""
         with self.sessions() as session:
-            n_complete = session.scalar(
-                select(func.count()).select_from(Trial)
-                .where(Trial.study_id == study_id, Trial.state == TrialState.COMPLETE.value)
-            ) or 0
-            trained_on = session.scalar(
-                select(func.max(PrunerRow.n_train)).where(PrunerRow.study_id == study_id)
-            )
+            n_complete = trial_queries.count_in_state(session, study_id, TrialState.COMPLETE)
+            trained_on = pruner_queries.trained_on(session, study_id)
             trust = _recent_trust(session, study_id) if trained_on else None
             study = session.get(Study, study_id)
             pretrain = study is not None and bool(study.transfer_from) and trained_on is None
@@ -128,7 +124,7 @@ class Retrainer:
 
     def _dispatch(self, study_id: str) -> None:
         if self._redis is not None and self._redis_up():
-            from workers.queue import enqueue_retraining
+            from service.retrain_queue import enqueue_retraining
 
             enqueue_retraining(self._redis, study_id)
             return
@@ -185,9 +181,8 @@ def _recent_trust(session: Session, study_id: str) -> float | None:
 
 
 def _train_in_child(database_url: str, study_id: str) -> str | None:
-    from workers.jobs import retrain_pruner  # imported in the child: torch stays out of the API
-
-    return retrain_pruner(study_id, database_url=database_url)
+    """The child's job: the RQ job's work, on the server's database (torch loads in the child)."""
+    return retrain_study(study_id, database_url=database_url)
 
 
 def _start_pool() -> ProcessPoolExecutor:
