@@ -20,8 +20,8 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 from benchmarks.retraining import HAS_SPACE, history_of  # noqa: E402
 from service.engine.encoding import Encoder  # noqa: E402
-from service.engine.engine import propose  # noqa: E402
 from service.engine.history import History, Observation, TrialState  # noqa: E402
+from service.engine.propose import propose  # noqa: E402
 from service.engine.pruner import make_training_set  # noqa: E402
 from service.engine.space import SearchSpace  # noqa: E402
 

@@ -29,10 +29,9 @@ from service.engine.pruner import (
     TrainingSet,
     feature_fingerprint,
     featurize,
-    rank_goodness,
-    spearman,
 )
 from service.engine.space import SearchSpace
+from service.engine.stats import rank_goodness, spearman
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("DYESP_DATA_DIR", REPO.parent / "shared" / "data"))

@@ -18,7 +18,7 @@ seeds 0..N-1, trials-to-target (top 0.5%) of:
 
 Runs stop once the target is reached (trials-to-target is all we score; `None` = not within
 `--budget`). Runs with a prior go on to at least 20 trials so the prior's trust (the Spearman
-correlation between its predictions and the study's results, `transfer.measure_trust`) is
+correlation between its predictions and the study's results, `transfer.prior_trust`) is
 recorded after 5, 10 and 20 trials; that does not change their trials-to-target.
 
 Everything is cached as JSON under `<out>/runs/<task>/transfer-<method>/` (gitignored; the prior
@@ -218,9 +218,9 @@ def make_method(method: str, task: Any, seed: int, root: Path, prior_budget: int
         opt = DyESP(task, seed, prior=prior)
         if prior is None:
             return opt, None, facts
-        from service.engine.transfer import measure_trust
+        from service.engine.transfer import prior_trust
 
-        return opt, (lambda: measure_trust(prior, opt.opt.space, opt.opt.history)), facts
+        return opt, (lambda: prior_trust(prior, opt.opt.space, opt.opt.history)), facts
     if method == "tpe-warm":
         studies = load_studies(root, task.name, prior_budget, prior_seed=prior_seed)
         facts["prior_studies"] = [s[0] for s in studies]
@@ -550,7 +550,7 @@ def markdown(summary: dict, methods: list[str], budget: int, prior_budget: int,
     if any(m in methods for m in TRUSTED):
         L += ["## What the trust signal did", "",
               "Trust = Spearman correlation between the prior's predictions and the new study's "
-              "results (`transfer.measure_trust`), median over seeds after 5 / 10 / 20 trials; "
+              "results (`transfer.prior_trust`), median over seeds after 5 / 10 / 20 trials; "
               "`active` = seeds whose prior was still in use after 20 trials (trust >= "
               "TRUST_MIN; below it the engine behaves as a cold start). `incumbents hit` = seeds "
               "in which one of the prior's incumbents (strategy `transfer`) reached the target; "

@@ -126,7 +126,7 @@ def _keys(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from rq import SimpleWorker, Worker
 
-    from workers.queue import QUEUE_NAME, connect
+    from service.retrain_queue import QUEUE_NAME, connect
 
     settings = get_settings()
     if not settings.redis_url:

@@ -8,7 +8,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.engine.retraining_policy import RetrainPolicy
+
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_RETRAIN = RetrainPolicy()  # the defaults, and their reasons, live with the rule
 
 
 class Settings(BaseSettings):
@@ -42,11 +45,12 @@ class Settings(BaseSettings):
     # Connection pool: enough for a few concurrent asks per process without exhausting PostgreSQL.
     db_pool_size: int = 10
     db_max_overflow: int = 10
-    # Pruner retraining: start once this many results exist, then whenever results grew by the
-    # larger of `retrain_min_new` and `retrain_growth` x the last training size.
-    retrain_min_trials: int = 10
-    retrain_min_new: int = 5
-    retrain_growth: float = 0.1
+    # Pruner retraining (``retrain_policy``): start once `retrain_min_trials` results exist, then
+    # whenever results grew by the larger of `retrain_min_new` and `retrain_growth` x the last
+    # training size.
+    retrain_min_trials: int = _RETRAIN.min_trials
+    retrain_min_new: int = _RETRAIN.min_new
+    retrain_growth: float = _RETRAIN.growth
     retrain_enabled: bool = True
 
     # --- bounds on what one request, and one tenant, may cost (docs/api-contract.md, "Limits") ---
@@ -70,6 +74,11 @@ class Settings(BaseSettings):
     max_running_trials_per_study: int = Field(1000, ge=1)
     max_waiting_trials_per_study: int = Field(1000, ge=1)
     max_studies_per_owner: int = Field(1000, ge=1)
+
+    @property
+    def retrain_policy(self) -> RetrainPolicy:
+        """When the pruner is retrained: the engine's rule with these thresholds."""
+        return RetrainPolicy(self.retrain_min_trials, self.retrain_min_new, self.retrain_growth)
 
     @property
     def is_sqlite(self) -> bool:

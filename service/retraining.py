@@ -22,39 +22,22 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
+from service.db import pruner_queries, study_queries, trial_queries
 from service.db.history import to_observation
-from service.db.models import PrunerVersion as PrunerRow
-from service.db.models import Study, Trial
+from service.db.models import Study
 from service.engine.history import History, TrialState
-from service.engine.pruner import TRUST_FLOOR, measure_trust
+from service.engine.retraining_policy import recent_trust
+from service.engine.trust import TRUST_WINDOW
+from service.pruner_training import TRAINING_TIMEOUT_S, retrain_study
 
-TRUST_WINDOW = 20  # the same window the engine measures trust over
-TRAINING_TIMEOUT_S = 600  # a child training longer than this is ended (as RQ's job timeout does)
 CHILD_STOP_GRACE_S = 5  # a child still alive this long after SIGTERM gets SIGKILL
 PARENT_POLL_S = 1.0  # how often the child's watchdog checks that its server still lives
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 log = logging.getLogger("dyesp.retraining")
-
-
-def is_due(n_complete: int, trained_on: int, settings: Settings,
-           trust: float | None = None, pretrain: bool = False) -> bool:
-    """Retrain once enough results exist, then when results grew by a margin, or sooner (after a
-    few new results) when the pruner's measured trust has dropped below the floor where it gets
-    a say: a pruner that stopped predicting well should learn from what fooled it now.
-    ``pretrain``: the study learns from prior studies and has no model yet: train on theirs."""
-    if pretrain:
-        return True
-    if n_complete < settings.retrain_min_trials:
-        return False
-    new = n_complete - trained_on
-    if trust is not None and trust <= TRUST_FLOOR and new >= settings.retrain_min_new:
-        return True
-    return new >= max(settings.retrain_min_new, int(settings.retrain_growth * trained_on))
 
 
 class Retrainer:
@@ -71,7 +54,7 @@ class Retrainer:
         self._pool_lock = threading.Lock()  # stop() ends the pool while _dispatch may use it
         self._redis = None
         if settings.retrain_enabled and settings.redis_url:
-            from workers.queue import connect
+            from service.retrain_queue import connect  # Redis and RQ: the optional worker extra
 
             self._redis = connect(settings.redis_url, timeout_s=settings.redis_timeout_s)
 
@@ -127,22 +110,21 @@ class Retrainer:
                               study_id)
 
     def _due(self, study_id: str) -> bool:
+        """The engine's retraining policy on counts read cheaply (the job checks again on the
+        whole history before it trains)."""
         with self.sessions() as session:
-            n_complete = session.scalar(
-                select(func.count()).select_from(Trial)
-                .where(Trial.study_id == study_id, Trial.state == TrialState.COMPLETE.value)
-            ) or 0
-            trained_on = session.scalar(
-                select(func.max(PrunerRow.n_train)).where(PrunerRow.study_id == study_id)
-            )
-            trust = _recent_trust(session, study_id) if trained_on else None
-            study = session.get(Study, study_id)
-            pretrain = study is not None and bool(study.transfer_from) and trained_on is None
-        return is_due(n_complete, trained_on or 0, self.settings, trust, pretrain)
+            study = study_queries.by_id(session, study_id)
+            if study is None:
+                return False  # deleted since it was marked: nothing to retrain
+            n_complete = trial_queries.count_in_state(session, study_id, TrialState.COMPLETE)
+            trained_on = pruner_queries.trained_on(session, study_id)
+            trust = _recent_trust(session, study) if trained_on else None
+            pretrain = bool(study.transfer_from) and trained_on is None
+        return self.settings.retrain_policy.is_due(n_complete, trained_on or 0, trust, pretrain)
 
     def _dispatch(self, study_id: str) -> None:
         if self._redis is not None and self._redis_up():
-            from workers.queue import enqueue_retraining
+            from service.retrain_queue import enqueue_retraining
 
             enqueue_retraining(self._redis, study_id)
             return
@@ -185,23 +167,15 @@ class Retrainer:
             return False
 
 
-def _recent_trust(session: Session, study_id: str) -> float | None:
-    """The pruner's trust over the study's most recent finished trials (a bounded read)."""
-    rows = session.scalars(
-        select(Trial).where(Trial.study_id == study_id,
-                            Trial.state.in_([TrialState.COMPLETE.value,
-                                             TrialState.INFEASIBLE.value]))
-        .order_by(Trial.number.desc()).limit(TRUST_WINDOW)
-    )
-    direction = session.scalar(select(Study.direction).where(Study.id == study_id)) or "minimize"
-    trials = tuple(sorted((to_observation(r) for r in rows), key=lambda t: t.number))
-    return measure_trust(History(direction, trials), window=TRUST_WINDOW)
+def _recent_trust(session: Session, study: Study) -> float | None:
+    """``recent_trust`` on just the study's most recent finished trials (a bounded read)."""
+    rows = trial_queries.recent_finished(session, study.id, TRUST_WINDOW)
+    return recent_trust(History(study.direction, tuple(to_observation(r) for r in rows)))
 
 
 def _train_in_child(database_url: str, study_id: str) -> str | None:
-    from workers.jobs import retrain_pruner  # imported in the child: torch stays out of the API
-
-    return retrain_pruner(study_id, database_url=database_url)
+    """The child's job: the RQ job's work, on the server's database (torch loads in the child)."""
+    return retrain_study(study_id, database_url=database_url)
 
 
 def _start_pool() -> ProcessPoolExecutor:

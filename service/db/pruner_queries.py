@@ -1,11 +1,14 @@
-"""Queries on pruner versions and pruned candidates; only ``weights`` reads a model's bytes."""
+"""Queries on pruner versions and pruned candidates; only ``weights`` and the retraining ones
+read a model's bytes."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
-from service.db.models import PrunedCandidate, PrunerVersion
+from service.db.models import PrunedCandidate, PrunerVersion, Study
 
 # Everything about a version but its weights: a listing must not read megabytes per row.
 _SUMMARY = (PrunerVersion.version, PrunerVersion.active, PrunerVersion.n_train,
@@ -44,3 +47,40 @@ def weights(session: Session, version_id: int) -> bytes | None:
 def count_pruned(session: Session, study_id: str) -> int:
     return session.scalar(select(func.count()).select_from(PrunedCandidate)
                           .where(PrunedCandidate.study_id == study_id)) or 0
+
+
+# --- what a retraining reads and writes ---------------------------------------------------------
+
+def trained_on(session: Session, study_id: str) -> int | None:
+    """Complete trials the study's most trained version learnt from; None: no version yet."""
+    return session.scalar(select(func.max(PrunerVersion.n_train))
+                          .where(PrunerVersion.study_id == study_id))
+
+
+def newest_version(session: Session, study_id: str) -> Row | None:
+    """``(n_train, weights)`` of the study's newest version (the next training's warm start)."""
+    return session.execute(select(PrunerVersion.n_train, PrunerVersion.weights)
+                           .where(PrunerVersion.study_id == study_id)
+                           .order_by(PrunerVersion.version.desc()).limit(1)).one_or_none()
+
+
+def active_weights(session: Session, study_id: str) -> bytes | None:
+    """The weights of the version asks use now (the newest active one)."""
+    return session.scalar(select(PrunerVersion.weights)
+                          .where(PrunerVersion.study_id == study_id, PrunerVersion.active)
+                          .order_by(PrunerVersion.version.desc()).limit(1))
+
+
+def add_version(session: Session, study_id: str, **fields: Any) -> int | None:
+    """Store a new version numbered after the newest, and return its number; None, storing
+    nothing, when the study no longer exists (deleted while its model trained: the insert would
+    break the foreign key). KEY SHARE holds off a delete until this transaction commits, when its
+    cascade removes the new row with the study; SQLite's BEGIN IMMEDIATE already serialises this
+    transaction with the delete."""
+    if session.scalar(select(Study.id).where(Study.id == study_id)
+                      .with_for_update(read=True, key_share=True)) is None:
+        return None
+    version = (session.scalar(select(func.max(PrunerVersion.version))
+                              .where(PrunerVersion.study_id == study_id)) or 0) + 1
+    session.add(PrunerVersion(study_id=study_id, version=version, **fields))
+    return version

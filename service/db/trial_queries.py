@@ -91,6 +91,17 @@ def stale_study_ids(session: Session, now: datetime, limit: int) -> list[str]:
         .order_by(Trial.deadline_at).limit(limit))))
 
 
+def recent_finished(session: Session, study_id: str, limit: int) -> list[Trial]:
+    """The study's ``limit`` newest complete or infeasible trials, in number order (what the
+    pruner's recent trust is measured on: a bounded read)."""
+    rows = session.scalars(
+        select(Trial).where(Trial.study_id == study_id,
+                            Trial.state.in_([TrialState.COMPLETE.value,
+                                             TrialState.INFEASIBLE.value]))
+        .order_by(Trial.number.desc()).limit(limit))
+    return sorted(rows, key=lambda t: t.number)
+
+
 def count_in_state(session: Session, study_id: str, state: TrialState) -> int:
     """How many of the study's trials are in ``state`` (an index range; used for the quotas on
     unfinished trials, so bounded by them)."""

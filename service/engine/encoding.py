@@ -85,6 +85,12 @@ class Encoder:
         return config
 
 
+@functools.lru_cache(maxsize=256)
+def encoder_for(space: SearchSpace) -> Encoder:
+    """One Encoder per space (construction hashes the space; asks repeat it thousands of times)."""
+    return Encoder(space)
+
+
 def to_unit(param: FloatParam | IntParam, value: float) -> float:
     """Position of ``value`` in [0, 1] along the param's (log) scale."""
     low, high = float(param.low), float(param.high)

@@ -21,6 +21,7 @@ import numpy as np
 
 from service.engine.encoding import Encoder, ordinal_positions
 from service.engine.space import CategoricalParam
+from service.engine.stats import erf
 
 FIT_POINTS = 80  # hyperparameters are fitted on at most this many trials (best half + spread)
 MAX_POINTS = 300  # the posterior conditions on at most this many: bounded cost at 10,000 trials
@@ -72,43 +73,6 @@ class Features:
         return np.hstack(parts)
 
 
-def normal_scores(losses: np.ndarray) -> np.ndarray:
-    """Ranks mapped through the standard normal quantile (ties share a rank); lower = better."""
-    n = len(losses)
-    order = np.argsort(losses, kind="stable")
-    ranks = np.empty(n)
-    ranks[order] = np.arange(n)
-    sorted_losses = losses[order]
-    for value in np.unique(sorted_losses[np.r_[False, sorted_losses[1:] == sorted_losses[:-1]]]):
-        tied = losses == value
-        ranks[tied] = ranks[tied].mean()
-    return _norm_ppf((ranks + 0.5) / n)
-
-
-def _norm_ppf(p: np.ndarray) -> np.ndarray:
-    # Acklam's rational approximation (relative error < 1.2e-9): numpy has no erfinv.
-    a = (-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.383577518672690e2,
-         -3.066479806614716e1, 2.506628277459239e0)
-    b = (-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1,
-         -1.328068155288572e1)
-    c = (-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838e0, -2.549732539343734e0,
-         4.374664141464968e0, 2.938163982698783e0)
-    d = (7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996e0, 3.754408661907416e0)
-    p = np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
-    out = np.empty_like(p)
-    low, high = p < 0.02425, p > 1 - 0.02425
-    mid = ~(low | high)
-    q = p[mid] - 0.5
-    r = q * q
-    out[mid] = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (
-        ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
-    for mask, sign in ((low, 1.0), (high, -1.0)):
-        q = np.sqrt(-2 * np.log(np.where(sign > 0, p[mask], 1 - p[mask])))
-        out[mask] = sign * (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / (
-            (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
-    return out
-
-
 def _matern(X: np.ndarray, Z: np.ndarray, lengthscales: np.ndarray) -> tuple[np.ndarray, ...]:
     A, B = X / lengthscales, Z / lengthscales
     sq = np.maximum((A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2 * A @ B.T, 0.0)
@@ -139,7 +103,7 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
         theta: np.ndarray | None = None) -> GP:
     """Fit hyperparameters on a bounded subset, then condition on up to ``MAX_POINTS`` rows.
 
-    ``y`` is on the normal-score scale (``normal_scores`` of the losses; lower is better).
+    ``y`` is on the normal-score scale (``stats.normal_scores`` of the losses; lower is better).
     ``groups[j]`` names the lengthscale column j uses: a categorical's one-hot columns share
     one, so relevance is learnt per param, not per choice (far fewer hyperparameters).
     ``theta`` (from ``fit_hyperparameters``) skips the fit: conditioning alone is cheap.
@@ -241,13 +205,3 @@ def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.n
     pdf = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
     cdf = 0.5 * (1 + erf(z / math.sqrt(2)))
     return (best - mean) * cdf + std * pdf
-
-
-def erf(x: np.ndarray) -> np.ndarray:
-    """Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): numpy has no erf and scipy is not allowed."""
-    sign = np.sign(x)
-    x = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * x)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
-                                                                         + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-x * x))

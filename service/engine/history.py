@@ -15,7 +15,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from service.engine.space import config_key
+
 Direction = Literal["minimize", "maximize"]
+Key = tuple[tuple[str, Any], ...]  # ``config_key`` of a configuration
+
+# Labels of proposals no strategy made (``ProposalInfo.strategy``): none is credited to a strategy.
+INITIAL = "initial"  # the initial design's quasi-random points
+TRANSFER = "transfer"  # a prior study's incumbent (``transfer``)
+REPEAT = "repeat"  # a repeated configuration: every configuration of the space was tried
 
 
 class TrialState(enum.StrEnum):
@@ -81,8 +89,7 @@ class History:
     pruned: tuple[PrunedCandidate, ...] = ()
     # ``config_key`` of every trial but the failed ones, when the caller keeps them up to date
     # (the service's history cache does); None: the engine computes them from ``trials``.
-    seen: frozenset[tuple[tuple[str, Any], ...]] | None = field(default=None, compare=False,
-                                                                repr=False)
+    seen: frozenset[Key] | None = field(default=None, compare=False, repr=False)
 
     def loss(self, obs: Observation) -> float:
         """The objective turned into a loss (lower is better) so strategies need one convention."""
@@ -116,3 +123,34 @@ class History:
     def best(self) -> Observation | None:
         done = self.complete
         return done[int(np.argmin(self.complete_losses))] if done else None
+
+
+_KEY_CACHE: dict[int, tuple[Observation, Key]] = {}
+
+
+def _key_of(obs: Observation) -> Key:
+    """config_key of an observation, cached by identity: histories are re-sent every ask."""
+    hit = _KEY_CACHE.get(id(obs))
+    if hit is not None and hit[0] is obs:
+        return hit[1]
+    if len(_KEY_CACHE) > 500_000:
+        _KEY_CACHE.clear()
+    key = config_key(obs.params)
+    _KEY_CACHE[id(obs)] = (obs, key)
+    return key
+
+
+def seen_keys(history: History) -> set[Key]:
+    """Configurations not to propose again: complete, running, waiting or infeasible ones."""
+    if history.seen is not None:
+        return set(history.seen)
+    # _key_of inlined: this pass runs over every trial on every ask.
+    cache, failed = _KEY_CACHE, TrialState.FAILED
+    out: set[Key] = set()
+    add = out.add
+    for t in history.trials:
+        if t.state is failed:
+            continue
+        hit = cache.get(id(t))
+        add(hit[1] if hit is not None and hit[0] is t else _key_of(t))
+    return out

@@ -1,9 +1,11 @@
-"""An in-process ask/tell loop over ``engine.propose``, for benchmarks, scripts and notebooks.
+"""An in-process ask/tell loop over ``propose``, for benchmarks, scripts and notebooks.
 
 It holds the history as value objects and the current pruner, exactly what the service keeps in
-its database, so what a benchmark measures is what the service does. Retraining is delegated to an
-injected ``trainer(training_set, previous_model) -> PrunerModel`` (the torch one lives in
-``service.training``; the engine never imports torch).
+its database, and retrains when the service would (``retraining_policy``), so what a benchmark
+measures is what the service does. Retraining is delegated to an injected
+``trainer(training_set, previous_model) -> PrunerModel`` (the torch one lives in
+``service.training``; the engine never imports torch). Unlike the service it trains in line (the
+next ask waits for it), holds no results out and always uses the newest model.
 
 >>> opt = Optimizer({"params": [{"name": "x", "type": "float", "low": -2, "high": 2}]}, seed=0)
 >>> for _ in range(20):
@@ -21,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from service.engine.engine import MetricsFn, encoder_for, propose
+from service.engine.encoding import encoder_for
 from service.engine.history import (
     Direction,
     History,
@@ -31,14 +33,18 @@ from service.engine.history import (
     TrialState,
 )
 from service.engine.options import EngineOptions
+from service.engine.propose import propose
+from service.engine.pruner import make_training_set
+from service.engine.pruning import MetricsFn
+from service.engine.retraining_policy import recent_trust
 from service.engine.space import SearchSpace
+from service.engine.transfer import teaching_prior
 
 if TYPE_CHECKING:
     from service.engine.pruner import PrunerModel, TrainingSet
     from service.engine.transfer import Prior
 
 Trainer = Callable[["TrainingSet", "PrunerModel | None"], "PrunerModel | None"]
-MIN_TRAINING_TRIALS = 10  # fewer labelled trials than this teach a model nothing worth trusting
 
 
 @dataclass(frozen=True)
@@ -71,8 +77,7 @@ class Optimizer:
         self.model: PrunerModel | None = None
         self._trials: list[Observation] = []
         self._pruned: list[PrunedCandidate] = []
-        self._trained_at = 0  # labelled trials at the last training
-        self._pretrain_pending = prior is not None  # pretrain once, before the first result
+        self._trained_on: int | None = None  # complete trials at the last training; None: never
         self._model_learnt_prior = False  # whether the model's weights carry the prior's ranks
         self.n_trainings = 0
 
@@ -85,10 +90,9 @@ class Optimizer:
 
     def ask_many(self, n: int) -> list[Suggestion]:
         """``n`` configurations at once, distinct and spread out (as for ``n`` parallel workers)."""
-        if self._pretrain_pending:
-            self._pretrain_pending = False
-            self._train()  # pretrain the pruner on the prior studies before the first result
-        decision = propose(self.space, self.history, n, seed=self.seed, pruner=self.model,
+        history = self.history
+        self._retrain_if_due(history)  # a study with a prior pretrains before its first result
+        decision = propose(self.space, history, n, seed=self.seed, pruner=self.model,
                            options=self.options,
                            metrics_fn=self.metrics_fn if self.metric_names else None,
                            prior=self.prior)
@@ -120,7 +124,7 @@ class Optimizer:
             raise ValueError(f"trial {number} is already {old.state.value}")
         self._trials[number] = dataclasses.replace(
             old, state=state, value=None if value is None else float(value))
-        self._maybe_retrain()
+        self._retrain_if_due(self.history)
 
     def best(self) -> Observation | None:
         return self.history.best()
@@ -130,25 +134,19 @@ class Optimizer:
             return [{} for _ in configs]
         return [dict(m) for m in self.metrics_fn(configs)]
 
-    def _maybe_retrain(self) -> None:
+    def _retrain_if_due(self, history: History) -> None:
+        """Train when the service would: the same policy, counts and trust measure."""
         if self.trainer is None or not self.options.pruner:
             return
-        labelled = sum(t.state in (TrialState.COMPLETE, TrialState.INFEASIBLE)
-                       for t in self._trials)
-        due = max(self.options.retrain_min,
-                  math.ceil(self.options.retrain_growth * self._trained_at))
-        if labelled < MIN_TRAINING_TRIALS or labelled - self._trained_at < due:
-            return
-        self._train()
-        self._trained_at = labelled
+        trained_on = self._trained_on or 0
+        # As the service: trust is measured once a version trained on results exists.
+        trust = recent_trust(history) if trained_on else None
+        pretrain = self.prior is not None and self._trained_on is None
+        if self.options.retrain.is_due(len(history.complete), trained_on, trust, pretrain):
+            self._trained_on = len(history.complete)
+            self._train(history)
 
-    def _train(self) -> None:
-        if self.trainer is None or not self.options.pruner:
-            return
-        from service.engine.pruner import make_training_set
-        from service.engine.transfer import teaching_prior
-
-        history = self.history
+    def _train(self, history: History) -> None:
         prior = teaching_prior(self.prior, self.space, history)
         training_set = make_training_set(encoder_for(self.space), history, self.metric_names,
                                          prior)

@@ -1,14 +1,11 @@
-"""The pruner's numpy side: features, the exported model, inference, trust and the prune decision.
+"""The pruner's numpy side: features, the exported model, inference and training labels.
 
 A small ensemble of MLPs predicts a configuration's *goodness* (its rank among the study's results,
 in [0, 1], 1 = best) from the encoded configuration plus the study's static metrics (numbers known
 before training: parameter count, FLOPs, latency, zero-cost proxies). Training is torch and lives in
 ``service.training`` (DESIGN rules 1 and 8); this module only reads the exported weights, so asks
-stay cheap and the engine imports numpy alone.
-
-The pruner earns its say: ``measure_trust`` is the rank correlation between what it predicted for
-trials before they ran and what they scored, and ``prune_mask`` discards nothing until that trust
-is clear of noise, so the engine is never worse than its strategies alone.
+stay cheap and the engine imports numpy alone. Whether the model gets a say, and what it may
+discard, is the pruning policy's business (``trust``, ``pruning``), not the model's.
 
 >>> from service.engine.space import SearchSpace
 >>> from service.engine.encoding import Encoder
@@ -23,29 +20,22 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from service.engine.encoding import Encoder
 from service.engine.history import History, Observation, TrialState
-
-if TYPE_CHECKING:
-    from service.engine.transfer import Prior
+from service.engine.stats import rank_goodness
+from service.engine.transfer import Prior, pruner_rows
 
 FEATURE_VERSION = 1
 MODEL_FORMAT = 1
 # Standardised features are clipped here: a static metric far outside what the model was trained
 # on (a sentinel like -1e8, an infinite proxy) saturates instead of producing a wild prediction.
 FEATURE_CLIP = 5.0
-# Fewer than this many predicted-then-scored trials and a rank correlation is mostly noise.
-MIN_TRUST_SAMPLES = 6
-# Trust at or below TRUST_FLOOR: the pruner has no say; at TRUST_FULL and above: its full say.
-TRUST_FLOOR = 0.2
-TRUST_FULL = 0.6
 
 
 # --- features --------------------------------------------------------------------------------
@@ -229,17 +219,6 @@ def _forward(member: tuple[Layer, ...], Z: np.ndarray) -> np.ndarray:
 
 # --- labels ----------------------------------------------------------------------------------
 
-def rank_goodness(losses: np.ndarray) -> np.ndarray:
-    """Goodness in [0, 1] from losses (lower is better): 1 = best, 0 = worst, ties share a rank."""
-    losses = np.asarray(losses, dtype=np.float64)
-    n = losses.size
-    if n == 0:
-        return np.zeros(0)
-    if n == 1:
-        return np.full(1, 0.5)
-    return (n - _average_ranks(losses)) / (n - 1)
-
-
 def observed_goodness(history: History) -> tuple[list[Observation], np.ndarray]:
     """Finished trials that carry a label, with their goodness: complete ones by rank of their
     loss (direction-aware through ``history.loss``); infeasible ones 0, below every complete one.
@@ -266,8 +245,6 @@ def make_training_set(encoder: Encoder, history: History, metric_names: Sequence
 
     Pruned candidates are not labels: nobody trained them, their "value" is only our own guess.
     """
-    from service.engine.transfer import pruner_rows
-
     metric_names = tuple(metric_names)
     observations, y = observed_goodness(history)
     configs = [t.params for t in observations]
@@ -280,100 +257,3 @@ def make_training_set(encoder: Encoder, history: History, metric_names: Sequence
     X = featurize(encoder, configs, metrics, metric_names)
     return TrainingSet(X, y, feature_fingerprint(encoder, metric_names), metric_names,
                        len(observations) + len(borrowed), len(borrowed))
-
-
-# --- trust and pruning -----------------------------------------------------------------------
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties); 0.0 when either side is constant."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if a.size != b.size:
-        raise ValueError(f"`len(a) == len(b)` must hold, got {a.size} and {b.size}")
-    if a.size < 2:
-        return 0.0
-    ra, rb = _average_ranks(a), _average_ranks(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denominator = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    return float(ra @ rb / denominator) if denominator > 0 else 0.0
-
-
-def measure_trust(history: History, window: int = 20,
-                  skip: frozenset[str] = frozenset()) -> float | None:
-    """Spearman between the pruner's prediction for each of the last ``window`` trials that had
-    one (recorded before it ran, in ``proposal.predicted``) and how it then scored; infeasible
-    trials count as worst. None while fewer than MIN_TRUST_SAMPLES such trials exist. Trials
-    proposed by a strategy in ``skip`` don't count (predictions made by an earlier model)."""
-    complete = {t.number for t in history.complete}
-    predicted, actual = [], []
-    for t in reversed(history.trials):
-        if len(predicted) >= window:
-            break
-        if t.proposal is None or t.proposal.predicted is None or t.proposal.strategy in skip:
-            continue
-        if t.number in complete:
-            actual.append(-history.loss(t))
-        elif t.state is TrialState.INFEASIBLE:
-            actual.append(-math.inf)
-        else:
-            continue
-        predicted.append(float(t.proposal.predicted))
-    if len(predicted) < MIN_TRUST_SAMPLES:
-        return None
-    finite = np.array(actual)
-    floor = np.min(finite[np.isfinite(finite)]) - 1.0 if np.isfinite(finite).any() else 0.0
-    finite = np.where(np.isfinite(finite), finite, floor)
-    return spearman(np.array(predicted), finite)
-
-
-def trust_strength(trust: float | None) -> float:
-    """How much say the pruner gets, in [0, 1]: none up to TRUST_FLOOR, full from TRUST_FULL."""
-    if trust is None or not math.isfinite(trust) or trust <= TRUST_FLOOR:
-        return 0.0
-    return min(1.0, (trust - TRUST_FLOOR) / (TRUST_FULL - TRUST_FLOOR))
-
-
-def prune_mask(predicted: np.ndarray, history: History, trust: float | None, quantile: float,
-               *, std: np.ndarray | None = None, min_history: int = 10,
-               min_keep_fraction: float = 0.25) -> np.ndarray:
-    """Keep-mask over a candidate pool (True = keep).
-
-    A candidate is discarded when its predicted goodness (optimistically ``predicted + std`` when
-    the ensemble spread is given) is below the ``quantile x trust_strength(trust)`` quantile of
-    the observed goodness. Nothing is discarded while trust is None or <= TRUST_FLOOR, or while
-    fewer than ``min_history`` trials have a label; the best-predicted
-    ``ceil(min_keep_fraction x pool)`` (at least one) candidates are always kept.
-    """
-    predicted = np.asarray(predicted, dtype=np.float64).ravel()
-    n = predicted.size
-    keep = np.ones(n, dtype=bool)
-    if not 0.0 <= quantile <= 1.0:
-        raise ValueError(f"`0 <= quantile <= 1` must hold, got {quantile}")
-    strength = trust_strength(trust)
-    if n == 0 or strength == 0.0 or quantile == 0.0:
-        return keep
-    _, observed = observed_goodness(history)
-    if observed.size < min_history:
-        return keep
-    threshold = float(np.quantile(observed, quantile * strength))
-    score = predicted if std is None else predicted + np.asarray(std, dtype=np.float64).ravel()
-    keep = ~(score < threshold)  # NaN predictions are kept
-    n_keep = max(1, math.ceil(min_keep_fraction * n))
-    if keep.sum() < n_keep:
-        order = np.argsort(-np.nan_to_num(predicted, nan=np.inf), kind="stable")
-        keep[order[:n_keep]] = True
-    return keep
-
-
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of ``x`` ascending, ties given their average rank."""
-    order = np.argsort(x, kind="stable")
-    sorted_x = x[order]
-    new_group = np.concatenate([[True], sorted_x[1:] != sorted_x[:-1]])
-    group = np.cumsum(new_group) - 1
-    starts = np.flatnonzero(new_group)
-    ends = np.concatenate([starts[1:], [x.size]])
-    ranks = np.empty(x.size, dtype=np.float64)
-    ranks[order] = ((starts + ends + 1) / 2.0)[group]
-    return ranks

@@ -24,19 +24,14 @@ import numpy as np
 
 from service.engine.history import History
 from service.engine.options import EngineOptions
+from service.engine.pruning import is_trusted, prune_quantile
 from service.engine.space import CategoricalParam, SearchSpace, space_size
+from service.engine.strategies import STRATEGIES
 
-INITIAL = "initial"  # the label of initial-design trials: not credited to any strategy
-TRANSFER = "transfer"  # a prior study's incumbent (``transfer``): not a strategy's pick either
-STRATEGY_NAMES = ("random", "parzen", "local", "surrogate")
 CREDIT_PRIOR_COUNT = 3.0  # pseudo-trials per strategy: one lucky hit must not take over
 CREDIT_PRIOR_REWARD = 0.2  # their reward: about what a decent strategy earns
 TOP_SHARE = 0.2  # landing in this top share of results earns partial credit
 EXPLORATION_RANGE = (0.05, 0.95)  # never fully greedy, never blind
-# The mix at exploration 0 and 1. Exploiting leans on the surrogate's ranking of the incumbents'
-# neighbourhoods and on local search; exploring on Parzen's global density and on random points.
-MIX_EXPLOIT = {"random": 0.04, "parzen": 0.25, "local": 0.4, "surrogate": 0.5}
-MIX_EXPLORE = {"random": 0.2, "parzen": 0.45, "local": 0.1, "surrogate": 0.3}
 
 
 @dataclass(frozen=True)
@@ -87,9 +82,11 @@ def shape_exploration(space: SearchSpace) -> float:
 
 
 def base_weights(exploration: float) -> dict[str, float]:
-    """The strategy mix before credit, interpolated between the exploit and explore ends."""
-    return {name: MIX_EXPLOIT[name] + exploration * (MIX_EXPLORE[name] - MIX_EXPLOIT[name])
-            for name in STRATEGY_NAMES}
+    """The strategy mix before credit, interpolated between each strategy's exploit and explore
+    weights (exploiting leans on the surrogate and local search, exploring on Parzen's global
+    density and on random points)."""
+    return {name: s.exploit_weight + exploration * (s.explore_weight - s.exploit_weight)
+            for name, s in STRATEGIES.items()}
 
 
 def credits(history: History, window: int) -> dict[str, float]:
@@ -100,8 +97,8 @@ def credits(history: History, window: int) -> dict[str, float]:
     recent_losses = losses[-window:].tolist()
     before = np.sort(losses[:-window])
     best = float(before[0]) if len(before) else math.inf
-    totals = {name: CREDIT_PRIOR_REWARD * CREDIT_PRIOR_COUNT for name in STRATEGY_NAMES}
-    counts = {name: CREDIT_PRIOR_COUNT for name in STRATEGY_NAMES}
+    totals = {name: CREDIT_PRIOR_REWARD * CREDIT_PRIOR_COUNT for name in STRATEGIES}
+    counts = {name: CREDIT_PRIOR_COUNT for name in STRATEGIES}
     seen: list[float] = []
     for trial, loss in zip(recent, recent_losses, strict=True):
         name = trial.proposal.strategy if trial.proposal is not None else None
@@ -118,7 +115,7 @@ def credits(history: History, window: int) -> dict[str, float]:
             counts[name] += 1
         best = min(best, loss)
         seen.append(loss)
-    return {name: totals[name] / counts[name] for name in STRATEGY_NAMES}
+    return {name: totals[name] / counts[name] for name in STRATEGIES}
 
 
 def progress_signals(history: History, n_initial: int) -> dict[str, float]:
@@ -143,7 +140,7 @@ def progress_signals(history: History, n_initial: int) -> dict[str, float]:
 def recent_strategies(history: History, window: int = 20) -> list[str]:
     """Strategies of the latest non-initial trials (running included): the mix actually realised."""
     names = [t.proposal.strategy for t in history.trials[-window * 2:]
-             if t.proposal is not None and t.proposal.strategy in STRATEGY_NAMES]
+             if t.proposal is not None and t.proposal.strategy in STRATEGIES]
     return names[-window:]
 
 
@@ -153,7 +150,7 @@ def plan(space: SearchSpace, history: History, trust: float | None, prune_ratio:
     options = options or EngineOptions()
     n_initial = initial_design_size(space, options)
     e0 = shape_exploration(space)
-    trusted = trust is not None and options.pruner and trust >= options.trust_min
+    trusted = is_trusted(trust, options)
     if not options.scheduler:
         exploration = 0.5
         weights = base_weights(exploration)
@@ -173,21 +170,16 @@ def plan(space: SearchSpace, history: History, trust: float | None, prune_ratio:
         signals.update({f"credit_{k}": v for k, v in credit.items()})
     if trusted:
         assert trust is not None
-        weights["surrogate"] *= 1.0 + trust
+        for name, strategy in STRATEGIES.items():
+            if strategy.ranks_with_pruner:
+                weights[name] *= 1.0 + trust
     total = sum(weights.values())
     weights = {k: float(v / total) for k, v in weights.items()}
-    prune_quantile = 0.0
-    if trusted:
-        assert trust is not None
-        # prune_mask scales this by the pruner's own trust strength (none at its floor, full
-        # from 0.6), so the effective quantile rises with trust.
-        prune_quantile = options.prune_quantile_max
-        if prune_ratio > 0.75:
-            prune_quantile *= 0.5
     pool_size = round(options.pool_size * 2.0 ** (1.0 - 2.0 * exploration))
     signals.update({"shape_exploration": e0, "prune_ratio": prune_ratio})
     if trust is not None:
         signals["trust"] = trust
     return Plan(exploration=round(exploration, 4), pool_size=max(pool_size, 8), weights=weights,
-                prune_quantile=prune_quantile, n_initial=n_initial, signals=signals)
+                prune_quantile=prune_quantile(trust, prune_ratio, options), n_initial=n_initial,
+                signals=signals)
 

@@ -2,36 +2,35 @@
 
 When a study declares static metrics, only the client can compute them (it builds the model), so
 ask becomes two steps: the engine proposes a pool, the client returns metrics for (some of) it, and
-this module lets the pruner pick. While the pruner has not earned trust the engine's own order is
-kept, so the engine is never worse than its strategies alone; predictions are recorded either way
-so trust can be measured.
+the pruner has its say on the pool by the same policy as in ``propose`` (``pruning``): once trusted
+it discards candidates predicted poor, and the engine's order decides among the rest. Predictions
+are recorded either way, so trust can be measured.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from service.engine.engine import Decision, Proposal, encoder_for, seen_keys
-from service.engine.history import History, ProposalInfo, PrunedCandidate
+from service.engine import pruning, transfer
+from service.engine.decision import Decision, Proposal
+from service.engine.encoding import encoder_for
+from service.engine.history import History, ProposalInfo, PrunedCandidate, seen_keys
 from service.engine.options import EngineOptions
-from service.engine.pruner import (
-    PrunerModel,
-    feature_fingerprint,
-    featurize,
-    measure_trust,
-    trust_strength,
-)
 from service.engine.space import SearchSpace, config_key
+
+if TYPE_CHECKING:
+    from service.engine.pruner import PrunerModel
+    from service.engine.transfer import Prior
 
 
 def select(space: SearchSpace, history: History, configs: Sequence[Mapping[str, Any]],
            metrics: Sequence[Mapping[str, float]], infos: Sequence[ProposalInfo], k: int, *,
-           pruner: PrunerModel | None, options: EngineOptions | None = None) -> Decision:
-    """The ``k`` candidates to train (in the engine's order unless the pruner is trusted) and,
-    when the pruner had a say, the others as pruned with their predictions.
+           pruner: PrunerModel | None, options: EngineOptions | None = None,
+           prior: Prior | None = None) -> Decision:
+    """The ``k`` candidates to train, in the engine's order among those the pruner keeps, and the
+    ones it discarded, with their predictions. ``prior``: the study's prior studies, if any, so the
+    pruner is judged as ``propose`` judges it.
 
     Candidates already tried or running are passed over while fresh ones remain (two clients may
     have been shown overlapping pools).
@@ -40,28 +39,27 @@ def select(space: SearchSpace, history: History, configs: Sequence[Mapping[str, 
     seen = seen_keys(history)
     fresh = [i for i, c in enumerate(configs) if config_key(c) not in seen]
     order = fresh or list(range(len(configs)))
-    predicted: np.ndarray | None = None
-    strength = 0.0
+    pool = [configs[i] for i in order]
+    pool_metrics = [metrics[i] for i in order]
     encoder = encoder_for(space)
-    if (pruner is not None and options.pruner
-            and pruner.fingerprint == feature_fingerprint(encoder, pruner.metric_names)):
-        features = featurize(encoder, list(configs), list(metrics), pruner.metric_names)
-        mean, std = pruner.predict(features)
-        predicted = np.asarray(mean, dtype=float)
-        strength = trust_strength(measure_trust(history))
-        if strength > 0:
-            # Optimism shrinks as trust grows: an untested pruner's doubt still gets explored.
-            score = predicted + (1.0 - strength) * np.asarray(std, dtype=float)
-            order = sorted(order, key=lambda i: -score[i])
-    chosen = order[:k]
+    by_key = {config_key(c): dict(m) for c, m in zip(pool, pool_metrics, strict=True)}
+    scorer, trust = pruning.consult(
+        pruner, encoder, history, transfer.view(prior, encoder, history), options,
+        lambda asked: [by_key[config_key(c)] for c in asked])
+    chosen = list(range(min(k, len(pool))))
+    pruned: list[PrunedCandidate] = []
+    predicted = None
+    if scorer is not None and pool:
+        predicted, _ = scorer(pool)
+        quantile = pruning.prune_quantile(trust, pruning.prune_ratio(history), options)
+        keep = pruning.prune_mask(predicted, history, trust, quantile)
+        chosen = pruning.pick(predicted, keep, min(k, len(pool)))
+        pruned = pruning.discarded(pool, predicted, pool_metrics, keep, chosen,
+                                   pruning.MAX_PRUNED_PER_ASK)
     proposals = tuple(
-        Proposal(dict(configs[i]), ProposalInfo(
-            infos[i].strategy, infos[i].exploration,
+        Proposal(dict(pool[i]), ProposalInfo(
+            infos[order[i]].strategy, infos[order[i]].exploration,
             None if predicted is None else float(predicted[i])))
         for i in chosen
     )
-    pruned: tuple[PrunedCandidate, ...] = ()
-    if predicted is not None and strength > 0:
-        pruned = tuple(PrunedCandidate(dict(configs[i]), float(predicted[i]), dict(metrics[i]))
-                       for i in order[k:])
-    return Decision(proposals, pruned)
+    return Decision(proposals, tuple(pruned))

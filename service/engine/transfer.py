@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from service.engine import gp, scheduler
-from service.engine.encoding import Encoder
-from service.engine.history import History
+from service.engine import gp
+from service.engine.encoding import Encoder, encoder_for
+from service.engine.history import INITIAL, TRANSFER, History
 from service.engine.space import (
     CategoricalParam,
     FloatParam,
@@ -48,6 +48,7 @@ from service.engine.space import (
     _same_choice,
     config_key,
 )
+from service.engine.stats import normal_scores, rank_goodness, spearman
 
 MIN_RESULTS_FOR_TRUST = 4  # Spearman on fewer points is noise
 TRUST_MIN = 0.1  # below this measured trust the prior is ignored: cold-start behaviour
@@ -56,9 +57,8 @@ INCUMBENTS = 2  # prior incumbents tried before the (unchanged) initial design: 
 # misleading prior costs little; the design after them gives its trust measurement contrast
 INCUMBENT_SHARE = 0.5  # later, at full weight, up to this share of proposals are incumbents
 RECENT = 10  # the window that share is counted over
-TRANSFER = scheduler.TRANSFER  # the label of a proposal that is a prior study's incumbent
 # The proposals a prior-pretrained pruner forecast before the prior's trust was measured.
-PRETRAINED_FORECASTS = frozenset({scheduler.TRANSFER, scheduler.INITIAL})
+PRETRAINED_FORECASTS = frozenset({TRANSFER, INITIAL})
 WEIGHT_HALVING = 5  # results after which the prior's weight has halved: it shapes the first trials;
 # after that the study's own evidence decides (on tasks whose optimum moved, a longer-lived prior
 # kept pulling towards the siblings' optimum: 20 was 1.17x slower than 5, geometric mean of 5
@@ -128,8 +128,6 @@ def map_config(target: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]
 def build_prior(target: SearchSpace, studies: Sequence[Sequence[Any]]) -> Prior | None:
     """``studies``: (name, direction, configurations, values[, static metrics]) of each prior
     study's complete trials. Values become ranks within their own study. None if none usable."""
-    from service.engine.pruner import rank_goodness
-
     out = []
     for name, direction, configs, values, *rest in studies:
         metrics = rest[0] if rest else [{}] * len(configs)
@@ -140,7 +138,7 @@ def build_prior(target: SearchSpace, studies: Sequence[Sequence[Any]]) -> Prior 
         if len(rows) < 2:
             continue
         losses = np.array([v if direction == "minimize" else -v for _, v, _ in rows])
-        out.append(PriorStudy(name, tuple(c for c, _, _ in rows), gp.normal_scores(losses),
+        out.append(PriorStudy(name, tuple(c for c, _, _ in rows), normal_scores(losses),
                               rank_goodness(losses), tuple(m for _, _, m in rows)))
     return Prior(tuple(out)) if out else None
 
@@ -230,8 +228,6 @@ def view(prior: Prior | None, encoder: Encoder, history: History) -> TransferVie
     done = history.complete
     trust = None
     if len(done) >= MIN_RESULTS_FOR_TRUST:
-        from service.engine.pruner import spearman
-
         trust = spearman(_predicted(model, done), -np.asarray(history.complete_losses))
     return TransferView(prior, model, trust, len(done))
 
@@ -239,14 +235,14 @@ def view(prior: Prior | None, encoder: Encoder, history: History) -> TransferVie
 def teaching_prior(prior: Prior | None, space: SearchSpace, history: History) -> Prior | None:
     """The prior the pruner may learn from: none once the prior is measured to mislead, so a
     distrusted prior stops shaping the pruner as it stops shaping proposals."""
-    trust = measure_trust(prior, space, history)
+    trust = prior_trust(prior, space, history)
     return prior if trust is None or trust >= TRUST_MIN else None
 
 
-def measure_trust(prior: Prior | None, space: SearchSpace, history: History) -> float | None:
-    """The Spearman correlation between the prior's predictions and the study's results."""
-    from service.engine.engine import encoder_for
-
+def prior_trust(prior: Prior | None, space: SearchSpace, history: History) -> float | None:
+    """The Spearman correlation between the prior's predictions and the study's results (None
+    without a prior or before MIN_RESULTS_FOR_TRUST results); the pruner's own trust is
+    ``trust.measure_trust``."""
     transfer = view(prior, encoder_for(space), history)
     return None if transfer is None else transfer.trust
 

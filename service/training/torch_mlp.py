@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from service.engine.pruner import PrunerModel, TrainingSet, fit_scaling, spearman, standardize
+from service.engine.pruner import PrunerModel, TrainingSet, fit_scaling, standardize
+from service.engine.stats import spearman
 
 
 @dataclass(frozen=True)

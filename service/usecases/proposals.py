@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from service.db import candidate_queries, study_queries, trial_queries
 from service.db.models import Candidate, Study, Trial
-from service.engine.engine import Decision, propose, seen_keys
-from service.engine.history import History, ProposalInfo, TrialState
+from service.engine.decision import Decision
+from service.engine.history import History, ProposalInfo, TrialState, seen_keys
+from service.engine.propose import propose
 from service.engine.selection import select
 from service.engine.space import config_key
 from service.errors import Conflict, Invalid
@@ -120,10 +121,13 @@ class FreshTrials:
         candidate_queries.consume_pools(self.session, self.study.id,
                                         {c.pool for c, _ in usable}, self.now)
         model = self.ctx.pruners.active(self.session, self.study.id)
+        space = self.ctx.spaces.get(self.study)
+        # The prior decides, as in propose, whether a pruner pretrained on it still has a say
+        # and which of its forecasts count towards its trust.
         decision = select(
-            self.ctx.spaces.get(self.study), self.history, [c.params for c, _ in usable],
-            [m for _, m in usable], [ProposalInfo.from_dict(c.proposal) for c, _ in usable],
-            count, pruner=model)
+            space, self.history, [c.params for c, _ in usable], [m for _, m in usable],
+            [ProposalInfo.from_dict(c.proposal) for c, _ in usable], count, pruner=model,
+            prior=self.ctx.priors.get(self.session, self.study, space))
         metrics_of = {config_key(c.params): m for c, m in usable}
         return self._record(decision, [metrics_of[config_key(p.params)]
                                        for p in decision.proposals])

@@ -11,9 +11,9 @@ from service.db import pruner_queries, study_queries
 from service.db.models import Study
 from service.db.session import transaction
 from service.engine import transfer
-from service.engine.pruner import measure_trust
 from service.engine.space import SearchSpace, SpaceError
 from service.engine.transfer import mapping_problems
+from service.engine.trust import measure_trust
 from service.errors import Invalid, NotFound, QuotaExceeded
 from service.schemas import PrunerReport, PrunerVersionOut, StudyCreate, TransferOut
 from service.usecases.context import UseCaseContext
@@ -105,7 +105,7 @@ def transfer_status(ctx: UseCaseContext, session: Session, study: Study) -> Tran
     space = ctx.spaces.get(study)
     prior = ctx.priors.get(session, study, space)
     history = ctx.histories.load(session, study.id, study.direction)
-    trust = transfer.measure_trust(prior, space, history)
+    trust = transfer.prior_trust(prior, space, history)
     return TransferOut(sources=list(study.transfer_from),
                        prior_trials=0 if prior is None else prior.size, trust=trust,
                        active=prior is not None and (trust is None or trust >= transfer.TRUST_MIN))

@@ -75,6 +75,9 @@ class DistanceModel:
         self.fingerprint = feature_fingerprint(self.encoder, metric_names)
         self.n_train = 50
 
+    def applies_to(self, encoder: Encoder, metric_names) -> bool:
+        return self.fingerprint == feature_fingerprint(encoder, metric_names)
+
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         width = self.encoder.dim
         distance = np.linalg.norm(X[:, :width] - self.target, axis=1)

@@ -1,13 +1,13 @@
-"""engine.propose: determinism, distinct batches, exhaustion, the pruner's say, and quality on
+"""propose: determinism, distinct batches, exhaustion, the pruner's say, and quality on
 toy problems against uniform random search."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from service.engine.engine import propose, seen_keys
-from service.engine.history import History, Observation, ProposalInfo, TrialState
+from service.engine.history import History, Observation, ProposalInfo, TrialState, seen_keys
 from service.engine.optimizer import Optimizer
+from service.engine.propose import propose
 from service.engine.space import SearchSpace, config_key, enumerate_configs
 from tests.engine.conftest import SPACES, DistanceModel, make_history, toy_loss
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.engine import gp
+from service.engine import gp, stats
 from service.engine.history import History, Observation, ProposalInfo, TrialState
 from service.engine.strategies import local
 from tests.engine.conftest import SPACES
@@ -13,7 +13,7 @@ from tests.engine.conftest import SPACES
 def test_gp_gradient_matches_finite_differences() -> None:
     rng = np.random.default_rng(0)
     X = rng.random((20, 3))
-    y = gp.normal_scores(np.sin(4 * X[:, 0]) + X[:, 1])
+    y = stats.normal_scores(np.sin(4 * X[:, 0]) + X[:, 1])
     theta = np.array([-0.5, 0.2, 0.1, 0.3, -4.0])
 
     def objective(th: np.ndarray) -> float:
@@ -34,7 +34,7 @@ def test_gp_learns_which_input_matters_and_ranks_held_out_points() -> None:
     rng = np.random.default_rng(1)
     X = rng.random((40, 4))
     loss = (X[:, 0] - 0.3) ** 2
-    model = gp.fit(X, gp.normal_scores(loss))
+    model = gp.fit(X, stats.normal_scores(loss))
     assert model.lengthscales[0] < model.lengthscales[1:].min()
     test = rng.random((200, 4))
     mean, std = model.predict(test)
@@ -45,7 +45,7 @@ def test_gp_learns_which_input_matters_and_ranks_held_out_points() -> None:
 
 
 def test_normal_scores_are_monotone_and_share_ties() -> None:
-    scores = gp.normal_scores(np.array([3.0, 1.0, 2.0, 2.0, 1e9]))
+    scores = stats.normal_scores(np.array([3.0, 1.0, 2.0, 2.0, 1e9]))
     assert scores[1] < scores[2] == scores[3] < scores[0] < scores[4]
     assert scores[4] < 1.5  # a diverged run is just "the worst", not a million times worse
 

@@ -38,7 +38,7 @@ def test_trainer_runs_on_schedule_and_its_model_is_used() -> None:
         calls.append((training_set.n_trials, previous))
         return DistanceModel(space, {"x": 0.5, "y": 1.0})
 
-    opt = Optimizer(space, seed=0, trainer=trainer, options={"retrain_min": 5})
+    opt = Optimizer(space, seed=0, trainer=trainer, options={"retrain": {"min_new": 5}})
     for _ in range(30):
         s = opt.ask()
         opt.tell(s, toy_loss(s.params))

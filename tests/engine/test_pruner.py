@@ -24,13 +24,12 @@ from service.engine.pruner import (
     featurize,
     fit_scaling,
     make_training_set,
-    measure_trust,
-    prune_mask,
-    rank_goodness,
-    spearman,
     standardize,
 )
+from service.engine.pruning import prune_mask
 from service.engine.space import SearchSpace
+from service.engine.stats import rank_goodness, spearman
+from service.engine.trust import measure_trust
 
 SPACE = SearchSpace.from_dict({"params": [
     {"name": "x", "type": "float", "low": 0.0, "high": 1.0},
@@ -164,7 +163,7 @@ def test_predict_names_the_expected_width():
 
 
 def test_the_engine_side_never_imports_torch():
-    code = ("import sys, service.engine.pruner, service.engine.engine; "
+    code = ("import sys, service.engine.pruner, service.engine.propose; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -86,3 +86,23 @@ def test_assignment_follows_the_weights() -> None:
                                     "surrogate": 0.3}, 0.0, 5)
     names = plan.assign(20, [])
     assert names.count("parzen") == 8 and names.count("random") == 2
+
+
+def test_the_strategy_registry_is_the_only_list(monkeypatch) -> None:
+    """A strategy registered in ``strategies.STRATEGIES`` is planned, credited and assigned with
+    the mix weights it declares; nothing else needs to know it."""
+    from service.engine.strategies import STRATEGIES, RandomStrategy
+
+    class EchoStrategy(RandomStrategy):
+        name = "echo"
+        exploit_weight = 0.0
+        explore_weight = 1.0
+
+    monkeypatch.setitem(STRATEGIES, "echo", EchoStrategy())
+    assert scheduler.base_weights(0.0)["echo"] == 0.0
+    assert scheduler.base_weights(1.0)["echo"] == 1.0
+    history = history_of([3.0, 2.0, 1.0], ["echo", "echo", "parzen"])
+    assert set(scheduler.credits(history, 60)) == set(STRATEGIES)
+    assert scheduler.recent_strategies(history) == ["echo", "echo", "parzen"]
+    plan = scheduler.plan(SPACE, history, None, 0.0)
+    assert set(plan.weights) == set(STRATEGIES) and plan.weights["echo"] > 0

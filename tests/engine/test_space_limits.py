@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.engine.encoding import Encoder
-from service.engine.engine import propose
 from service.engine.history import History, Observation, ProposalInfo, TrialState
+from service.engine.propose import propose
 from service.engine.space import (
     MAX_CONDITION_DEPTH,
     MAX_ENCODED_WIDTH,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.engine.engine import encoder_for, seen_keys
-from service.engine.history import History, Observation, ProposalInfo, TrialState
+from service.engine.encoding import encoder_for
+from service.engine.history import History, Observation, ProposalInfo, TrialState, seen_keys
 from service.engine.space import config_key, enumerate_configs
 from service.engine.strategies import STRATEGIES, Context, Strategy
 from tests.engine.conftest import SPACES, make_history

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from service.engine import transfer
-from service.engine.engine import TRANSFER, encoder_for
+from service.engine.encoding import encoder_for
+from service.engine.history import TRANSFER
 from service.engine.optimizer import Optimizer
 from service.engine.space import SearchSpace
 
@@ -72,7 +73,7 @@ def test_the_prior_incumbents_come_first_and_a_related_prior_is_trusted() -> Non
     for _ in range(5):
         s = opt.ask()
         opt.tell(s, bowl(s.params, cx=0.75))
-    trust = transfer.measure_trust(prior, SPACE, opt.history)
+    trust = transfer.prior_trust(prior, SPACE, opt.history)
     assert trust is not None and trust > 0.5
 
 
@@ -82,7 +83,7 @@ def test_a_misleading_prior_is_dropped_once_measured() -> None:
     for _ in range(transfer.MIN_RESULTS_FOR_TRUST + 1):
         s = opt.ask()
         opt.tell(s, bowl(s.params))
-    trust = transfer.measure_trust(prior, SPACE, opt.history)
+    trust = transfer.prior_trust(prior, SPACE, opt.history)
     assert trust is not None and trust < transfer.TRUST_MIN
     view = transfer.view(prior, encoder_for(SPACE), opt.history)
     assert view is not None and not view.active and view.weight == 0.0
@@ -152,13 +153,13 @@ def test_a_pruner_that_learnt_a_misleading_prior_has_no_say_until_retrained() ->
     for _ in range(transfer.INCUMBENTS + 4):
         s = opt.ask()
         opt.tell(s, bowl(s.params))
-    assert transfer.measure_trust(prior, SPACE, opt.history) < transfer.TRUST_MIN
+    assert transfer.prior_trust(prior, SPACE, opt.history) < transfer.TRUST_MIN
     assert opt.ask().proposal.predicted is None
 
 
 def test_pruner_trust_skips_forecasts_made_before_the_prior_was_judged() -> None:
     from service.engine.history import History, Observation, ProposalInfo, TrialState
-    from service.engine.pruner import measure_trust
+    from service.engine.trust import measure_trust
 
     def trial(i: int, strategy: str, predicted: float, value: float) -> Observation:
         return Observation(i, {"x": i / 20}, TrialState.COMPLETE, value,

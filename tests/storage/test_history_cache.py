@@ -62,7 +62,7 @@ def test_cache_reads_only_changed_rows(database_url: str, monkeypatch) -> None:
 def test_cached_seen_keys_match_a_full_recount_through_state_changes(database_url: str) -> None:
     """The cache keeps the engine's "don't propose again" keys row by row; they must equal a
     recount over the whole history after completes, failures, infeasibles and a late tell."""
-    from service.engine.engine import seen_keys
+    from service.engine.history import seen_keys
 
     app = create_app(make_settings(database_url))
     with TestClient(app) as api:

@@ -329,7 +329,7 @@ class RedisServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        from workers.queue import connect
+        from service.retrain_queue import connect
 
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -375,7 +375,7 @@ def test_redis_outage_keeps_ask_tell_working_and_retraining_resumes_on_rq(
     and that the first retraining due after the restart goes to RQ again."""
     from rq import Queue
 
-    from workers.queue import QUEUE_NAME, connect, job_id
+    from service.retrain_queue import QUEUE_NAME, connect, job_id
 
     monkeypatch.setenv("DYESP_REDIS_URL", private_redis.url)
     monkeypatch.setenv("DYESP_RETRAIN_MIN_TRIALS", "10")

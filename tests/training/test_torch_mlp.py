@@ -14,9 +14,9 @@ from service.engine.pruner import (  # noqa: E402
     TrainingSet,
     featurize,
     make_training_set,
-    rank_goodness,
 )
 from service.engine.space import SearchSpace  # noqa: E402
+from service.engine.stats import rank_goodness  # noqa: E402
 from service.training import TrainOptions, evaluate, train_pruner  # noqa: E402
 from service.training.torch_mlp import predict_torch  # noqa: E402
 

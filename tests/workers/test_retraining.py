@@ -59,7 +59,7 @@ def redis():
     """The real Redis, with the retraining queue emptied; a failure (not a skip) in CI."""
     from rq import Queue
 
-    from workers.queue import QUEUE_NAME, connect
+    from service.retrain_queue import QUEUE_NAME, connect
 
     client = connect(REDIS_URL)
     try:
@@ -74,7 +74,7 @@ def test_with_redis_an_rq_worker_trains_and_jobs_are_deduplicated(database_url: 
                                                                   monkeypatch) -> None:
     from rq import Queue, SimpleWorker
 
-    from workers.queue import QUEUE_NAME, enqueue_retraining
+    from service.retrain_queue import QUEUE_NAME, enqueue_retraining
 
     settings = make_settings(database_url, retrain_enabled=True, retrain_min_trials=10,
                              redis_url=REDIS_URL)
@@ -104,10 +104,19 @@ def test_with_redis_an_rq_worker_trains_and_jobs_are_deduplicated(database_url: 
 def test_retraining_is_due_after_enough_new_results(n_complete: int, trained_on: int,
                                                     due: bool) -> None:
     from service.config import Settings
-    from service.retraining import is_due
 
-    settings = Settings(retrain_min_trials=10, retrain_min_new=5, retrain_growth=0.1)
-    assert is_due(n_complete, trained_on, settings) is due
+    policy = Settings(retrain_min_trials=10, retrain_min_new=5, retrain_growth=0.1).retrain_policy
+    assert policy.is_due(n_complete, trained_on) is due
+
+
+def test_the_settings_build_the_engines_retraining_policy(monkeypatch) -> None:
+    from service.config import Settings
+    from service.engine.retraining_policy import RetrainPolicy
+
+    assert Settings().retrain_policy == RetrainPolicy()  # the defaults live once, in the engine
+    monkeypatch.setenv("DYESP_RETRAIN_MIN_TRIALS", "20")
+    monkeypatch.setenv("DYESP_RETRAIN_GROWTH", "0.5")
+    assert Settings().retrain_policy == RetrainPolicy(min_trials=20, min_new=5, growth=0.5)
 
 
 def test_a_worker_killed_mid_job_leaves_no_model_and_the_job_is_retried(database_url: str,
@@ -121,7 +130,7 @@ def test_a_worker_killed_mid_job_leaves_no_model_and_the_job_is_retried(database
     from rq import Queue, SimpleWorker
     from rq.registry import StartedJobRegistry
 
-    from workers.queue import QUEUE_NAME
+    from service.retrain_queue import QUEUE_NAME
 
     app = create_app(make_settings(database_url, retrain_enabled=True, retrain_min_trials=10,
                                    redis_url=REDIS_URL))
@@ -155,13 +164,12 @@ def test_a_worker_killed_mid_job_leaves_no_model_and_the_job_is_retried(database
 
 
 def test_low_trust_makes_retraining_due_sooner() -> None:
-    from service.config import Settings
-    from service.retraining import is_due
+    from service.engine.retraining_policy import RetrainPolicy
 
-    settings = Settings(retrain_min_trials=10, retrain_min_new=5, retrain_growth=0.1)
-    assert not is_due(1060, 1000, settings, trust=0.7)  # trusted: wait for 10 % growth
-    assert is_due(1060, 1000, settings, trust=0.1)  # misleading: retrain after 5 new results
-    assert not is_due(1003, 1000, settings, trust=0.1)
+    policy = RetrainPolicy(min_trials=10, min_new=5, growth=0.1)
+    assert not policy.is_due(1060, 1000, trust=0.7)  # trusted: wait for 10 % growth
+    assert policy.is_due(1060, 1000, trust=0.1)  # misleading: retrain after 5 new results
+    assert not policy.is_due(1003, 1000, trust=0.1)
 
 
 def test_unreachable_redis_falls_back_to_training_beside_the_server(database_url: str) -> None:
@@ -306,7 +314,7 @@ def test_an_rq_job_for_a_study_deleted_while_queued_finishes_quietly(
         database_url: str, redis, caplog: pytest.LogCaptureFixture) -> None:
     from rq import Queue, SimpleWorker
 
-    from workers.queue import QUEUE_NAME, enqueue_retraining, job_id
+    from service.retrain_queue import QUEUE_NAME, enqueue_retraining, job_id
 
     caplog.set_level(logging.DEBUG)
     app = create_app(make_settings(database_url))
@@ -351,3 +359,36 @@ def test_a_killed_child_is_reported_once_and_replaced(database_url: str,
             if r.name == "dyesp.retraining" and r.levelno >= logging.WARNING]
     assert len(died) == 1 and "retraining child died" in died[0].getMessage()
     assert tracebacks(caplog) == []
+
+
+def test_the_enqueued_job_path_names_the_worker_function() -> None:
+    """The service enqueues the job by name and never imports ``workers``: the name must hold."""
+    import importlib
+
+    from service.retrain_queue import JOB
+    from workers.jobs import retrain_pruner
+
+    module, name = JOB.rsplit(".", 1)
+    assert getattr(importlib.import_module(module), name) is retrain_pruner
+
+
+def test_the_job_checks_the_trust_trigger_as_the_retrainer_does() -> None:
+    """The retrainer dispatches when trust fell to the floor after a few new results; the job
+    must not then refuse for want of the growth margin."""
+    from service.engine.history import History, Observation, ProposalInfo, TrialState
+    from service.engine.retraining_policy import RetrainPolicy
+    from service.engine.space import SearchSpace
+    from service.pruner_training import _due, _Study
+
+    def done(i: int, predicted: float) -> Observation:
+        return Observation(i, {"x": i / 2000}, TrialState.COMPLETE, float(i),
+                           proposal=ProposalInfo("parzen", 0.5, predicted))
+
+    space = SearchSpace.from_dict({"params": [{"name": "x", "type": "float", "low": 0,
+                                               "high": 1}]})
+    # Minimised values rise with i: the pruner predicted the later (worse) trials as better.
+    misled = History("minimize", tuple(done(i, i / 2000) for i in range(1006)))
+    trusted = History("minimize", tuple(done(i, 1 - i / 2000) for i in range(1006)))
+    for history, due in ((misled, True), (trusted, False)):
+        study = _Study(space, (), history, None, trained_on=1000, newest=None, active=None)
+        assert _due(study, RetrainPolicy()) is due

@@ -14,11 +14,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from service.engine.encoding import Encoder
-from service.engine.history import History, Observation
+from service.engine.history import History, Key, Observation
 from service.engine.space import SearchSpace, config_key
 
 Config = dict[str, Any]
-Key = tuple[tuple[str, Any], ...]
 # The pruner's view of candidates: predicted goodness in [0, 1] (1 = best) and its uncertainty.
 Scorer = Callable[[Sequence[Mapping[str, Any]]], tuple[np.ndarray, np.ndarray]]
 
@@ -56,9 +55,17 @@ class Strategy(ABC):
     - work with any history: empty, all failed, categorical-only, float-only, conditional;
     - keep no state between calls: whatever it needs it re-derives from the history (the
       strategy that produced each trial is in ``Observation.proposal.strategy``).
+
+    ``exploit_weight`` and ``explore_weight`` are its share of the scheduler's mix at exploration
+    0 and 1 (interpolated between, then scaled by the credit it earns); the registry in
+    ``strategies/__init__.py`` is the one list of strategies. ``ranks_with_pruner``: it ranks
+    with ``context.scorer``, so its share grows with the pruner's trust.
     """
 
     name: ClassVar[str]
+    exploit_weight: ClassVar[float]
+    explore_weight: ClassVar[float]
+    ranks_with_pruner: ClassVar[bool] = False
 
     @abstractmethod
     def propose(self, space: SearchSpace, history: History, n: int, rng: np.random.Generator,

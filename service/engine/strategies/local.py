@@ -18,12 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.engine.encoding import neighbour, notch_neighbours
-from service.engine.history import History, Observation
+from service.engine.history import History, Key, Observation
 from service.engine.space import SearchSpace, config_key
 from service.engine.strategies.base import (
     Config,
     Context,
-    Key,
     Strategy,
     fill_random,
     ranked_complete,
@@ -91,6 +90,9 @@ class LocalStrategy(Strategy):
     """Random-direction steps around the replayed centre, skipping tried configurations."""
 
     name = "local"
+    # Refines the incumbent: a large share when exploiting, little when exploring.
+    exploit_weight = 0.4
+    explore_weight = 0.1
 
     def propose(self, space: SearchSpace, history: History, n: int, rng: np.random.Generator,
                 context: Context) -> list[Config]:

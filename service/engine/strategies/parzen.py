@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from service.engine.encoding import from_unit, ordinal_positions, to_unit
-from service.engine.gp import erf
 from service.engine.history import History
 from service.engine.space import CategoricalParam, Param, SearchSpace, n_values
+from service.engine.stats import erf
 from service.engine.strategies.base import (
     Config,
     Context,
@@ -258,6 +258,9 @@ class ParzenStrategy(Strategy):
     """TPE: draw ``context.pool_size`` candidates from l(x), return the best by l(x) / g(x)."""
 
     name = "parzen"
+    # Its global density is the explorer's main tool; it keeps a share when exploiting too.
+    exploit_weight = 0.25
+    explore_weight = 0.45
 
     def propose(self, space: SearchSpace, history: History, n: int, rng: np.random.Generator,
                 context: Context) -> list[Config]:

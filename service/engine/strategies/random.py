@@ -46,6 +46,9 @@ class RandomStrategy(Strategy):
     """
 
     name = "random"
+    # A little even when exploiting (a model can be confidently wrong), a fifth when exploring.
+    exploit_weight = 0.04
+    explore_weight = 0.2
 
     def propose(self, space: SearchSpace, history: History, n: int, rng: np.random.Generator,
                 context: Context) -> list[Config]:

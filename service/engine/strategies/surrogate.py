@@ -24,6 +24,7 @@ from service.engine.encoding import Encoder, neighbour, notch_neighbours
 from service.engine.gp import Features
 from service.engine.history import History, Observation
 from service.engine.space import SearchSpace, config_key
+from service.engine.stats import normal_scores, scaled_ranks
 from service.engine.strategies.base import (
     Config,
     Context,
@@ -51,7 +52,7 @@ def gp_ranker(encoder: Encoder, history: History) -> Callable[[list[Config]], np
     constant liar: concurrent asks spread out) and infeasible ones a full unit below the worst
     result, without tying with it, so the model steers away from their region."""
     done = history.complete
-    all_scores = gp.normal_scores(np.array(history.complete_losses))
+    all_scores = normal_scores(np.array(history.complete_losses))
     keep = gp.subset(all_scores, gp.MAX_POINTS - 2 * MAX_EXTRA)  # encode only what is used
     scores = [float(all_scores[i]) for i in keep]
     rows = [done[i] for i in keep]
@@ -84,7 +85,7 @@ def _hyperparameters(features: Features, history: History) -> np.ndarray:
     hit = _HYPER.get(key)
     if hit is not None and len(hit[0]) == c and all(map(operator.is_, hit[0], prefix)):
         return hit[1]
-    scores = gp.normal_scores(np.asarray(history.complete_losses[:c]))
+    scores = normal_scores(np.asarray(history.complete_losses[:c]))
     keep = gp.subset(scores, gp.FIT_POINTS)
     theta = gp.fit_hyperparameters(_feature_rows(features, [prefix[i] for i in keep]),
                                    scores[keep], features.groups)
@@ -119,6 +120,11 @@ class SurrogateStrategy(Strategy):
     """Rank a big mixed pool by the pruner's scorer, or by the Parzen ratio without one."""
 
     name = "surrogate"
+    # Its model ranks the incumbents' neighbourhoods: the exploiter's lead; its varied pool keeps
+    # it useful when exploring.
+    exploit_weight = 0.5
+    explore_weight = 0.3
+    ranks_with_pruner = True
 
     def propose(self, space: SearchSpace, history: History, n: int, rng: np.random.Generator,
                 context: Context) -> list[Config]:
@@ -170,8 +176,8 @@ class SurrogateStrategy(Strategy):
         weight = view.weight
 
         def with_prior(configs: list[Config]) -> np.ndarray:
-            return ((1 - weight) * _ranks(own(configs))
-                    + weight * _ranks(view.model.score(configs)))
+            return ((1 - weight) * scaled_ranks(own(configs))
+                    + weight * scaled_ranks(view.model.score(configs)))
 
         return with_prior
 
@@ -192,12 +198,7 @@ class SurrogateStrategy(Strategy):
             score = np.asarray(mean, dtype=float) + beta * np.asarray(std, dtype=float)
             if model is None:
                 return score
-            return _ranks(score) + _ranks(model(configs))
+            return scaled_ranks(score) + scaled_ranks(model(configs))
 
         return optimistic
 
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks scaled to [0, 1] (higher = better), so two scores on different scales can be mixed."""
-    order = np.argsort(np.argsort(x, kind="stable"), kind="stable")
-    return order / max(len(x) - 1, 1)

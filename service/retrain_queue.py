@@ -1,7 +1,9 @@
 """The RQ contract: queue name, job id scheme and the deduplicating enqueue.
 
 Jobs are plain functions taking a study id (RQ style); at most one retraining job per study is
-queued or running at a time, because its job id is derived from the study id.
+queued or running at a time, because its job id is derived from the study id. The service enqueues
+the job by its dotted path (``JOB``) and never imports the workers package; ``dyesp worker`` runs
+it. Redis and RQ are the ``worker`` extra: import this module only where they are needed.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
+from service.pruner_training import TRAINING_TIMEOUT_S
+
 QUEUE_NAME = "dyesp-retrain"
-JOB_TIMEOUT_S = 600  # a 100k-trial history trains in well under this on CPU
+JOB = "workers.jobs.retrain_pruner"  # the job function, by the path RQ imports it from
 RETRY = Retry(max=3, interval=[5, 30, 120])
 _ACTIVE = {"queued", "started", "deferred", "scheduled"}
 
@@ -37,8 +41,8 @@ def enqueue_retraining(redis: Redis, study_id: str, database_url: str | None = N
     if status is not None and str(getattr(status, "value", status)) in _ACTIVE:
         return False
     Queue(QUEUE_NAME, connection=redis).enqueue(
-        "workers.jobs.retrain_pruner", study_id, database_url=database_url,
-        job_id=job_id(study_id), job_timeout=JOB_TIMEOUT_S, retry=RETRY,
+        JOB, study_id, database_url=database_url,
+        job_id=job_id(study_id), job_timeout=TRAINING_TIMEOUT_S, retry=RETRY,
         result_ttl=3600, failure_ttl=24 * 3600,
     )
     return True
