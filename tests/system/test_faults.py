@@ -24,7 +24,7 @@ from dyesp_client import Client, DyespError, RetryPolicy
 
 from service.db.trial_queries import HEARTBEAT_TIMEOUT_REASON
 from tests.conftest import MIXED_SPACE, service_missing
-from tests.system.pg_cluster import Cluster, ClusterUnavailable, private_cluster
+from tests.system.pg_cluster import Cluster
 from tests.system.servers import Server, free_port, make_key, start_server
 
 pytestmark = pytest.mark.slow
@@ -212,15 +212,6 @@ def test_kill_9_mid_load_loses_no_tell_and_dead_clients_trials_are_reaped(
 
 
 # --- 2. PostgreSQL crashed and restarted under load ------------------------------------------
-
-@pytest.fixture
-def pg_cluster() -> Iterator[Cluster]:
-    try:
-        with private_cluster() as cluster:
-            yield cluster
-    except ClusterUnavailable as error:
-        service_missing("a private PostgreSQL cluster", error)
-
 
 def test_postgres_restart_under_load_answers_503_and_sdk_clients_ride_it_out(
         pg_cluster: Cluster, fast_reaper: None) -> None:

@@ -31,8 +31,8 @@ from service.api import problems
 from service.api.deadline import DeadlineMiddleware
 from service.app import create_app
 from service.db.session import make_engine
-from tests.conftest import MIXED_SPACE, make_settings, new_key, service_missing
-from tests.system.pg_cluster import Cluster, ClusterUnavailable, private_cluster
+from tests.conftest import MIXED_SPACE, make_settings, new_key
+from tests.system.pg_cluster import Cluster
 from tests.system.servers import make_key
 from tests.system.test_faults import create_study, log_of, serve, wait_for
 
@@ -107,15 +107,6 @@ def frozen(cluster: Cluster) -> Iterator[None]:
         for pid in reversed(stopped):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-
-
-@pytest.fixture
-def pg_cluster() -> Iterator[Cluster]:
-    try:
-        with private_cluster() as cluster:
-            yield cluster
-    except ClusterUnavailable as error:
-        service_missing("a private PostgreSQL cluster", error)
 
 
 @pytest.mark.slow
