@@ -136,7 +136,7 @@ def test_a_report_is_a_heartbeat(database_url: str) -> None:
             row = session.get(Trial, trial["id"])
             row.heartbeat_at = row.deadline_at = utcnow() - timedelta(seconds=60)
         assert report(api, study, trial, 1, 0.5).status_code == 200
-        assert reap_stale(app.state.context) == 0
+        reap_stale(app.state.context)  # other tests' silent trials may share the database
         assert api.get(trial_url(study, trial)).json()["state"] == "running"
 
 
