@@ -80,6 +80,18 @@ class SpaceSpec(Strict):
     params: list[ParamSpec] = Field(min_length=1, max_length=256)
 
 
+MAX_STEP = 10**6  # the largest step a report or a fidelity may name (early_stopping.MAX_FIDELITY)
+
+
+class FidelitySpec(Strict):
+    """The integer steps trials report at (epochs, say): the rungs of early stopping sit on them.
+    ``min < max`` is checked by the use case, naming ``fidelity.max``."""
+
+    name: str = Field(min_length=1, max_length=64)
+    min: StrictInt = Field(ge=0, le=MAX_STEP)
+    max: StrictInt = Field(ge=1, le=MAX_STEP)
+
+
 class StudyCreate(Strict):
     name: str = Field(min_length=1, max_length=256)
     direction: Literal["minimize", "maximize"] = "minimize"
@@ -92,6 +104,7 @@ class StudyCreate(Strict):
     # study of the owner with enough results (see docs/api-contract.md, "Transfer").
     transfer_from: list[StrictStr] = Field(default_factory=list, max_length=32)
     transfer: Literal["off", "auto"] = "off"
+    fidelity: FidelitySpec | None = None
 
 
 class TransferOut(BaseModel):
@@ -113,11 +126,15 @@ class ProposalOut(BaseModel):
     predicted: float | None = None
 
 
+TrialStateName = Literal["waiting", "running", "complete", "failed", "infeasible", "stopped"]
+CURVE_IN_TRIAL = 100  # points of a trial's curve shown in a trial object (the last ones)
+
+
 class TrialOut(BaseModel):
     id: int
     number: int
     study_id: str
-    state: Literal["waiting", "running", "complete", "failed", "infeasible"]
+    state: TrialStateName
     params: dict[str, Any]
     value: float | None
     reason: str | None
@@ -127,6 +144,16 @@ class TrialOut(BaseModel):
     started_at: datetime | None
     heartbeat_at: datetime | None
     completed_at: datetime | None
+    last_step: int | None = Field(default=None, description="the largest step reported")
+    intermediate: list[tuple[int, float]] = Field(default_factory=list, description=(
+        f"the last {CURVE_IN_TRIAL} reported [step, value] points in step order; the whole "
+        "curve pages at .../curve"))
+
+
+class FidelityOut(BaseModel):
+    name: str
+    min: int
+    max: int
 
 
 class StudyOut(BaseModel):
@@ -142,6 +169,7 @@ class StudyOut(BaseModel):
     trials_by_state: dict[str, int]
     best_trial: TrialOut | None
     transfer: TransferOut | None = None
+    fidelity: FidelityOut | None = None
 
 
 class StudyList(BaseModel):
@@ -192,10 +220,11 @@ class AskResponse(BaseModel):
 
 class TellRequest(Strict):
     """``{"value": x}`` completes a trial; ``{"state": "failed"}`` says the infrastructure failed;
-    ``{"state": "infeasible", "reason": ...}`` says the configuration itself cannot work."""
+    ``{"state": "infeasible", "reason": ...}`` says the configuration itself cannot work;
+    ``{"state": "stopped", "reason"?: ...}`` ends it early, keeping its last reported value."""
 
     value: Number | None = None
-    state: Literal["complete", "failed", "infeasible"] | None = None
+    state: Literal["complete", "failed", "infeasible", "stopped"] | None = None
     reason: str | None = Field(default=None, max_length=2000)
     static_metrics: dict[str, Number] | None = Field(default=None, max_length=64)
 
@@ -225,6 +254,34 @@ class TellRequest(Strict):
             raise ValueError(f"state {state} takes no `value`")
         self.state = state
         return self
+
+
+class ReportRequest(Strict):
+    """An intermediate value of a running trial at ``step`` (of the study's fidelity)."""
+
+    step: StrictInt = Field(ge=0, le=MAX_STEP)
+    value: Number
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
+
+
+class ReportResponse(BaseModel):
+    should_stop: bool
+    reason: str | None = None
+
+
+class CurvePage(BaseModel):
+    """One page of a trial's curve, ``[step, value]`` in step order (``total`` counts all)."""
+
+    points: list[tuple[int, float]]
+    total: int
+    offset: int
+    limit: int
 
 
 class EnqueueRequest(Strict):

@@ -89,6 +89,8 @@ class Study(Base):
     static_metrics: Mapped[list[str]] = mapped_column(JSON, default=list)
     # Ids of the prior studies this one learns from, resolved at creation (``transfer``).
     transfer_from: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # ``{"name", "min", "max"}``: the integer steps trials report at (early stopping's rungs).
+    fidelity: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     # The next trial number: taken under the study row's lock, so numbers are unique and gapless.
     next_number: Mapped[int] = mapped_column(Integer, default=0)
     # Bumped by every change to the study's trials; caches catch up on rows with a larger revision.
@@ -126,6 +128,29 @@ class Trial(Base):
     # The server failed it for silence: the one finished state a later result may overwrite.
     timed_out: Mapped[bool] = mapped_column(Boolean, default=False)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The largest step the trial reported (``trial_reports``); None before any report.
+    last_step: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class TrialReport(Base):
+    """One intermediate value of a running trial (its learning curve), one row per step.
+
+    ``reason`` is the stop decision the report was answered with (None: go on), kept so the same
+    report sent again gets the same answer and a trial told ``stopped`` records why."""
+
+    __tablename__ = "trial_reports"
+    __table_args__ = (
+        UniqueConstraint("trial_id", "step", name="uq_trial_reports_trial_step"),
+        Index("ix_trial_reports_study_step", "study_id", "step"),  # the values at one rung
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    trial_id: Mapped[int] = mapped_column(BigId, ForeignKey("trials.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class PrunedCandidate(Base):

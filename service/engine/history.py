@@ -32,10 +32,14 @@ class TrialState(enum.StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"  # the infrastructure failed: the configuration may be tried again
     INFEASIBLE = "infeasible"  # the configuration itself cannot work: avoid its region
+    # Stopped early (a partial result: the last value it reported). Seen, never proposed again;
+    # the models leave it out for now (``History.complete`` holds complete trials only).
+    STOPPED = "stopped"
 
     @property
     def finished(self) -> bool:
-        return self in (TrialState.COMPLETE, TrialState.FAILED, TrialState.INFEASIBLE)
+        return self in (TrialState.COMPLETE, TrialState.FAILED, TrialState.INFEASIBLE,
+                        TrialState.STOPPED)
 
 
 @dataclass(frozen=True)

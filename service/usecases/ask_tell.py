@@ -1,4 +1,5 @@
 """Trial use cases: ask, tell, heartbeat, enqueue, and the sweep that fails silent trials.
+Intermediate reports are ``service.usecases.reports``.
 
 Every write takes the study's row lock first (``study_queries.lock_study``). The engine's part of
 an ask lives in ``service.usecases.proposals``.
@@ -12,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service.db import candidate_queries, study_queries, trial_queries
+from service.db import candidate_queries, report_queries, study_queries, trial_queries
 from service.db.models import Candidate, Trial, utcnow
 from service.db.session import transaction
 from service.engine.history import TrialState
@@ -131,9 +132,12 @@ def tell(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int,
                     + f"; refusing a different result ({_describe(body)})"
                 )
         _check_metrics(session, study_id, body)
+        value, reason = None if body.value is None else float(body.value), body.reason
+        if body.state == TrialState.STOPPED.value:
+            value, reason = _curve_result(session, trial, reason)
         trial.state = body.state or TrialState.COMPLETE.value
-        trial.value = None if body.value is None else float(body.value)
-        trial.reason = body.reason
+        trial.value = value
+        trial.reason = reason
         if body.static_metrics:
             trial.static_metrics = {k: float(v) for k, v in body.static_metrics.items()}
         trial.completed_at = now
@@ -141,6 +145,19 @@ def tell(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int,
         trial.timed_out = False  # the result is the client's now: a different one is a conflict
     ctx.told(study_id)
     return trial
+
+
+def _curve_result(session: Session, trial: Trial, reason: str | None) -> tuple[float, str | None]:
+    """A stopped trial's result is its curve: the value at its last step, and why it stopped
+    (the client's reason, else the stop decision its reports were answered with). The trial's
+    row lock first: a report of it in flight commits before its last step is read."""
+    session.refresh(trial, with_for_update=True)
+    last = None if trial.last_step is None else report_queries.at_step(
+        session, trial.id, trial.last_step)
+    if last is None:
+        raise Conflict(f"trial {trial.id} reported no intermediate value: nothing to keep as a "
+                       "stopped result; tell a value, or failed")
+    return last.value, reason or report_queries.latest_reason(session, trial.id)
 
 
 def heartbeat(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int) -> Trial:

@@ -33,6 +33,9 @@ def create_study(ctx: UseCaseContext, owner_id: int, body: StudyCreate) -> Study
             raise Invalid(f"static_metrics[{i}]", "must be 1 to 64 characters")
     if len(set(body.static_metrics)) != len(body.static_metrics):
         raise Invalid("static_metrics", "names must be unique")
+    if body.fidelity is not None and body.fidelity.min >= body.fidelity.max:
+        raise Invalid("fidelity.max", f"must be greater than `fidelity.min` "
+                                      f"({body.fidelity.min}), got {body.fidelity.max}")
     if body.transfer == "auto" and body.transfer_from:
         raise Invalid("transfer", 'give either `transfer: "auto"` or `transfer_from`, not both')
     with transaction(ctx.sessions) as session:
@@ -50,6 +53,7 @@ def create_study(ctx: UseCaseContext, owner_id: int, body: StudyCreate) -> Study
             seed=body.seed if body.seed is not None else secrets.randbits(31),
             heartbeat_timeout_s=body.heartbeat_timeout_s or ctx.default_heartbeat_timeout_s,
             static_metrics=list(body.static_metrics), transfer_from=sources,
+            fidelity=body.fidelity.model_dump() if body.fidelity is not None else None,
         )
     if sources:
         ctx.told(study.id)  # the pruner is pretrained on the prior studies right away

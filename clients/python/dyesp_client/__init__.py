@@ -11,10 +11,17 @@ Example::
 """
 
 from dyesp_client._client import Client, HTTPClient, HTTPResponse
-from dyesp_client._errors import APIError, ConnectionFailed, DyespError, FieldError, Infeasible
+from dyesp_client._errors import (
+    APIError,
+    ConnectionFailed,
+    DyespError,
+    FieldError,
+    Infeasible,
+    TrialStopped,
+)
 from dyesp_client._optimize import optimize
 from dyesp_client._retry import RetryPolicy
-from dyesp_client._study import Study, Trial, TrialState
+from dyesp_client._study import Fidelity, Study, Trial, TrialState
 from dyesp_client._version import __version__
 
 __all__ = [
@@ -22,6 +29,7 @@ __all__ = [
     "Client",
     "ConnectionFailed",
     "DyespError",
+    "Fidelity",
     "FieldError",
     "HTTPClient",
     "HTTPResponse",
@@ -30,6 +38,7 @@ __all__ = [
     "Study",
     "Trial",
     "TrialState",
+    "TrialStopped",
     "__version__",
     "optimize",
 ]

@@ -15,7 +15,7 @@ import httpx2
 from dyesp_client._errors import APIError, ConnectionFailed
 from dyesp_client._heartbeat import Heartbeat
 from dyesp_client._retry import Retryable, RetryPolicy, may_retry_status, parse_retry_after
-from dyesp_client._study import Study, study_path
+from dyesp_client._study import Fidelity, Study, study_path
 from dyesp_client._version import __version__
 
 __all__ = ["Client", "HTTPClient", "HTTPResponse"]
@@ -104,7 +104,8 @@ class Client:
                      direction: Direction = "minimize", seed: int | None = None,
                      heartbeat_timeout_s: float | None = None,
                      static_metrics: Sequence[str] = (),
-                     transfer_from: Sequence[str | Study] | Literal["auto"] = ()) -> Study:
+                     transfer_from: Sequence[str | Study] | Literal["auto"] = (),
+                     fidelity: Fidelity | Mapping[str, Any] | None = None) -> Study:
         """Create a study. ``space`` is ``{"params": [...]}`` or the list of params itself.
 
         ``static_metrics`` names numbers your side can compute before training (``params``,
@@ -114,6 +115,10 @@ class Client:
         ``transfer_from`` makes the study learn from earlier studies (ids or ``Study`` objects),
         or ``"auto"`` from every compatible study of yours with enough results;
         ``Study.refresh().transfer`` shows how far the transfer is trusted.
+
+        ``fidelity`` (e.g. ``{"name": "epoch", "min": 1, "max": 52}``) declares the budget trials
+        report along with ``Trial.report(step, value)``, so the server can stop poor trials
+        early; it comes back as ``Study.fidelity``.
 
         Not retried once the request may have reached the server: a second POST would create a
         second study.
@@ -131,6 +136,8 @@ class Client:
         elif transfer_from:
             body["transfer_from"] = [s.id if isinstance(s, Study) else str(s)
                                      for s in transfer_from]
+        if fidelity is not None:
+            body["fidelity"] = dict(fidelity)
         data = self._call("POST", "/v1/studies", json=body, retry=Retryable.UNSENT)
         return Study(self, data)
 

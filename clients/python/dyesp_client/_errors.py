@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol
 
-__all__ = ["APIError", "ConnectionFailed", "DyespError", "FieldError", "Infeasible"]
+__all__ = ["APIError", "ConnectionFailed", "DyespError", "FieldError", "Infeasible", "TrialStopped"]
 
 
 class _Response(Protocol):
@@ -90,6 +90,31 @@ class Infeasible(DyespError):
 
     def __init__(self, reason: str | None = None) -> None:
         super().__init__(reason or "infeasible")
+        self.reason = reason
+
+
+class TrialStopped(DyespError):
+    """Raise inside an objective to end a trial early, once :meth:`Trial.report` returned True.
+
+    :meth:`Study.optimize` (and a trial used as a context manager) then tells the trial
+    ``stopped``: the server keeps its last reported value and step, and counts it as done, not
+    failed. ``reason`` defaults to the one the server gave with its stop answer. Raised before any
+    report there is no value to keep, so the trial is recorded failed instead, with a reason
+    saying why. Like Optuna's ``raise optuna.TrialPruned()``.
+
+    Example::
+
+        def objective(trial):
+            model = build(trial.params)
+            for epoch in range(1, 28):
+                accuracy = train_one_epoch(model)
+                if trial.report(epoch, accuracy):  # True: the server says stop
+                    raise TrialStopped()
+            return accuracy
+    """
+
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(reason or "stopped")
         self.reason = reason
 
 

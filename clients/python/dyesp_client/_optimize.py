@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from dyesp_client._errors import Infeasible
+from dyesp_client._errors import Infeasible, TrialStopped
 
 if TYPE_CHECKING:
     from dyesp_client._study import MetricsFn, Study, Trial
@@ -26,11 +26,14 @@ def optimize(study: Study, fn: Callable[[Trial], float], n_trials: int, *, n_wor
              static_metrics: MetricsFn | None = None) -> Trial | None:
     """Evaluate ``fn`` on ``n_trials`` trials of ``study`` with ``n_workers`` threads.
 
-    ``fn`` returns the objective value. If it raises :class:`Infeasible` the trial is recorded
-    infeasible; if it raises an exception in ``catch`` the trial is recorded failed and the run goes
-    on; any other exception fails the trial, lets the other workers finish their current trial, and
-    is re-raised. A return value that is not a finite number fails the trial with a warning, as in
-    Optuna. Returns the study's best trial (None if no trial completed).
+    ``fn`` returns the objective value. If it raises :class:`TrialStopped` (after
+    ``trial.report`` returned True) the trial is recorded stopped with the server's reason, keeping
+    its last reported value; raised before any report, the trial is recorded failed with a reason.
+    If it raises :class:`Infeasible` the trial is recorded infeasible; if it raises an exception
+    in ``catch`` the trial is recorded failed and the run goes on; any other exception fails the
+    trial, lets the other workers finish their current trial, and is re-raised. A return value
+    that is not a finite number fails the trial with a warning, as in Optuna. Returns the study's
+    best trial (None if no trial completed).
 
     Threads suit objectives that release the GIL (GPU training, subprocesses, remote jobs); use
     one process per worker for pure-Python CPU-bound objectives.
@@ -38,6 +41,15 @@ def optimize(study: Study, fn: Callable[[Trial], float], n_trials: int, *, n_wor
     Example::
 
         best = study.optimize(lambda trial: (trial.params["x"] - 2) ** 2, n_trials=30, n_workers=2)
+
+    With early stopping (the study declares a ``fidelity``)::
+
+        def objective(trial):
+            for epoch in range(1, 28):
+                loss = train_one_epoch(trial.params)
+                if trial.report(epoch, loss):
+                    raise TrialStopped()
+            return loss
     """
     if n_trials < 0:
         raise ValueError(f"`n_trials >= 0` must hold, got n_trials={n_trials}")
@@ -109,6 +121,9 @@ class _Run:
     def _evaluate(self, trial: Trial) -> None:
         try:
             value = self.fn(trial)
+        except TrialStopped as error:
+            trial._stopped(error)
+            return
         except Infeasible as error:
             trial.infeasible(error.reason)
             return
@@ -179,9 +194,10 @@ class Progress:
         best = "-" if self.best is None else f"{self.best:.6g}"
         failed = self.counts.get("failed", 0)
         infeasible = self.counts.get("infeasible", 0)
+        stopped = self.counts.get("stopped", 0)
         elapsed = time.monotonic() - self._started
         return (f"dyesp {self.done}/{self.total} trials | best {best} | failed {failed} | "
-                f"infeasible {infeasible} | {elapsed:.1f}s")
+                f"infeasible {infeasible} | stopped {stopped} | {elapsed:.1f}s")
 
     def close(self) -> None:
         if self.enabled and self._tty and self.done:

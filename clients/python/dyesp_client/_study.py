@@ -7,21 +7,37 @@ import math
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 from urllib.parse import quote
 
-from dyesp_client._errors import APIError, Infeasible
+from dyesp_client._errors import APIError, Infeasible, TrialStopped
 from dyesp_client._retry import Retryable
 
 if TYPE_CHECKING:
     from dyesp_client._client import Client
 
-__all__ = ["Study", "Trial", "TrialState"]
+__all__ = ["Fidelity", "Study", "Trial", "TrialState"]
 
 log = logging.getLogger("dyesp_client")
-TrialState = Literal["waiting", "running", "complete", "failed", "infeasible"]
+TrialState = Literal["waiting", "running", "complete", "failed", "infeasible", "stopped"]
 # The server's maximum page size: fewest round trips when listing trials.
 PAGE_SIZE = 1000
+# Why a TrialStopped with nothing reported is recorded failed (the server refuses such a stop).
+STOPPED_BEFORE_REPORT = ("the objective raised TrialStopped before any trial.report(): "
+                         "no value to keep, so the trial is recorded failed")
+
+
+class Fidelity(TypedDict):
+    """The budget a study's trials report along, e.g. ``{"name": "epoch", "min": 1, "max": 52}``:
+    the steps of :meth:`Trial.report` run from ``min`` to ``max``."""
+
+    name: str
+    min: int
+    max: int
+
+
+def _points(rows: Any) -> list[tuple[int, float]]:
+    return [(int(step), float(value)) for step, value in rows or []]
 
 
 def study_path(study_id: str) -> str:
@@ -43,7 +59,11 @@ class Trial:
     A trial from :meth:`Study.ask` is ``running`` and heartbeats in the background until it is
     told, failed or marked infeasible. Used as a context manager, an exception marks it failed
     (or infeasible for :class:`Infeasible`), and leaving without a result marks it failed, so an
-    abandoned trial is not kept alive by its heartbeats.
+    abandoned trial is not kept alive by its heartbeats. :class:`TrialStopped` raised after a
+    report tells it stopped and ends the ``with`` block quietly.
+
+    ``report(step, value)`` sends a point of the learning curve and returns True when the server
+    says to stop early; ``intermediate`` holds the last 100 points, ``last_step`` the last step.
 
     Example::
 
@@ -68,10 +88,82 @@ class Trial:
         self.started_at = _time(data.get("started_at"))
         self.heartbeat_at = _time(data.get("heartbeat_at"))
         self.completed_at = _time(data.get("completed_at"))
+        # The last 100 reported (step, value) points; curve() reads them all.
+        self.intermediate: list[tuple[int, float]] = _points(data.get("intermediate"))
+        self.last_step: int | None = data.get("last_step")
+        if not hasattr(self, "_should_stop"):  # the last report's answer outlives a re-read
+            self._should_stop = False
+            self._stop_reason: str | None = None
 
     @property
     def _path(self) -> str:
         return f"{self.study._path}/trials/{self.id}"
+
+    # --- early stopping -----------------------------------------------------------------------
+
+    def report(self, step: int, value: float) -> bool:
+        """Report the objective's ``value`` at ``step`` (an epoch, a number of samples: the study's
+        fidelity) and return whether the server says to stop this trial now.
+
+        On True, end the objective with ``raise TrialStopped()``: ``optimize`` then tells the trial
+        ``stopped``, keeping this last value. Reporting the same step and value again is harmless
+        (which is why it is retried); the same step with another value is a 409. A report also
+        counts as a heartbeat.
+
+        Example::
+
+            def objective(trial):
+                for epoch in range(1, 28):
+                    accuracy = train_one_epoch(model)
+                    if trial.report(epoch, accuracy):
+                        raise TrialStopped()  # reason: trial.stop_reason
+                return accuracy
+        """
+        if isinstance(step, bool) or int(step) != step:
+            raise ValueError(f"step must be an integer, got {step!r}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"value must be a finite number, got {value!r}")
+        data = self.study.client._call("POST", f"{self._path}/report",
+                                       json={"step": int(step), "value": number})
+        self._should_stop = bool(data.get("should_stop"))
+        self._stop_reason = data.get("reason") if self._should_stop else None
+        self.last_step = int(step)
+        self.intermediate = [*[p for p in self.intermediate if p[0] != step], (int(step), number)]
+        self.intermediate = self.intermediate[-100:]
+        return self._should_stop
+
+    @property
+    def should_stop(self) -> bool:
+        """The server's answer to the last :meth:`report` (False before any)."""
+        return self._should_stop
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the server said stop at the last :meth:`report`, or None."""
+        return self._stop_reason
+
+    def stop(self, reason: str | None = None) -> Trial:
+        """Finish the trial early as ``stopped``: the server keeps its last reported value and
+        step. ``reason`` defaults to the server's stop reason. Needs at least one :meth:`report`
+        (else the server answers 409). ``optimize`` calls this for :class:`TrialStopped`."""
+        body: dict[str, Any] = {"state": "stopped"}
+        reason = reason if reason is not None else self._stop_reason
+        if reason is not None:
+            body["reason"] = reason
+        return self._finish(body)
+
+    def curve(self, page_size: int = PAGE_SIZE) -> list[tuple[int, float]]:
+        """Every reported ``(step, value)`` point, in step order (``intermediate`` holds only the
+        last 100); follows the server's pages."""
+        return self.study.trial_curve(self.id, page_size=page_size)
+
+    def _stopped(self, error: TrialStopped) -> Trial:
+        """Record a TrialStopped: stopped if anything was reported, else failed with a reason."""
+        if self.last_step is None:
+            log.warning("trial %d: %s", self.number, STOPPED_BEFORE_REPORT)
+            return self.fail(STOPPED_BEFORE_REPORT)
+        return self.stop(error.reason)
 
     @property
     def _key(self) -> tuple[str, int]:
@@ -91,9 +183,12 @@ class Trial:
             body["static_metrics"] = {k: float(v) for k, v in static_metrics.items()}
         return self._finish(body)
 
-    def fail(self) -> Trial:
+    def fail(self, reason: str | None = None) -> Trial:
         """Record that the run broke for reasons unrelated to the configuration."""
-        return self._finish({"state": "failed"})
+        body: dict[str, Any] = {"state": "failed"}
+        if reason is not None:
+            body["reason"] = reason
+        return self._finish(body)
 
     def infeasible(self, reason: str | None = None) -> Trial:
         """Record that the configuration cannot work, so the search avoids its neighbourhood."""
@@ -138,11 +233,15 @@ class Trial:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+                 tb: TracebackType | None) -> bool | None:
         if self.state != "running":
-            return
+            return None
         if isinstance(exc, Infeasible):
             self.infeasible(exc.reason)
+        elif isinstance(exc, TrialStopped):
+            # a stop is the planned way out of the block, so it ends there; one raised before
+            # any report is a mistake, recorded failed and left to propagate
+            return self._stopped(exc).state == "stopped"
         else:
             self.fail()
 
@@ -200,6 +299,8 @@ class Study:
         # {"sources", "prior_trials", "trust", "active"} for a study that learns from earlier
         # ones (trust is filled in by ``refresh``/``get_study``, not in listings); else None.
         self.transfer: dict[str, Any] | None = data.get("transfer")
+        # What trials report along (see Trial.report), e.g. {"name": "epoch", "min": 1, "max": 52}.
+        self.fidelity: Fidelity | None = data.get("fidelity")
 
     @property
     def _path(self) -> str:
@@ -279,6 +380,16 @@ class Study:
             page = self.client._call("GET", f"{self._path}/trials", params=query)
             out.extend(Trial(self, item) for item in page["trials"])
             if not page["trials"] or len(out) >= page["total"]:
+                return out
+
+    def trial_curve(self, trial_id: int, page_size: int = PAGE_SIZE) -> list[tuple[int, float]]:
+        """Every ``(step, value)`` point reported for trial ``trial_id``, following the pages."""
+        path = f"{self._path}/trials/{int(trial_id)}/curve"
+        out: list[tuple[int, float]] = []
+        while True:
+            page = self.client._call("GET", path, params={"offset": len(out), "limit": page_size})
+            out += _points(page["points"])
+            if not page["points"] or len(out) >= page["total"]:
                 return out
 
     def best(self) -> Trial | None:

@@ -13,6 +13,7 @@ import random
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -78,7 +79,8 @@ def trial_json(**overrides: Any) -> dict[str, Any]:
     body = {"id": 1, "number": 0, "study_id": "s1", "state": "running", "params": {"x": 1.0},
             "value": None, "reason": None, "static_metrics": {}, "proposal": None,
             "created_at": "2026-11-23T10:00:00Z", "started_at": "2026-11-23T10:00:00Z",
-            "heartbeat_at": "2026-11-23T10:00:00Z", "completed_at": None}
+            "heartbeat_at": "2026-11-23T10:00:00Z", "completed_at": None, "intermediate": [],
+            "last_step": None}
     body.update(overrides)
     return body
 
@@ -96,6 +98,8 @@ class FakeServer:
         ("GET", r"/v1/studies/(?P<sid>\w+)/trials", "trials"),
         ("POST", r"/v1/studies/(?P<sid>\w+)/trials/(?P<tid>\d+)/tell", "tell"),
         ("POST", r"/v1/studies/(?P<sid>\w+)/trials/(?P<tid>\d+)/heartbeat", "heartbeat"),
+        ("POST", r"/v1/studies/(?P<sid>\w+)/trials/(?P<tid>\d+)/report", "report"),
+        ("GET", r"/v1/studies/(?P<sid>\w+)/trials/(?P<tid>\d+)/curve", "curve"),
     ]
 
     def __init__(self) -> None:
@@ -106,6 +110,8 @@ class FakeServer:
         self.lock = threading.Lock()
         self.rng = random.Random(0)
         self.next_trial_id = 1
+        # report's verdict: (trial, step, value) -> a stop reason, or None to go on
+        self.stop_rule: Callable[[dict[str, Any], int, float], str | None] = lambda t, s, v: None
 
     def inject(self, route: str, *outcomes: int | BaseException) -> None:
         """The next calls of ``route`` fail with these statuses or raise these exceptions."""
@@ -157,7 +163,8 @@ class FakeServer:
                              "direction": body.get("direction", "minimize"),
                              "space": body["space"], "seed": body.get("seed") or 0,
                              "heartbeat_timeout_s": body.get("heartbeat_timeout_s") or 300.0,
-                             "static_metrics": [], "created_at": "2026-11-23T10:00:00Z"}
+                             "static_metrics": [], "created_at": "2026-11-23T10:00:00Z",
+                             "fidelity": body.get("fidelity")}
         self.trials[sid] = []
         return httpx2.Response(201, json=self._study(sid))
 
@@ -204,8 +211,12 @@ class FakeServer:
         if trial is None:
             return self._problem(404, f"trial {tid} does not exist", field="trial_id")
         state = body.get("state") or "complete"
+        if state == "stopped":
+            if trial["last_step"] is None and trial["state"] == "running":
+                return self._problem(409, f"trial {tid} reported nothing to stop at")
+            body = {**body, "value": trial["points"][-1][1] if trial.get("points") else None}
         result = (state, body.get("value"), body.get("reason"))
-        if trial["state"] in ("complete", "failed", "infeasible"):
+        if trial["state"] in ("complete", "failed", "infeasible", "stopped"):
             if (trial["state"], trial["value"], trial["reason"]) != result:
                 return self._problem(409, f"trial {tid} is already {trial['state']}")
             return httpx2.Response(200, json=self._out(trial))
@@ -221,6 +232,34 @@ class FakeServer:
         if trial["state"] != "running":
             return self._problem(409, f"trial {tid} is {trial['state']}, not running")
         return httpx2.Response(200, json=self._out(trial))
+
+    def _report(self, body: dict[str, Any], params: dict[str, str], sid: str,
+                tid: str) -> httpx2.Response:
+        trial = self._trial(sid, int(tid))
+        if trial is None:
+            return self._problem(404, f"trial {tid} does not exist", field="trial_id")
+        if trial["state"] != "running":
+            return self._problem(409, f"trial {tid} is {trial['state']}, not running")
+        step, value = body["step"], body["value"]
+        points = trial.setdefault("points", [])
+        known = dict(points)
+        if step in known and known[step] != value:
+            return self._problem(409, f"step {step} was reported with {known[step]}")
+        if step not in known:
+            points.append([step, value])
+        trial["intermediate"] = points[-100:]
+        trial["last_step"] = step
+        reason = self.stop_rule(trial, step, value)
+        return httpx2.Response(200, json={"should_stop": reason is not None, "reason": reason})
+
+    def _curve(self, body: Any, params: dict[str, str], sid: str, tid: str) -> httpx2.Response:
+        trial = self._trial(sid, int(tid))
+        if trial is None:
+            return self._problem(404, f"trial {tid} does not exist", field="trial_id")
+        points = trial.get("points", [])
+        offset, limit = int(params.get("offset", 0)), int(params.get("limit", 1000))
+        return httpx2.Response(200, json={"points": points[offset:offset + limit],
+                                          "total": len(points), "offset": offset, "limit": limit})
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -247,7 +286,7 @@ class FakeServer:
 
     @staticmethod
     def _out(trial: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in trial.items() if k != "client_id"}
+        return {k: v for k, v in trial.items() if k not in ("client_id", "points")}
 
     def _study(self, sid: str) -> dict[str, Any]:
         study = self.studies[sid]

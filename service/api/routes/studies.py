@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import AfterValidator
 
 from service.api.deps import MAX_OFFSET, ContextDep, CurrentOwner, SessionDep, StudyId
-from service.api.views import studies_out, trial_out
+from service.api.views import studies_out, trials_out
 from service.db import study_queries, trial_queries
 from service.errors import NotFound
 from service.schemas import Problem, StudyCreate, StudyList, StudyOut, TrialOut, reject_unstorable
@@ -57,4 +57,4 @@ def get_best_trial(study_id: StudyId, owner: CurrentOwner, session: SessionDep) 
     best = trial_queries.best(session, study.id, study.direction)
     if best is None:
         raise NotFound(f"study {study_id!r} has no complete trial yet")
-    return trial_out(best)
+    return trials_out(session, [best])[0]

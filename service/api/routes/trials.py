@@ -1,4 +1,4 @@
-"""Routes of the trial resource: ask, tell, heartbeat, enqueue, list, export."""
+"""Routes of the trial resource: ask, tell, heartbeat, report, enqueue, list, curve, export."""
 
 from __future__ import annotations
 
@@ -19,24 +19,27 @@ from service.api.deps import (
     StudyId,
     TrialId,
 )
-from service.api.views import trial_out
-from service.db import trial_queries
+from service.api.views import trials_out, trials_out_of
+from service.db import report_queries, trial_queries
 from service.schemas import (
     AskRequest,
     AskResponse,
     CandidateOut,
+    CurvePage,
     EnqueueRequest,
     Problem,
+    ReportRequest,
+    ReportResponse,
     TellRequest,
     TrialOut,
     TrialPage,
 )
-from service.usecases import ask_tell, study_lifecycle
+from service.usecases import ask_tell, reports, study_lifecycle
 
 ERRORS = {401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem},
           422: {"model": Problem}, 503: {"model": Problem}}
 router = APIRouter(prefix="/v1/studies/{study_id}", tags=["trials"], responses=ERRORS)
-StateFilter = Literal["waiting", "running", "complete", "failed", "infeasible"]
+StateFilter = Literal["waiting", "running", "complete", "failed", "infeasible", "stopped"]
 
 
 @router.post("/ask", operation_id="ask")
@@ -45,7 +48,7 @@ def ask(study_id: StudyId, owner: AskingOwner, ctx: ContextDep,
     body = body or AskRequest()
     result = ask_tell.ask(ctx, owner, study_id, body.count, body.client_id, body.candidates)
     return AskResponse(
-        trials=[trial_out(t) for t in result.trials],
+        trials=trials_out_of(ctx, result.trials),
         candidates=[CandidateOut(token=c.token, params=c.params) for c in result.candidates],
         expires_at=result.expires_at)
 
@@ -58,7 +61,7 @@ def enqueue_trial(study_id: StudyId, body: EnqueueRequest, owner: CurrentOwner,
     trial, created = ask_tell.enqueue(ctx, owner, study_id, dict(body.params))
     if not created:
         response.status_code = 200
-    return trial_out(trial)
+    return trials_out_of(ctx, [trial])[0]
 
 
 @router.get("/trials", operation_id="list_trials")
@@ -68,7 +71,7 @@ def list_trials(study_id: StudyId, owner: CurrentOwner, session: SessionDep,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> TrialPage:
     study_lifecycle.find_study(session, owner, study_id)
     rows, total = trial_queries.page(session, study_id, state, offset, limit)
-    return TrialPage(trials=[trial_out(t) for t in rows], total=total, offset=offset, limit=limit)
+    return TrialPage(trials=trials_out(session, rows), total=total, offset=offset, limit=limit)
 
 
 @router.get("/trials.csv", operation_id="export_trials_csv",
@@ -85,7 +88,7 @@ def export_trials_csv(study_id: StudyId, owner: CurrentOwner,
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["number", "id", "state", "value", "reason", "strategy",
-                         "created_at", "completed_at",
+                         "created_at", "completed_at", "last_step",
                          *[f"params.{n}" for n in param_names],
                          *[f"metrics.{n}" for n in metric_names]])
         with ctx.sessions() as session:
@@ -97,6 +100,7 @@ def export_trials_csv(study_id: StudyId, owner: CurrentOwner,
                     csv_safe((trial.proposal or {}).get("strategy", "")),
                     trial.created_at.isoformat(),
                     trial.completed_at.isoformat() if trial.completed_at else "",
+                    "" if trial.last_step is None else trial.last_step,
                     *[csv_safe(trial.params.get(n, "")) for n in param_names],
                     *[(trial.static_metrics or {}).get(n, "") for n in metric_names],
                 ])
@@ -128,7 +132,26 @@ def csv_safe(value: object) -> object:
 def get_trial(study_id: StudyId, trial_id: TrialId, owner: CurrentOwner,
               session: SessionDep) -> TrialOut:
     study_lifecycle.find_study(session, owner, study_id)
-    return trial_out(ask_tell.find_trial(session, study_id, trial_id))
+    return trials_out(session, [ask_tell.find_trial(session, study_id, trial_id)])[0]
+
+
+@router.get("/trials/{trial_id}/curve", operation_id="get_curve")
+def get_curve(study_id: StudyId, trial_id: TrialId, owner: CurrentOwner, session: SessionDep,
+              offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> CurvePage:
+    """The trial's reported [step, value] points in step order, one page at a time."""
+    study_lifecycle.find_study(session, owner, study_id)
+    ask_tell.find_trial(session, study_id, trial_id)
+    points, total = report_queries.page(session, trial_id, offset, limit)
+    return CurvePage(points=points, total=total, offset=offset, limit=limit)
+
+
+@router.post("/trials/{trial_id}/report", operation_id="report")
+def report(study_id: StudyId, trial_id: TrialId, body: ReportRequest, owner: CurrentOwner,
+           ctx: ContextDep) -> ReportResponse:
+    """An intermediate value (also a heartbeat); the answer says whether to stop the trial."""
+    decision = reports.report(ctx, owner, study_id, trial_id, body.step, float(body.value))
+    return ReportResponse(should_stop=decision.should_stop, reason=decision.reason)
 
 
 @router.post("/trials/{trial_id}/tell", operation_id="tell")
@@ -136,10 +159,10 @@ def tell(study_id: StudyId, trial_id: TrialId, body: TellRequest, owner: Current
          ctx: ContextDep, request: Request) -> TrialOut:
     trial = ask_tell.tell(ctx, owner, study_id, trial_id, body)
     request.app.state.telemetry.told.labels(trial.state).inc()
-    return trial_out(trial)
+    return trials_out_of(ctx, [trial])[0]
 
 
 @router.post("/trials/{trial_id}/heartbeat", operation_id="heartbeat")
 def heartbeat(study_id: StudyId, trial_id: TrialId, owner: CurrentOwner,
               ctx: ContextDep) -> TrialOut:
-    return trial_out(ask_tell.heartbeat(ctx, owner, study_id, trial_id))
+    return trials_out_of(ctx, [ask_tell.heartbeat(ctx, owner, study_id, trial_id)])[0]

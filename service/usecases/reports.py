@@ -1,0 +1,67 @@
+"""Intermediate reports of running trials, and the early-stopping answer to each.
+
+A report takes its trial's row lock, not the study's: reports of one trial are serialised (one
+value per step, ``last_step`` never goes back), reports of different trials and asks never wait
+for each other, and nothing the history cache reads changes (no revision bump). It reads the values
+at its step only when the step is a rung (one indexed query) and never runs the proposal engine.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from service.db import report_queries
+from service.db.models import utcnow
+from service.db.session import transaction
+from service.engine import early_stopping
+from service.engine.early_stopping import Fidelity, StopDecision
+from service.engine.history import TrialState
+from service.errors import Conflict, Invalid, NotFound
+from service.usecases.context import UseCaseContext
+from service.usecases.study_lifecycle import find_study
+
+MAX_REPORTS_PER_TRIAL = 10_000  # steps one trial may report: bounds its curve and its rows
+
+
+def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, step: int,
+           value: float) -> StopDecision:
+    """Record ``value`` at ``step`` for a running trial (durable before the answer) and say
+    whether it should stop. Also a heartbeat. The same report again gets the same answer; another
+    value at a step already reported is a conflict."""
+    now = utcnow()
+    with transaction(ctx.sessions) as session:
+        study = find_study(session, owner_id, study_id)
+        fidelity = Fidelity(**study.fidelity) if study.fidelity else None
+        if fidelity is not None and not fidelity.min <= step <= fidelity.max:
+            raise Invalid("step", f"must be within the study's fidelity {fidelity.name!r} "
+                                  f"[{fidelity.min}, {fidelity.max}], got {step}")
+        trial = report_queries.lock_trial(session, study_id, trial_id)
+        if trial is None:
+            raise NotFound(f"trial {trial_id} does not exist in study {study_id!r}", "trial_id")
+        state = TrialState(trial.state)
+        known = report_queries.at_step(session, trial_id, step)
+        if known is not None and known.value != value:
+            raise Conflict(f"trial {trial_id} already reported {known.value} at step {step}; "
+                           f"refusing {value}")
+        if state is TrialState.WAITING:
+            raise Conflict(f"trial {trial_id} is enqueued and was not handed out by ask yet")
+        if state is not TrialState.RUNNING:
+            if known is not None:  # an acknowledged report sent again: its answer again
+                return StopDecision(known.reason is not None, known.reason)
+            raise Conflict(f"trial {trial_id} is {trial.state}, not running: stop working on it")
+        trial.heartbeat_at = now
+        trial.deadline_at = now + timedelta(seconds=study.heartbeat_timeout_s)
+        if known is not None:
+            return StopDecision(known.reason is not None, known.reason)
+        reported = report_queries.count(session, trial_id)
+        if reported >= MAX_REPORTS_PER_TRIAL:
+            raise Invalid("step", f"trial {trial_id} already reported {reported} steps, the "
+                                  f"limit is {MAX_REPORTS_PER_TRIAL}; tell its result")
+        decision = early_stopping.GO_ON
+        rung = fidelity.rung_of(step) if fidelity is not None else None
+        if rung is not None:
+            others = report_queries.values_at(session, study_id, step, other_than=trial_id)
+            decision = early_stopping.decide(value, others, study.direction, rung)
+        report_queries.add(session, study_id, trial_id, step, value, decision.reason)
+        trial.last_step = step if trial.last_step is None else max(trial.last_step, step)
+        return decision

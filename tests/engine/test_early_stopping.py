@@ -1,0 +1,46 @@
+"""The early-stopping rule (ASHA rungs), pure: what stops depends only on the values at a rung."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.engine.early_stopping import ETA, Fidelity, decide
+from service.engine.history import History, Observation, TrialState, seen_keys
+
+
+def test_rungs_sit_at_min_times_powers_of_eta_below_max() -> None:
+    assert Fidelity("epoch", 1, 52).rungs() == [1, 3, 9, 27]
+    assert Fidelity("epoch", 2, 18).rungs() == [2, 6]
+    assert Fidelity("epoch", 0, 4).rungs() == [1, 3]
+    fidelity = Fidelity("epoch", 1, 52)
+    assert [s for s in range(0, 60) if fidelity.rung_of(s) is not None] == [1, 3, 9, 27]
+
+
+@pytest.mark.parametrize("others", [[], [0.1], [0.1, 0.2]])
+def test_fewer_than_eta_values_never_stop(others: list[float]) -> None:
+    assert len(others) < ETA
+    assert not decide(1e9, others, "minimize", 9).should_stop
+
+
+def test_bottom_values_at_a_rung_stop_and_top_ones_go_on() -> None:
+    others = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]  # with the newcomer 7 values: the best 2 go on
+    stop = decide(0.71, others, "minimize", 9)
+    assert stop.should_stop
+    assert stop.reason == "rung 9: 0.71 is not in the best 1/3 of 7 values at this step (cut 0.2)"
+    assert not decide(0.2, others, "minimize", 9).should_stop  # ties with the cut go on
+    assert not decide(0.05, others, "minimize", 9).should_stop
+
+
+def test_maximize_keeps_the_largest_values() -> None:
+    others = [0.1, 0.2, 0.3]
+    assert decide(0.05, others, "maximize", 3).should_stop
+    assert not decide(0.9, others, "maximize", 3).should_stop
+    assert decide(0.9, others, "minimize", 3).should_stop  # the same value, the other way
+
+
+def test_stopped_trials_are_seen_but_never_complete() -> None:
+    stopped = Observation(0, {"x": 1}, TrialState.STOPPED, 0.5)
+    history = History("minimize", (stopped,))
+    assert TrialState.STOPPED.finished
+    assert history.complete == () and history.best() is None and history.running == ()
+    assert len(seen_keys(history)) == 1
