@@ -226,20 +226,25 @@ class FakeServer:
 
     def _heartbeat(self, body: Any, params: dict[str, str], sid: str,
                    tid: str) -> httpx2.Response:
+        trial = self._running_trial(sid, tid)
+        if isinstance(trial, httpx2.Response):
+            return trial
+        return httpx2.Response(200, json=self._out(trial))
+
+    def _running_trial(self, sid: str, tid: str) -> dict[str, Any] | httpx2.Response:
+        """The running trial, or the problem (404, 409) the server answers for any other."""
         trial = self._trial(sid, int(tid))
         if trial is None:
             return self._problem(404, f"trial {tid} does not exist", field="trial_id")
         if trial["state"] != "running":
             return self._problem(409, f"trial {tid} is {trial['state']}, not running")
-        return httpx2.Response(200, json=self._out(trial))
+        return trial
 
     def _report(self, body: dict[str, Any], params: dict[str, str], sid: str,
                 tid: str) -> httpx2.Response:
-        trial = self._trial(sid, int(tid))
-        if trial is None:
-            return self._problem(404, f"trial {tid} does not exist", field="trial_id")
-        if trial["state"] != "running":
-            return self._problem(409, f"trial {tid} is {trial['state']}, not running")
+        trial = self._running_trial(sid, tid)
+        if isinstance(trial, httpx2.Response):
+            return trial
         step, value = body["step"], body["value"]
         points = trial.setdefault("points", [])
         known = dict(points)
