@@ -63,9 +63,7 @@ def _ask(ctx: UseCaseContext, owner_id: int, study_id: str, count: int, client_i
     draft = proposals.draft(ctx, owner_id, study_id, count, salt) if candidates is None else None
     now = utcnow()
     with transaction(ctx.sessions) as session:
-        lock = study_queries.lock_study(session, owner_id, study_id)
-        if lock is None:
-            raise NotFound(f"study {study_id!r} does not exist", "study_id")
+        lock = _lock(session, owner_id, study_id)
         study = find_study(session, owner_id, study_id)
         trial_queries.fail_stale(session, study, now, lock.revision)
         if client_id is not None and candidates is None:
@@ -116,9 +114,7 @@ def tell(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int,
     failed for silence is still accepted: a told result is never thrown away."""
     now = utcnow()
     with transaction(ctx.sessions) as session:
-        lock = study_queries.lock_study(session, owner_id, study_id)
-        if lock is None:
-            raise NotFound(f"study {study_id!r} does not exist", "study_id")
+        lock = _lock(session, owner_id, study_id)
         trial = find_trial(session, study_id, trial_id)
         if trial.state == TrialState.WAITING.value:
             raise Conflict(f"trial {trial_id} is enqueued and was not handed out by ask yet")
@@ -179,9 +175,7 @@ def enqueue(ctx: UseCaseContext, owner_id: int, study_id: str,
     retrying an enqueue whose answer it lost does not queue the work twice. A configuration that
     already ran may be enqueued again on purpose (a second measurement)."""
     with transaction(ctx.sessions) as session:
-        lock = study_queries.lock_study(session, owner_id, study_id)
-        if lock is None:
-            raise NotFound(f"study {study_id!r} does not exist", "study_id")
+        lock = _lock(session, owner_id, study_id)
         study = find_study(session, owner_id, study_id)
         try:
             config = ctx.spaces.get(study).validate_config(params)
@@ -238,6 +232,14 @@ def _reap_studies(ctx: UseCaseContext, study_ids: list[str], now: datetime) -> i
             if lock is not None:
                 reaped += trial_queries.fail_stale(session, study, now, lock.revision)
     return reaped
+
+
+def _lock(session: Session, owner_id: int, study_id: str) -> study_queries.StudyLock:
+    """The study's row lock for this write (``study_queries.lock_study``), or a 404."""
+    lock = study_queries.lock_study(session, owner_id, study_id)
+    if lock is None:
+        raise NotFound(f"study {study_id!r} does not exist", "study_id")
+    return lock
 
 
 def find_trial(session: Session, study_id: str, trial_id: int) -> Trial:

@@ -35,6 +35,13 @@ def ask(api: TestClient, study: dict, **body: Any):
     return api.post(f"/v1/studies/{study['id']}/ask", json=body)
 
 
+def silence(app: Any, trial_id: int) -> None:
+    """Make a running trial look silent for a minute, past any heartbeat timeout here."""
+    with transaction(app.state.context.sessions) as session:
+        row = session.get(Trial, trial_id)
+        row.heartbeat_at = row.deadline_at = utcnow() - timedelta(seconds=60)
+
+
 @contextmanager
 def custom_api(database_url: str, **overrides: Any) -> Iterator[tuple[TestClient, Any]]:
     app = create_app(make_settings(database_url, **overrides))
@@ -156,9 +163,7 @@ def test_a_trial_the_server_timed_out_takes_one_late_result(database_url: str) -
     with custom_api(database_url) as (api, app):
         study = create(api, MIXED_SPACE, heartbeat_timeout_s=0.01)
         (trial,) = ask(api, study).json()["trials"]
-        with transaction(app.state.context.sessions) as session:
-            row = session.get(Trial, trial["id"])
-            row.heartbeat_at = row.deadline_at = utcnow() - timedelta(seconds=60)
+        silence(app, trial["id"])
         assert reap_stale(app.state.context) == 1
         url = f"/v1/studies/{study['id']}/trials/{trial['id']}/tell"
         assert api.post(url, json={"value": 0.5}).json()["state"] == "complete"
@@ -173,9 +178,7 @@ def test_the_reaper_fails_only_stale_trials_across_studies(database_url: str) ->
         ask(api, fresh, count=5)
         (old,) = ask(api, stale).json()["trials"]
         (recent,) = ask(api, stale).json()["trials"]
-        with transaction(app.state.context.sessions) as session:
-            row = session.get(Trial, old["id"])
-            row.heartbeat_at = row.deadline_at = utcnow() - timedelta(seconds=60)
+        silence(app, old["id"])
         assert reap_stale(app.state.context) == 1
         states = {t["id"]: t["state"] for s in (fresh, stale) for t in
                   api.get(f"/v1/studies/{s['id']}/trials").json()["trials"]}
@@ -188,9 +191,7 @@ def test_a_heartbeat_moves_the_deadline(database_url: str) -> None:
     with custom_api(database_url) as (api, app):
         study = create(api, MIXED_SPACE, heartbeat_timeout_s=30.0)
         (trial,) = ask(api, study).json()["trials"]
-        with transaction(app.state.context.sessions) as session:
-            row = session.get(Trial, trial["id"])
-            row.heartbeat_at = row.deadline_at = utcnow() - timedelta(seconds=60)
+        silence(app, trial["id"])
         beat = api.post(f"/v1/studies/{study['id']}/trials/{trial['id']}/heartbeat")
         assert beat.status_code == 200
         assert reap_stale(app.state.context) == 0

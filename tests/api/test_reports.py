@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from service.db.models import Trial, utcnow
-from service.db.session import transaction
 from service.usecases import reports
 from service.usecases.ask_tell import reap_stale
-from tests.api.test_hardening import custom_api
+from tests.api.test_hardening import custom_api, silence
 from tests.conftest import MIXED_SPACE
 
 FIDELITY = {"name": "epoch", "min": 1, "max": 52}
@@ -132,9 +129,7 @@ def test_a_report_is_a_heartbeat(database_url: str) -> None:
     with custom_api(database_url) as (api, app):
         study = create(api, heartbeat_timeout_s=30.0, fidelity=FIDELITY)
         (trial,) = ask(api, study)
-        with transaction(app.state.context.sessions) as session:
-            row = session.get(Trial, trial["id"])
-            row.heartbeat_at = row.deadline_at = utcnow() - timedelta(seconds=60)
+        silence(app, trial["id"])
         assert report(api, study, trial, 1, 0.5).status_code == 200
         reap_stale(app.state.context)  # other tests' silent trials may share the database
         assert api.get(trial_url(study, trial)).json()["state"] == "running"
