@@ -73,6 +73,9 @@ class Observation:
     value: float | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)  # static metrics, when known
     proposal: ProposalInfo | None = None
+    # What it reported at the fidelity's rung steps ((step, value), ascending): the part of its
+    # learning curve that early stopping calibrates on and a stopped trial's evidence comes from.
+    curve: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
