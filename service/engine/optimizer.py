@@ -13,16 +13,23 @@ next ask waits for it), holds no results out and always uses the newest model.
 ...     opt.tell(s, (s.params["x"] - 1.0) ** 2)
 >>> abs(opt.best().params["x"] - 1.0) < 0.5
 True
+
+With a ``fidelity``, running trials ``report`` intermediate values and are told to stop by the
+same rule the service's report path applies (``early_stopping``, calibrated per study by
+``stopping_policy``); a stopped trial is told ``state="stopped"`` and keeps its last value.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from service.engine import early_stopping
+from service.engine.early_stopping import Fidelity, StopDecision
 from service.engine.encoding import encoder_for
 from service.engine.history import (
     Direction,
@@ -63,7 +70,8 @@ class Optimizer:
                  seed: int = 0, trainer: Trainer | None = None,
                  options: EngineOptions | dict[str, Any] | None = None,
                  metrics_fn: MetricsFn | None = None,
-                 metric_names: Sequence[str] = (), prior: Prior | None = None) -> None:
+                 metric_names: Sequence[str] = (), prior: Prior | None = None,
+                 fidelity: Fidelity | None = None) -> None:
         if direction not in ("minimize", "maximize"):
             raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
         self.space = space if isinstance(space, SearchSpace) else SearchSpace.from_dict(space)
@@ -80,6 +88,12 @@ class Optimizer:
         self._trained_on: int | None = None  # complete trials at the last training; None: never
         self._model_learnt_prior = False  # whether the model's weights carry the prior's ranks
         self.n_trainings = 0
+        self.fidelity = fidelity  # the steps reports are made at; None: reports never stop
+        self._reports: dict[int, dict[int, tuple[float, StopDecision]]] = {}
+        # The newest values reported at each rung, as the service's rung query reads them.
+        self._at_rung: dict[int, deque[float]] = {}
+        self._policy: early_stopping.StoppingPolicy | None = None
+        self._policy_finished = -1  # finished trials the cached policy was calibrated on
 
     @property
     def history(self) -> History:
@@ -111,12 +125,15 @@ class Optimizer:
              state: TrialState | str | None = None) -> None:
         """Record a result. ``value=None`` needs ``state`` "failed" (retry elsewhere is fine) or
         "infeasible" (the configuration cannot work: the engine avoids its region)."""
-        number = suggestion if isinstance(suggestion, int) else suggestion.number
-        if not 0 <= number < len(self._trials):
-            raise ValueError(f"unknown trial number {number}; asked {len(self._trials)} so far")
+        number = self._number(suggestion)
         if state is None:
             state = TrialState.COMPLETE if value is not None else TrialState.FAILED
         state = TrialState(state)
+        if state is TrialState.STOPPED:  # its result is its curve: the last value it reported
+            reports = self._reports.get(number)
+            if not reports:
+                raise ValueError(f"trial {number} reported nothing: tell a value, or failed")
+            value = reports[max(reports)][0]
         if state is TrialState.COMPLETE and (value is None or not math.isfinite(value)):
             raise ValueError(f"a complete trial needs a finite value, got {value!r}")
         old = self._trials[number]
@@ -126,8 +143,59 @@ class Optimizer:
             old, state=state, value=None if value is None else float(value))
         self._retrain_if_due(self.history)
 
+    def report(self, suggestion: Suggestion | int, step: int, value: float) -> StopDecision:
+        """An intermediate ``value`` of a running trial at ``step``: whether it should stop.
+        The same report again gets the same answer; another value at a reported step is refused.
+        """
+        number = self._number(suggestion)
+        if not math.isfinite(value):
+            raise ValueError(f"a reported value must be finite, got {value!r}")
+        fidelity = self.fidelity
+        if fidelity is not None and not fidelity.min <= step <= fidelity.max:
+            raise ValueError(f"step must be within the fidelity [{fidelity.min}, "
+                             f"{fidelity.max}], got {step}")
+        reports = self._reports.setdefault(number, {})
+        if step in reports:
+            known, decision = reports[step]
+            if known != value:
+                raise ValueError(f"trial {number} already reported {known} at step {step}")
+            return decision
+        trial = self._trials[number]
+        if trial.state is not TrialState.RUNNING:
+            raise ValueError(f"trial {number} is {trial.state.value}, not running")
+        decision = early_stopping.GO_ON
+        rung = fidelity.rung_of(step) if fidelity is not None else None
+        if rung is not None:
+            others = self._at_rung.setdefault(
+                step, deque(maxlen=early_stopping.RUNG_SAMPLE))
+            decision = early_stopping.decide(value, list(others), self.direction, rung,
+                                             rule=self._stopping_policy().rule(rung))
+            others.append(value)
+            self._trials[number] = dataclasses.replace(
+                trial, curve=tuple(sorted((*trial.curve, (step, float(value))))))
+        reports[step] = (float(value), decision)
+        return decision
+
     def best(self) -> Observation | None:
         return self.history.best()
+
+    def _number(self, suggestion: Suggestion | int) -> int:
+        number = suggestion if isinstance(suggestion, int) else suggestion.number
+        if not 0 <= number < len(self._trials):
+            raise ValueError(f"unknown trial number {number}; asked {len(self._trials)} so far")
+        return number
+
+    def _stopping_policy(self) -> early_stopping.StoppingPolicy:
+        """The calibrated policy, recomputed when a trial has finished since (as the service's
+        policy cache recomputes when the study changed)."""
+        assert self.fidelity is not None
+        history = self.history
+        finished = sum(1 for t in history.trials if t.state.finished)
+        if self._policy is None or finished != self._policy_finished:
+            self._policy = early_stopping.policy_for(
+                early_stopping.finished_curves(history), self.direction, self.fidelity)
+            self._policy_finished = finished
+        return self._policy
 
     def _metrics(self, configs: list[dict[str, Any]]) -> list[dict[str, float]]:
         if not self.metric_names or self.metrics_fn is None:

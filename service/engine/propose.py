@@ -39,6 +39,7 @@ from service.engine.history import (
     seen_keys,
 )
 from service.engine.options import EngineOptions
+from service.engine.partial_results import with_partial_results
 from service.engine.pruning import MetricsFn, Scorer
 from service.engine.space import SearchSpace, config_key, enumerate_configs
 from service.engine.strategies import STRATEGIES, Context, RandomStrategy
@@ -103,6 +104,7 @@ def propose(space: SearchSpace, history: History, n: int, *, seed: int,
     """
     if n < 1:
         return Decision(())
+    history = with_partial_results(history)  # stopped trials are evidence, at estimated finals
     ask = _start(space, history, n, seed, pruner, EngineOptions.coerce(options), metrics_fn,
                  prior)
     assignment = ask.plan.assign(n, scheduler.recent_strategies(history))

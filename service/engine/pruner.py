@@ -28,6 +28,7 @@ import numpy as np
 
 from service.engine.encoding import Encoder
 from service.engine.history import History, Observation, TrialState
+from service.engine.partial_results import with_partial_results
 from service.engine.stats import rank_goodness
 from service.engine.transfer import Prior, pruner_rows
 
@@ -244,9 +245,11 @@ def make_training_set(encoder: Encoder, history: History, metric_names: Sequence
     many before the study has results, none once it has enough of its own).
 
     Pruned candidates are not labels: nobody trained them, their "value" is only our own guess.
+    Stopped trials are, at the final value their curve maps to (``partial_results``): someone
+    trained them, and what they showed is evidence the proposals use too.
     """
     metric_names = tuple(metric_names)
-    observations, y = observed_goodness(history)
+    observations, y = observed_goodness(with_partial_results(history))
     configs = [t.params for t in observations]
     metrics = [t.metrics for t in observations]
     borrowed = pruner_rows(prior, len(observations))

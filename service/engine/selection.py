@@ -17,6 +17,7 @@ from service.engine.decision import Decision, Proposal
 from service.engine.encoding import encoder_for
 from service.engine.history import History, ProposalInfo, PrunedCandidate, seen_keys
 from service.engine.options import EngineOptions
+from service.engine.partial_results import with_partial_results
 from service.engine.space import SearchSpace, config_key
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def select(space: SearchSpace, history: History, configs: Sequence[Mapping[str, 
     have been shown overlapping pools).
     """
     options = EngineOptions.coerce(options)
+    history = with_partial_results(history)  # as ``propose``: stopped trials are evidence
     seen = seen_keys(history)
     fresh = [i for i, c in enumerate(configs) if config_key(c) not in seen]
     order = fresh or list(range(len(configs)))

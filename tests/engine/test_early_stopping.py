@@ -26,7 +26,7 @@ def test_bottom_values_at_a_rung_stop_and_top_ones_go_on() -> None:
     others = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]  # with the newcomer 7 values: the best 2 go on
     stop = decide(0.71, others, "minimize", 9)
     assert stop.should_stop
-    assert stop.reason == "rung 9: 0.71 is not in the best 1/3 of 7 values at this step (cut 0.2)"
+    assert stop.reason == "rung 9: 0.71 is not in the best 2 of 7 values at this step (cut 0.2)"
     assert not decide(0.2, others, "minimize", 9).should_stop  # ties with the cut go on
     assert not decide(0.05, others, "minimize", 9).should_stop
 
