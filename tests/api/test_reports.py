@@ -144,7 +144,7 @@ def test_a_bad_value_at_a_rung_is_told_to_stop_and_a_good_one_is_not(api: TestCl
     assert report(api, study, bad, 2, 0.9).json()["should_stop"] is False  # not a rung
     answer = report(api, study, bad, 3, 0.9).json()
     assert answer["should_stop"] is True
-    assert answer["reason"] == ("rung 3: 0.9 is not in the best 1/3 of 4 values at this step "
+    assert answer["reason"] == ("rung 3: 0.9 is not in the best 1 of 4 values at this step "
                                 "(cut 0.2)")
     assert report(api, study, bad, 3, 0.9).json() == answer  # the same answer again
     assert report(api, study, better, 3, 0.1).json()["should_stop"] is False
@@ -170,7 +170,7 @@ def test_a_stopped_trial_keeps_its_curve_and_is_final(api: TestClient) -> None:
     assert told.status_code == 200, told.text
     got = told.json()
     assert got["state"] == "stopped" and got["value"] == 0.9 and got["last_step"] == 3
-    assert got["reason"].startswith("rung 3: 0.9 is not in the best 1/3")
+    assert got["reason"].startswith("rung 3: 0.9 is not in the best 1 of")
     assert got["intermediate"] == [[1, 1.0], [2, 0.95], [3, 0.9]]
     again = api.post(trial_url(study, trial, "tell"), json={"state": "stopped"})
     assert again.status_code == 200 and again.json()["value"] == 0.9
