@@ -100,3 +100,19 @@ def test_models_see_a_bounded_history_at_10000_trials(monkeypatch: pytest.Monkey
     assert len(ratio.bad.log_weights) <= parzen.MAX_BAD
     assert len(ratio.good.log_weights) <= parzen.MAX_GOOD
     assert replay(space, history).center is not None
+
+
+def test_feature_rows_stay_right_when_their_cache_overflows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full cache is cleared mid-call: the rows of the trials that were hits before the clear
+    must be recomputed too (a stopped trial's partial result is a new Observation every ask, so
+    long early-stopping studies overflow the cache; this once raised KeyError)."""
+    space = SPACES["mixed_conditional"]
+    features = gp.Features(Encoder(space))
+    trials = list(mixed_history(space, 30, 0).trials)
+    monkeypatch.setattr(surrogate, "_ROWS", {})
+    monkeypatch.setattr(surrogate, "_ROWS_LIMIT", 40)
+    first = surrogate._feature_rows(features, trials[:20])
+    both = surrogate._feature_rows(features, trials)  # 20 hits + 30 new > 40: the cache clears
+    assert np.array_equal(first, both[:20])
+    assert np.array_equal(both, features([t.params for t in trials]))

@@ -96,6 +96,7 @@ def _hyperparameters(features: Features, history: History) -> np.ndarray:
 
 
 _ROWS: dict[int, tuple[Observation, Encoder, np.ndarray]] = {}
+_ROWS_LIMIT = 200_000
 
 
 def _feature_rows(features: Features, trials: list[Observation]) -> np.ndarray:
@@ -107,8 +108,9 @@ def _feature_rows(features: Features, trials: list[Observation]) -> np.ndarray:
     missing = [t for t in trials if (hit := _ROWS.get(id(t))) is None
                or hit[0] is not t or hit[1] is not encoder]
     if missing:
-        if len(_ROWS) > 200_000:
-            _ROWS.clear()
+        if len(_ROWS) + len(missing) > _ROWS_LIMIT:
+            _ROWS.clear()  # every row of this call must be recomputed, not just the missing ones
+            missing = trials
         for t, row in zip(missing, features([t.params for t in missing]), strict=True):
             _ROWS[id(t)] = (t, encoder, row)
     if not trials:
