@@ -23,10 +23,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.caches.priors import PriorStore
 from service.config import Settings
 from service.db import pruner_queries, study_queries, trial_queries
-from service.db.history import to_observation, to_pruned
+from service.db.history import study_rungs, to_observations, to_pruned
+from service.db.models import Study
 from service.db.session import make_engine, make_sessionmaker, transaction
 from service.engine.encoding import Encoder, encoder_for
-from service.engine.history import Direction, History
+from service.engine.history import History
 from service.engine.pruner import PrunerModel, make_training_set, observed_goodness
 from service.engine.retraining_policy import (
     RetrainPolicy,
@@ -154,7 +155,7 @@ def _load(session: Session, study_id: str) -> _Study | None:
     newest = pruner_queries.newest_version(session, study_id)
     return _Study(
         space=space, metric_names=tuple(study.static_metrics or ()),
-        history=_history(session, study_id, study.direction),
+        history=_history(session, study),
         # A fresh store: no cache, only the one place that knows how a prior is built.
         prior=PriorStore().get(session, study, space),
         trained_on=None if newest is None else newest.n_train,
@@ -162,13 +163,14 @@ def _load(session: Session, study_id: str) -> _Study | None:
         active=pruner_queries.active_weights(session, study_id))
 
 
-def _history(session: Session, study_id: str, direction: Direction) -> History:
+def _history(session: Session, study: Study) -> History:
     """The study's whole history in one read (every trial row is stamped with a revision >= 1,
-    so "changed since revision 0" is all of them); servers keep theirs in a history cache."""
-    trials = sorted((to_observation(row) for row in
-                     trial_queries.changed_since(session, study_id, 0)), key=lambda t: t.number)
-    pruned = tuple(to_pruned(row) for row in trial_queries.pruned_after(session, study_id, 0))
-    return History(direction, tuple(trials), pruned)
+    so "changed since revision 0" is all of them), finished trials with their rung values;
+    servers keep theirs in a history cache."""
+    rows = trial_queries.changed_since(session, study.id, 0)
+    trials = sorted(to_observations(session, rows, study_rungs(study)), key=lambda t: t.number)
+    pruned = tuple(to_pruned(row) for row in trial_queries.pruned_after(session, study.id, 0))
+    return History(study.direction, tuple(trials), pruned)
 
 
 def _applicable(weights: bytes | None, encoder: Encoder,

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from service.caches.lru import LRU
 from service.db import trial_queries
-from service.db.history import to_observation, to_pruned
+from service.db.history import to_observations, to_pruned
 from service.db.study_queries import current_revision
 from service.engine.history import Direction, History, Observation, PrunedCandidate, TrialState
 from service.engine.space import config_key
@@ -52,8 +52,9 @@ class HistoryCache:
         self._entries.pop(study_id)
 
     def load(self, session: Session, study_id: str, direction: Direction,
-             revision: int | None = None) -> History:
-        """The study's history as of ``revision`` (default: the one ``session`` sees now).
+             revision: int | None = None, rungs: tuple[int, ...] = ()) -> History:
+        """The study's history as of ``revision`` (default: the one ``session`` sees now), its
+        finished trials with their values at ``rungs`` (``db.history.study_rungs``).
 
         A writer holding the study lock passes the revision before its own, so rows it stamps
         later in its transaction are read on the next load. Otherwise the revision is read before
@@ -65,8 +66,10 @@ class HistoryCache:
             if revision is None:
                 revision = current_revision(session, study_id) or 0
             if revision > entry.revision:
-                for row in trial_queries.changed_since(session, study_id, entry.revision):
-                    _put(entry, row.number, to_observation(row))
+                rows = trial_queries.changed_since(session, study_id, entry.revision)
+                for row, observation in zip(rows, to_observations(session, rows, rungs),
+                                            strict=True):
+                    _put(entry, row.number, observation)
                 for row in trial_queries.pruned_after(session, study_id, entry.last_pruned_id):
                     entry.pruned.append(to_pruned(row))
                     entry.last_pruned_id = row.id

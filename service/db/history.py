@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from sqlalchemy.orm import Session
+
+from service.db import report_queries
 from service.db.models import PrunedCandidate as PrunedRow
-from service.db.models import Trial
+from service.db.models import Study, Trial
+from service.engine.early_stopping import Fidelity
 from service.engine.history import Observation, ProposalInfo, PrunedCandidate, TrialState
 
 
-def to_observation(row: Trial) -> Observation:
+def to_observation(row: Trial, curve: Iterable[tuple[int, float]] = ()) -> Observation:
     return Observation(
         number=row.number,
         params=dict(row.params),
@@ -15,7 +21,26 @@ def to_observation(row: Trial) -> Observation:
         value=row.value,
         metrics=dict(row.static_metrics or {}),
         proposal=ProposalInfo.from_dict(row.proposal),
+        curve=tuple(curve),
     )
+
+
+def to_observations(session: Session, rows: Iterable[Trial],
+                    rungs: tuple[int, ...]) -> list[Observation]:
+    """``rows`` as observations, each finished trial that reported with its values at the study's
+    ``rungs`` (one query for all of them): what early stopping calibrates on and what a stopped
+    trial's estimated result is mapped through. A running trial's curve is still growing and
+    left out; at most ``len(rungs)`` points a trial, however long its curve."""
+    rows = list(rows)
+    with_curve = [r.id for r in rows if rungs and r.last_step is not None
+                  and TrialState(r.state).finished]
+    curves = report_queries.points_at(session, with_curve, rungs)
+    return [to_observation(r, curves.get(r.id, ())) for r in rows]
+
+
+def study_rungs(study: Study) -> tuple[int, ...]:
+    """The rung steps of the study's declared fidelity; none without one."""
+    return tuple(Fidelity(**study.fidelity).rungs()) if study.fidelity else ()
 
 
 def to_pruned(row: PrunedRow) -> PrunedCandidate:

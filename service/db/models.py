@@ -141,7 +141,9 @@ class TrialReport(Base):
     __tablename__ = "trial_reports"
     __table_args__ = (
         UniqueConstraint("trial_id", "step", name="uq_trial_reports_trial_step"),
-        Index("ix_trial_reports_study_step", "study_id", "step"),  # the values at one rung
+        # The newest values at one rung: a range of (study, step) read backwards by id, so a
+        # rung decision reads a bounded sample however many trials reported there.
+        Index("ix_trial_reports_study_step_id", "study_id", "step", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -151,6 +153,25 @@ class TrialReport(Base):
     value: Mapped[float] = mapped_column(Float)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StoppingPolicyRow(Base):
+    """A study's early-stopping policy (``engine.stopping_policy``), calibrated from its finished
+    curves after each tell that can change it; a rung report reads it by primary key.
+
+    Its own table, not a column of ``studies``: writing it must not wait for the study's row lock
+    that asks and tells hold. ``revision`` is the study revision it was calibrated at: a writer
+    never replaces a policy calibrated on a newer history.
+    """
+
+    __tablename__ = "stopping_policies"
+
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    finished: Mapped[int] = mapped_column(Integer)  # finished trials with a curve it saw
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class PrunedCandidate(Base):

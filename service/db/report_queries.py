@@ -41,12 +41,32 @@ def add(session: Session, study_id: str, trial_id: int, step: int, value: float,
     return report
 
 
-def values_at(session: Session, study_id: str, step: int, other_than: int) -> list[float]:
-    """What the study's other trials reported at ``step`` (one range of the (study_id, step)
-    index): the values a rung decision ranks against."""
-    return list(session.scalars(select(TrialReport.value).where(
-        TrialReport.study_id == study_id, TrialReport.step == step,
-        TrialReport.trial_id != other_than)))
+def values_at(session: Session, study_id: str, step: int, other_than: int,
+              limit: int) -> list[float]:
+    """The newest ``limit`` values the study's other trials reported at ``step`` (one backwards
+    range of the (study_id, step, id) index): the sample a rung decision ranks against, bounded
+    however many trials the study has."""
+    return list(session.scalars(
+        select(TrialReport.value).where(
+            TrialReport.study_id == study_id, TrialReport.step == step,
+            TrialReport.trial_id != other_than)
+        .order_by(TrialReport.id.desc()).limit(limit)))
+
+
+def points_at(session: Session, trial_ids: Iterable[int],
+              steps: Iterable[int]) -> dict[int, list[tuple[int, float]]]:
+    """Each trial's values at ``steps`` (its rung points), in step order, in one query: at most
+    ``len(steps)`` rows a trial through the (trial_id, step) unique index."""
+    ids, wanted = list(trial_ids), list(steps)
+    out: dict[int, list[tuple[int, float]]] = {}
+    if not ids or not wanted:
+        return out
+    rows = session.execute(select(TrialReport.trial_id, TrialReport.step, TrialReport.value)
+                           .where(TrialReport.trial_id.in_(ids), TrialReport.step.in_(wanted))
+                           .order_by(TrialReport.trial_id, TrialReport.step))
+    for trial_id, step, value in rows:
+        out.setdefault(trial_id, []).append((step, value))
+    return out
 
 
 def latest_reason(session: Session, trial_id: int) -> str | None:

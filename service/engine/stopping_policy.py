@@ -50,6 +50,9 @@ TOP_SHARE = 0.1
 MIN_TOP = 3
 TOP_MARGIN = 0.2
 MIN_KEEP_EXPONENT = 2  # the keep fraction never goes below 1/eta**2
+# A stored rule keeps at most this many forecast anchors (equal-count bins of the rung values):
+# the forecast only names a predicted final in a stop's reason, and a report reads the rule.
+STORED_ANCHORS = 32
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,18 @@ class RungRule:
         return float(np.interp(value, xs, ys))
 
     def to_dict(self) -> dict:
+        """The rule as JSON, its anchors thinned to ``STORED_ANCHORS`` bins."""
         return {"step": self.step, "keep": self.keep, "trust": self.trust,
                 "measured": self.measured, "pairs": self.pairs,
-                "wrong_stop_rate": self.wrong_stop_rate}
+                "wrong_stop_rate": self.wrong_stop_rate,
+                "anchors": [list(a) for a in _thin(self.anchors, STORED_ANCHORS)]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> RungRule:
+        return cls(int(data["step"]), float(data["keep"]), float(data["trust"]),
+                   data.get("measured"), int(data.get("pairs", 0)),
+                   data.get("wrong_stop_rate"),
+                   tuple((float(x), float(y)) for x, y in data.get("anchors", ())))
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,31 @@ class StoppingPolicy:
             if r.step == step:
                 return r
         return None
+
+    def to_dict(self) -> dict:
+        """JSON for storage (the service keeps one per study; ``from_dict`` reads it back).
+
+        >>> policy = calibrate([TrialCurve({3: v}, final=v) for v in range(50)], "maximize",
+        ...                    [1, 3], 52, 3)
+        >>> back = StoppingPolicy.from_dict(policy.to_dict())
+        >>> [r.keep for r in back.rules] == [r.keep for r in policy.rules]
+        True
+        >>> len(back.rule(3).anchors), back.rule(3).forecast(49.0) > 40
+        (32, True)
+        """
+        return {"rules": [r.to_dict() for r in self.rules]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> StoppingPolicy:
+        return cls(tuple(RungRule.from_dict(r) for r in data.get("rules", ())))
+
+
+def _thin(anchors: Sequence[tuple[float, float]], n: int) -> list[tuple[float, float]]:
+    """At most ``n`` anchors: the means of equal-count runs of the (sorted) anchors."""
+    if len(anchors) <= n:
+        return [tuple(a) for a in anchors]
+    bins = np.array_split(np.asarray(anchors, dtype=float), n)
+    return [(float(b[:, 0].mean()), float(b[:, 1].mean())) for b in bins]
 
 
 def prior_trust(step: int, max_step: int) -> float:

@@ -14,13 +14,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from service.db import candidate_queries, report_queries, study_queries, trial_queries
+from service.db.history import study_rungs
 from service.db.models import Candidate, Trial, utcnow
 from service.db.session import transaction
 from service.engine.history import TrialState
 from service.engine.space import SpaceError
 from service.errors import Conflict, Invalid, NotFound, TooManyRequests
 from service.schemas import CandidateMetrics, TellRequest
-from service.usecases import proposals
+from service.usecases import proposals, reports
 from service.usecases.context import UseCaseContext
 from service.usecases.study_lifecycle import find_study
 
@@ -83,7 +84,7 @@ def _ask(ctx: UseCaseContext, owner_id: int, study_id: str, count: int, client_i
         if missing:
             # The history as of just before this write: rows stamped now are read next time.
             history = ctx.histories.load(session, study.id, study.direction,
-                                         revision=lock.revision - 1)
+                                         revision=lock.revision - 1, rungs=study_rungs(study))
             fresh = proposals.FreshTrials(ctx, session, study, lock, history, client_id, now)
             if candidates is not None:
                 result.trials += fresh.pick_from(candidates, missing)
@@ -139,6 +140,9 @@ def tell(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int,
         trial.completed_at = now
         trial.revision = lock.revision
         trial.timed_out = False  # the result is the client's now: a different one is a conflict
+        reported = trial.last_step is not None
+    if reported:  # its curve is new evidence of how far each rung predicts the final value
+        reports.recalibrate(ctx, study_id)
     ctx.told(study_id)
     return trial
 

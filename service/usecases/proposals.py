@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from service.db import candidate_queries, study_queries, trial_queries
+from service.db.history import study_rungs
 from service.db.models import Candidate, Study, Trial
 from service.engine.decision import Decision
 from service.engine.history import History, ProposalInfo, TrialState, seen_keys
@@ -46,7 +47,8 @@ def draft(ctx: UseCaseContext, owner_id: int, study_id: str, count: int,
         if study is None or study.static_metrics:
             return None
         revision = study.revision
-        history = ctx.histories.load(session, study_id, study.direction, revision=revision)
+        history = ctx.histories.load(session, study_id, study.direction, revision=revision,
+                                     rungs=study_rungs(study))
         space = ctx.spaces.get(study)
         pruner = ctx.pruners.active(session, study_id)
         prior = ctx.priors.get(session, study, space)

@@ -2,25 +2,37 @@
 
 A report takes its trial's row lock, not the study's: reports of one trial are serialised (one
 value per step, ``last_step`` never goes back), reports of different trials and asks never wait
-for each other, and nothing the history cache reads changes (no revision bump). It reads the values
-at its step only when the step is a rung (one indexed query) and never runs the proposal engine.
+for each other, and nothing the history cache reads changes (no revision bump). Only at a rung step
+does it read more: the newest ``RUNG_SAMPLE`` values at that step (one backwards index range) and
+the study's stored stopping policy (one row by key). It never runs the proposal engine.
+
+The policy (how much each rung keeps, from the study's finished curves: ``engine.stopping_policy``)
+is recalibrated after each tell of a trial that reported (``recalibrate``), so the report path
+only reads it; before any finished curve the rungs keep what their prior trust says.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
-from service.db import report_queries
-from service.db.models import utcnow
+from sqlalchemy.orm import Session
+
+from service.db import report_queries, stopping_policy_queries, study_queries
+from service.db.history import study_rungs
+from service.db.models import Study, utcnow
 from service.db.session import transaction
 from service.engine import early_stopping
 from service.engine.early_stopping import Fidelity, StopDecision
 from service.engine.history import TrialState
+from service.engine.stopping_policy import RungRule, StoppingPolicy
 from service.errors import Conflict, Invalid, NotFound
 from service.usecases.context import UseCaseContext
 from service.usecases.study_lifecycle import find_study
 
 MAX_REPORTS_PER_TRIAL = 10_000  # steps one trial may report: bounds its curve and its rows
+
+logger = logging.getLogger(__name__)
 
 
 def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, step: int,
@@ -60,8 +72,41 @@ def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, ste
         decision = early_stopping.GO_ON
         rung = fidelity.rung_of(step) if fidelity is not None else None
         if rung is not None:
-            others = report_queries.values_at(session, study_id, step, other_than=trial_id)
-            decision = early_stopping.decide(value, others, study.direction, rung)
+            others = report_queries.values_at(session, study_id, step, other_than=trial_id,
+                                              limit=early_stopping.RUNG_SAMPLE)
+            decision = early_stopping.decide(value, others, study.direction, rung,
+                                             rule=_rule(session, study, fidelity, rung))
         report_queries.add(session, study_id, trial_id, step, value, decision.reason)
         trial.last_step = step if trial.last_step is None else max(trial.last_step, step)
         return decision
+
+
+def _rule(session: Session, study: Study, fidelity: Fidelity, rung: int) -> RungRule | None:
+    """The rung's calibrated rule: the stored policy's, else (no finished curve yet) the one its
+    prior trust alone gives."""
+    stored = stopping_policy_queries.get(session, study.id)
+    policy = (StoppingPolicy.from_dict(stored.policy) if stored is not None
+              else early_stopping.policy_for((), study.direction, fidelity))
+    return policy.rule(rung)
+
+
+def recalibrate(ctx: UseCaseContext, study_id: str) -> None:
+    """Calibrate the study's stopping policy on its finished curves and store it; called after a
+    tell of a trial that reported. Bounded: the history cache catches up incrementally and the
+    calibration reads the last ``CALIBRATION_WINDOW`` curves. A failure here loses nothing (the
+    tell is committed; the next tell recalibrates), so it is logged, not raised."""
+    try:
+        with transaction(ctx.sessions) as session:
+            study = study_queries.by_id(session, study_id)
+            if study is None or not study.fidelity:
+                return
+            history = ctx.histories.load(session, study.id, study.direction,
+                                         revision=study.revision, rungs=study_rungs(study))
+            curves = early_stopping.finished_curves(history)
+            policy = early_stopping.policy_for(curves, study.direction,
+                                               Fidelity(**study.fidelity))
+            stopping_policy_queries.put(session, study.id, study.revision, len(curves),
+                                        policy.to_dict())
+    except Exception:  # the policy is a cache of the history: the next tell rebuilds it
+        logger.warning("recalibrating the stopping policy of study %s failed", study_id,
+                       exc_info=True)

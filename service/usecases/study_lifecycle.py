@@ -8,6 +8,7 @@ import secrets
 from sqlalchemy.orm import Session
 
 from service.db import pruner_queries, study_queries
+from service.db.history import study_rungs
 from service.db.models import Study
 from service.db.session import transaction
 from service.engine import transfer
@@ -108,7 +109,7 @@ def transfer_status(ctx: UseCaseContext, session: Session, study: Study) -> Tran
     """Which studies ``study`` learns from and how far that is trusted by its results so far."""
     space = ctx.spaces.get(study)
     prior = ctx.priors.get(session, study, space)
-    history = ctx.histories.load(session, study.id, study.direction)
+    history = ctx.histories.load(session, study.id, study.direction, rungs=study_rungs(study))
     trust = transfer.prior_trust(prior, space, history)
     return TransferOut(sources=list(study.transfer_from),
                        prior_trials=0 if prior is None else prior.size, trust=trust,
@@ -121,7 +122,7 @@ def pruner_report(ctx: UseCaseContext, session: Session, owner_id: int, study_id
     of its versions, newest first, never with their weights."""
     study = find_study(session, owner_id, study_id)
     rows, total = pruner_queries.version_page(session, study_id, offset, limit)
-    history = ctx.histories.load(session, study_id, study.direction)
+    history = ctx.histories.load(session, study_id, study.direction, rungs=study_rungs(study))
     return PrunerReport(
         active_version=pruner_queries.active_version(session, study_id),
         trust=measure_trust(history), n_pruned=pruner_queries.count_pruned(session, study_id),

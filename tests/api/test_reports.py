@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from service.engine.early_stopping import Fidelity, policy_for
 from service.usecases import reports
 from service.usecases.ask_tell import reap_stale
 from tests.api.test_hardening import custom_api, silence
@@ -144,8 +145,14 @@ def test_a_bad_value_at_a_rung_is_told_to_stop_and_a_good_one_is_not(api: TestCl
     assert report(api, study, bad, 2, 0.9).json()["should_stop"] is False  # not a rung
     answer = report(api, study, bad, 3, 0.9).json()
     assert answer["should_stop"] is True
-    assert answer["reason"] == ("rung 3: 0.9 is not in the best 1 of 4 values at this step "
-                                "(cut 0.2)")
+    # No finished curve yet: the rung keeps what its prior trust alone says (engine's rule).
+    cold = policy_for((), "minimize", Fidelity(**FIDELITY)).rule(3)
+    kept = int(4 * cold.keep + 1e-9)
+    cut = sorted([0.3, 0.2, 0.25, 0.9])[kept - 1]
+    assert 1 <= kept < 4
+    assert answer["reason"] == (f"rung 3: 0.9 is not in the best {kept} of 4 values at this "
+                                f"step (cut {cut:g}, keep {cold.keep:.2f} from trust "
+                                f"{cold.trust:.2f})")
     assert report(api, study, bad, 3, 0.9).json() == answer  # the same answer again
     assert report(api, study, better, 3, 0.1).json()["should_stop"] is False
 
@@ -170,7 +177,7 @@ def test_a_stopped_trial_keeps_its_curve_and_is_final(api: TestClient) -> None:
     assert told.status_code == 200, told.text
     got = told.json()
     assert got["state"] == "stopped" and got["value"] == 0.9 and got["last_step"] == 3
-    assert got["reason"].startswith("rung 3: 0.9 is not in the best 1 of")
+    assert got["reason"].startswith("rung 3: 0.9 is not in the best ")
     assert got["intermediate"] == [[1, 1.0], [2, 0.95], [3, 0.9]]
     again = api.post(trial_url(study, trial, "tell"), json={"state": "stopped"})
     assert again.status_code == 200 and again.json()["value"] == 0.9
@@ -215,3 +222,71 @@ def test_long_curves_page_and_trial_objects_show_the_last_100_points(api: TestCl
     rows = list(csv.DictReader(io.StringIO(
         api.get(f"/v1/studies/{study['id']}/trials.csv").text)))
     assert rows[0]["last_step"] == "119"
+
+
+def finish_with_curves(api: TestClient, study: dict, pairs: list[tuple[float, float]]) -> None:
+    """Trials that report ``rung`` at step 3 and complete with ``final``, one per pair."""
+    for trial, (rung, final) in zip(ask(api, study, count=len(pairs)), pairs, strict=True):
+        assert report(api, study, trial, 3, rung).status_code == 200
+        told = api.post(trial_url(study, trial, "tell"), json={"value": final})
+        assert told.status_code == 200, told.text
+
+
+def test_how_hard_a_rung_stops_depends_on_how_well_it_predicted_the_finals(
+        api: TestClient) -> None:
+    """Two studies see the same values at rung 3; where those values predicted the final ones,
+    a middling newcomer is stopped, where they were misleading (the best at rung 3 ended worst),
+    the same newcomer goes on."""
+    rungs = [0.1 * i for i in range(1, 13)]
+    predictive = create(api, fidelity=FIDELITY)
+    misleading = create(api, fidelity=FIDELITY)
+    finish_with_curves(api, predictive, [(v, v - 0.05) for v in rungs])
+    finish_with_curves(api, misleading, [(v, 2.0 - v) for v in rungs])
+    answers = {}
+    for name, study in (("predictive", predictive), ("misleading", misleading)):
+        (newcomer,) = ask(api, study)
+        answers[name] = report(api, study, newcomer, 3, 0.9).json()
+    assert answers["predictive"]["should_stop"] is True
+    assert "measured 1.00 on 12 curves" in answers["predictive"]["reason"]
+    assert "predicted final" in answers["predictive"]["reason"]
+    assert answers["misleading"] == {"should_stop": False, "reason": None}
+
+
+def test_the_policy_is_stored_after_tells_and_an_older_one_never_replaces_it(
+        app, api: TestClient) -> None:
+    from service.db import stopping_policy_queries
+    from service.db.session import transaction
+
+    study = create(api, fidelity=FIDELITY)
+    sessions = app.state.context.sessions
+    with sessions() as session:
+        assert stopping_policy_queries.get(session, study["id"]) is None
+    finish_with_curves(api, study, [(0.1 * i, 0.1 * i) for i in range(1, 6)])
+    with sessions() as session:
+        stored = stopping_policy_queries.get(session, study["id"])
+        assert stored.finished == 5
+        revision, policy = stored.revision, stored.policy
+        assert [r["step"] for r in policy["rules"]] == [1, 3, 9, 27]
+        assert next(r for r in policy["rules"] if r["step"] == 3)["pairs"] == 5
+    with transaction(sessions) as session:  # a late writer with an older history
+        stopping_policy_queries.put(session, study["id"], revision - 1, 0, {"rules": []})
+    with sessions() as session:
+        assert stopping_policy_queries.get(session, study["id"]).policy == policy
+
+
+def test_stopped_trials_reach_the_engine_with_their_rung_values(app, api: TestClient) -> None:
+    study = create(api, fidelity=FIDELITY)
+    (stopped, done, silent) = ask(api, study, count=3)
+    for step, value in [(1, 0.9), (2, 0.8), (3, 0.7)]:
+        report(api, study, stopped, step, value)
+    report(api, study, done, 1, 0.5)
+    report(api, study, silent, 1, 0.4)  # still running: its curve is not evidence yet
+    api.post(trial_url(study, stopped, "tell"), json={"state": "stopped"})
+    api.post(trial_url(study, done, "tell"), json={"value": 0.3})
+    context = app.state.context
+    with context.sessions() as session:
+        history = context.histories.load(session, study["id"], "minimize", rungs=(1, 3, 9, 27))
+    curves = {t.number: t.curve for t in history.trials}
+    assert curves[stopped["number"]] == ((1, 0.9), (3, 0.7))  # rung steps only
+    assert curves[done["number"]] == ((1, 0.5),)
+    assert curves[silent["number"]] == ()

@@ -53,3 +53,45 @@ def test_pruner_ablation_never_trains() -> None:
     for _ in range(15):
         s = opt.ask()
         opt.tell(s, 1.0)
+
+
+def run_with_early_stopping(seed: int, trials: int = 40) -> tuple[Optimizer, list[int]]:
+    """A toy study whose curves decay towards the final loss ``(x - 0.3)**2``: a trial's value
+    at epoch ``s`` is ``final + 1/s``, so every rung ranks trials as their finals do."""
+    from service.engine.early_stopping import Fidelity
+
+    opt = Optimizer({"params": [{"name": "x", "type": "float", "low": -3, "high": 3}]},
+                    seed=seed, fidelity=Fidelity("epoch", 1, 27))
+    epochs = []
+    for _ in range(trials):
+        s = opt.ask()
+        final = (s.params["x"] - 0.3) ** 2
+        for step in range(1, 28):
+            if opt.report(s, step, final + 1.0 / step).should_stop:
+                opt.tell(s, state="stopped")
+                break
+        else:
+            opt.tell(s, final + 1.0 / 27)
+        epochs.append(step)
+    return opt, epochs
+
+
+def test_early_stopping_stops_the_bad_trials_and_learns_from_them() -> None:
+    opt, epochs = run_with_early_stopping(seed=0)
+    states = [t.state for t in opt.history.trials]
+    stopped = [t for t in opt.history.trials if t.state is TrialState.STOPPED]
+    complete = opt.history.complete
+    assert len(stopped) >= 10 and sum(epochs) < 0.6 * 27 * len(states)
+    best = opt.best()
+    assert best is not None and best.state is TrialState.COMPLETE
+    assert abs(best.params["x"] - 0.3) < 0.1
+    # no stopped trial would have ended better than the best complete one
+    assert min((t.params["x"] - 0.3) ** 2 for t in stopped) + 1 / 27 >= best.value
+    assert all(t.curve for t in stopped) and all(t.curve for t in complete)
+    # a stopped trial's reason says what the rung saw; reports are answered again alike
+    assert opt.report(stopped[0].number, stopped[0].curve[-1][0],
+                      stopped[0].curve[-1][1]).should_stop
+
+
+def test_early_stopping_decisions_are_deterministic_for_a_seed() -> None:
+    assert run_with_early_stopping(seed=3)[1] == run_with_early_stopping(seed=3)[1]
