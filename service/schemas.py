@@ -327,6 +327,25 @@ class PrunerVersionOut(BaseModel):
     created_at: datetime
 
 
+class RungRuleOut(BaseModel):
+    """How one rung cuts, and the evidence behind it (``engine.stopping_policy``)."""
+
+    step: int
+    keep: float  # the share of the values reported at the rung that go on
+    trust: float  # the correlation the keep share was chosen from (measured, shrunk to a prior)
+    measured: float | None  # Spearman of rung vs. final values (None: fewer than 3 pairs)
+    pairs: int  # complete trials that reported at the rung
+    wrong_stop_rate: float | None  # share of the best complete trials the trust cut would stop
+
+
+class StoppingPolicyOut(BaseModel):
+    """A study's early-stopping policy as its rung reports apply it now."""
+
+    fidelity: FidelityOut | None  # None: the study declared none, so reports never stop
+    curves: int  # finished trials with a curve it was calibrated on (0: the priors alone)
+    rules: list[RungRuleOut]
+
+
 class PrunerReport(BaseModel):
     """The pruner of one study: what serves asks now, how far it is trusted, what it did."""
 

@@ -46,6 +46,7 @@ def test_bad_configurations_are_stopped_and_keep_their_last_report(client_factor
 
         best = study.optimize(objective, n_trials=len(GOOD + BAD), show_progress=False)
         trials = study.trials()
+        policy = study.stopping_policy()
 
     assert len(trials) == len(GOOD + BAD)
     assert {t.id for t in trials if t.state == "stopped"} == set(told_to_stop)
@@ -63,6 +64,10 @@ def test_bad_configurations_are_stopped_and_keep_their_last_report(client_factor
             assert trial.value == accuracy(trial.params["quality"], FIDELITY["max"])
     assert all(t.state == "complete" for t in trials if t.params["quality"] in GOOD)
     assert best is not None and best.params["quality"] == max(GOOD)
+    # calibrated on every finished curve: the complete ones paired rung values with finals
+    assert policy["curves"] == len(trials)
+    assert all(r["pairs"] == sum(t.state == "complete" for t in trials)
+               for r in policy["rules"])
 
 
 def test_report_is_idempotent_and_the_curve_pages(client_factory) -> None:

@@ -82,12 +82,27 @@ def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, ste
 
 
 def _rule(session: Session, study: Study, fidelity: Fidelity, rung: int) -> RungRule | None:
-    """The rung's calibrated rule: the stored policy's, else (no finished curve yet) the one its
-    prior trust alone gives."""
+    return current_policy(session, study, fidelity)[1].rule(rung)
+
+
+def current_policy(session: Session, study: Study,
+                   fidelity: Fidelity) -> tuple[int, StoppingPolicy]:
+    """The policy rung reports apply, and how many finished curves it was calibrated on: the
+    stored one, else (no finished curve yet) the one the rungs' prior trust alone gives."""
     stored = stopping_policy_queries.get(session, study.id)
-    policy = (StoppingPolicy.from_dict(stored.policy) if stored is not None
-              else early_stopping.policy_for((), study.direction, fidelity))
-    return policy.rule(rung)
+    if stored is None:
+        return 0, early_stopping.policy_for((), study.direction, fidelity)
+    return stored.finished, StoppingPolicy.from_dict(stored.policy)
+
+
+def stopping_policy(session: Session, owner_id: int,
+                    study_id: str) -> tuple[Fidelity | None, int, StoppingPolicy]:
+    """The study's fidelity and current policy (``GET .../stopping``)."""
+    study = find_study(session, owner_id, study_id)
+    if not study.fidelity:
+        return None, 0, StoppingPolicy(())
+    fidelity = Fidelity(**study.fidelity)
+    return (fidelity, *current_policy(session, study, fidelity))
 
 
 def recalibrate(ctx: UseCaseContext, study_id: str) -> None:

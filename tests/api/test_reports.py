@@ -272,6 +272,21 @@ def test_the_policy_is_stored_after_tells_and_an_older_one_never_replaces_it(
         stopping_policy_queries.put(session, study["id"], revision - 1, 0, {"rules": []})
     with sessions() as session:
         assert stopping_policy_queries.get(session, study["id"]).policy == policy
+    shown = api.get(f"/v1/studies/{study['id']}/stopping").json()
+    assert shown["fidelity"] == FIDELITY and shown["curves"] == 5
+    assert [r["keep"] for r in shown["rules"]] == [r["keep"] for r in policy["rules"]]
+    assert "anchors" not in shown["rules"][0]
+
+
+def test_the_stopping_policy_is_shown_cold_and_without_a_fidelity(api: TestClient) -> None:
+    cold = api.get(f"/v1/studies/{create(api, fidelity=FIDELITY)['id']}/stopping").json()
+    expected = policy_for((), "minimize", Fidelity(**FIDELITY))
+    assert cold["curves"] == 0
+    assert [(r["step"], r["keep"]) for r in cold["rules"]] == [
+        (r.step, r.keep) for r in expected.rules]
+    plain = api.get(f"/v1/studies/{create(api)['id']}/stopping").json()
+    assert plain == {"fidelity": None, "curves": 0, "rules": []}
+    assert api.get("/v1/studies/nope/stopping").status_code == 404
 
 
 def test_stopped_trials_reach_the_engine_with_their_rung_values(app, api: TestClient) -> None:

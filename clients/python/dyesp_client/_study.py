@@ -392,6 +392,12 @@ class Study:
             if not page["points"] or len(out) >= page["total"]:
                 return out
 
+    def stopping_policy(self) -> dict[str, Any]:
+        """How hard each rung of early stopping cuts now, and the evidence behind it:
+        ``{"fidelity", "curves", "rules": [{"step", "keep", "trust", "measured", "pairs",
+        "wrong_stop_rate"}]}`` (no rules without a fidelity)."""
+        return self.client._call("GET", f"{self._path}/stopping")
+
     def best(self) -> Trial | None:
         """The best complete trial, or None before any result (also refreshes the study)."""
         return self.refresh().best_trial
