@@ -19,6 +19,8 @@ _BENCHMARKS = {
     "load": "benchmarks.load",  # server on PostgreSQL under 1-64 clients vs. Optuna's RDBStorage
     "worst-case": "benchmarks.worst_case",  # the costliest asks inside the documented limits
     "isolation": "benchmarks.isolation",  # a flooding tenant's effect on another's latency
+    "multifidelity": "benchmarks.multifidelity",  # early stopping: epochs to target vs. peers
+    "report-latency": "benchmarks.report_latency",  # a report's cost at 100 / 10,000 trials
 }
 
 

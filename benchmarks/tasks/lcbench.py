@@ -73,25 +73,51 @@ def _codes() -> dict[str, int]:
         return json.load(fh)["OpenML_task_id"]
 
 
-def predict(task_id: str, rows: np.ndarray) -> np.ndarray:
-    """Validation accuracy for rows of the raw inputs in INPUT_ORDER (epoch is prepended)."""
+def predict(task_id: str, rows: np.ndarray, epochs: np.ndarray | float = EPOCH) -> np.ndarray:
+    """Validation accuracy for rows of the raw inputs in INPUT_ORDER (epoch is prepended).
+
+    `epochs` is one epoch for every row (the default: the full budget) or one per row.
+    """
     sess = _session()
-    x_cont = np.column_stack([np.full(len(rows), float(EPOCH)), rows]).astype(np.float32)
+    epoch_col = np.broadcast_to(np.asarray(epochs, dtype=float), (len(rows),))
+    x_cont = np.column_stack([epoch_col, rows]).astype(np.float32)
     x_cat = np.full((len(rows), 1), _codes()[task_id], dtype=np.int32)
     out = sess.run(None, {sess.get_inputs()[0].name: x_cat, sess.get_inputs()[1].name: x_cont})
     return out[0][:, 1].astype(float)  # column 1 = val_accuracy
+
+
+def predict_curve(task_id: str, row: np.ndarray | tuple) -> np.ndarray:
+    """The learning curve of one configuration: val_accuracy at epochs 1..EPOCH, one ONNX call.
+
+    Its last value is exactly `predict(task_id, [row])` (same float32 rows, checked in the tests).
+    """
+    epochs = np.arange(1, EPOCH + 1, dtype=float)
+    return predict(task_id, np.tile(np.asarray(row, dtype=float), (EPOCH, 1)), epochs)
 
 
 class LCBenchObjective:
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
         self._cache: dict[tuple, float] = {}
+        self._curves: dict[tuple, np.ndarray] = {}
 
     def __call__(self, params: dict) -> float:
         row = tuple(float(params[n]) for n in INPUT_ORDER)
         if row not in self._cache:
             self._cache[row] = float(predict(self.task_id, np.asarray([row]))[0])
         return self._cache[row]
+
+    def curve(self, params: dict) -> np.ndarray:
+        """val_accuracy at epochs 1..EPOCH (index e - 1), cached per configuration."""
+        row = tuple(float(params[n]) for n in INPUT_ORDER)
+        if row not in self._curves:
+            self._curves[row] = predict_curve(self.task_id, row)
+        return self._curves[row]
+
+    def at_epoch(self, params: dict, epoch: int) -> float:
+        if not 1 <= epoch <= EPOCH:
+            raise ValueError(f"epoch must be within [1, {EPOCH}], got {epoch}")
+        return float(self.curve(params)[epoch - 1])
 
 
 def random_rows(n: int, seed: int) -> np.ndarray:

@@ -169,7 +169,8 @@ class Optimizer:
             others = self._at_rung.setdefault(
                 step, deque(maxlen=early_stopping.RUNG_SAMPLE))
             decision = early_stopping.decide(value, list(others), self.direction, rung,
-                                             rule=self._stopping_policy().rule(rung))
+                                             rule=self._stopping_policy().rule(rung),
+                                             number=number)
             others.append(value)
             self._trials[number] = dataclasses.replace(
                 trial, curve=tuple(sorted((*trial.curve, (step, float(value))))))

@@ -75,7 +75,8 @@ def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, ste
             others = report_queries.values_at(session, study_id, step, other_than=trial_id,
                                               limit=early_stopping.RUNG_SAMPLE)
             decision = early_stopping.decide(value, others, study.direction, rung,
-                                             rule=_rule(session, study, fidelity, rung))
+                                             rule=_rule(session, study, fidelity, rung),
+                                             number=trial.number)
         report_queries.add(session, study_id, trial_id, step, value, decision.reason)
         trial.last_step = step if trial.last_step is None else max(trial.last_step, step)
         return decision

@@ -44,3 +44,15 @@ def test_stopped_trials_are_seen_but_never_complete() -> None:
     assert TrialState.STOPPED.finished
     assert history.complete == () and history.best() is None and history.running == ()
     assert len(seen_keys(history)) == 1
+
+
+def test_hedge_trials_are_never_stopped_and_the_others_are() -> None:
+    from service.engine.early_stopping import HEDGE_EVERY, is_hedge
+
+    others = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    hedges = [n for n in range(3 * HEDGE_EVERY) if is_hedge(n)]
+    assert len(hedges) == 3
+    for number in range(3 * HEDGE_EVERY):
+        stopped = decide(0.9, others, "minimize", 9, number=number).should_stop
+        assert stopped is (number not in hedges)
+

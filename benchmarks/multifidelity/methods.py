@@ -1,0 +1,155 @@
+"""The method drivers: each drives its library against a `Ledger` until `RunOver`.
+
+A driver is `drive(task, ledger, seed)`: an endless ask / train / tell loop; the ledger ends it.
+Methods that train on epoch by epoch (`tpe-*`, `random-hyperband`, `dyesp-es`) use
+`Ledger.start` and report every available step; full-fidelity methods train each trial straight to
+the maximum; SMAC and DEHB evaluate at the budgets they ask for, from scratch (`Ledger.evaluate`).
+Configurations pass through `space.active_only` / `to_builtin` exactly as in the quality runner.
+Imports are lazy so the harness loads without the bench extras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from benchmarks import space as sp
+from benchmarks.multifidelity.ledger import Ledger
+from benchmarks.multifidelity.tasks import MFTask
+
+Driver = Callable[[MFTask, Ledger, int], None]
+
+
+def clean(params_list: list[sp.Param], raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: sp.to_builtin(v) for k, v in sp.active_only(params_list, raw).items()}
+
+
+def random_full(task: MFTask, ledger: Ledger, seed: int) -> None:
+    params_list = sp.parse(task.space)
+    rng = np.random.default_rng(seed)
+    while True:
+        ledger.start(clean(params_list, sp.sample(params_list, rng))).advance(task.fmax)
+
+
+# -- Optuna -----------------------------------------------------------------------------------
+def _suggest(trial: Any, params_list: list[sp.Param]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for p in params_list:
+        if not sp.is_active(p, config):
+            continue
+        if p.type == "categorical":
+            config[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+        elif p.type == "int":
+            config[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log,
+                                               step=int(p.step or 1))
+        else:
+            config[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
+    return config
+
+
+def optuna_driver(sampler: str, pruner: str | None) -> Driver:
+    """`TPESampler(seed)` or `RandomSampler(seed)`, with no pruner, Hyperband or Median."""
+
+    def drive(task: MFTask, ledger: Ledger, seed: int) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+        pruners = {None: lambda: None,
+                   "hyperband": lambda: optuna.pruners.HyperbandPruner(
+                       min_resource=task.fmin, max_resource=task.fmax, reduction_factor=3),
+                   "median": optuna.pruners.MedianPruner}
+        # A fixed study name: HyperbandPruner picks a trial's bracket from crc32(name, number),
+        # and the default name is a random uuid, which would make the run irreproducible.
+        study = optuna.create_study(study_name=f"mf-{task.name}-{seed}", direction=task.direction,
+                                    sampler=samplers[sampler](seed=seed), pruner=pruners[pruner]())
+        params_list = sp.parse(task.space)
+        while True:
+            trial = study.ask()
+            run = ledger.start(clean(params_list, _suggest(trial, params_list)))
+            if pruner is None:
+                value = run.advance(task.fmax)
+                study.tell(trial, value)
+                continue
+            for step in task.steps:
+                value = run.advance(step)
+                if step == task.fmax:
+                    study.tell(trial, value)
+                    break
+                trial.report(value, step)
+                if trial.should_prune():
+                    run.stop()
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    break
+
+    return drive
+
+
+# -- DyESP ------------------------------------------------------------------------------------
+def dyesp_driver(early_stopping: bool) -> Driver:
+    """The engine in-process (always imported, never copied: the engine team may change it)."""
+
+    def drive(task: MFTask, ledger: Ledger, seed: int) -> None:
+        from service.engine.early_stopping import Fidelity
+        from service.engine.optimizer import Optimizer
+        from service.training import train_pruner
+
+        fidelity = Fidelity("epoch", task.fmin, task.fmax) if early_stopping else None
+        opt = Optimizer(task.space, direction=task.direction, seed=seed, trainer=train_pruner,
+                        fidelity=fidelity)
+        params_list = sp.parse(task.space)
+        while True:
+            suggestion = opt.ask()
+            run = ledger.start(clean(params_list, suggestion.params))
+            if not early_stopping:
+                value = run.advance(task.fmax)
+                opt.tell(suggestion, value)
+                continue
+            for step in task.steps:
+                value = run.advance(step)
+                decision = opt.report(suggestion, step, value)
+                if step == task.fmax:
+                    opt.tell(suggestion, value)
+                elif decision.should_stop:
+                    run.stop()
+                    ledger.notes[_reason_kind(decision.reason)] += 1
+                    opt.tell(suggestion, state="stopped")
+                    break
+
+    return drive
+
+
+def _reason_kind(reason: str | None) -> str:
+    """A stop reason as a countable label: its rung ("stop@rung 3"), never the free text."""
+    if not reason:
+        return "stop@no reason"
+    head = reason.split(":", 1)[0].strip()
+    return f"stop@{head}" if head.startswith("rung") else "stop@other"
+
+
+def _smac(task: MFTask, ledger: Ledger, seed: int) -> None:
+    from benchmarks.multifidelity.mf_smac import drive
+
+    drive(task, ledger, seed)
+
+
+def _dehb(task: MFTask, ledger: Ledger, seed: int) -> None:
+    from benchmarks.multifidelity.mf_dehb import drive
+
+    drive(task, ledger, seed)
+
+
+METHODS: dict[str, Driver] = {
+    "random-full": random_full,
+    "tpe": optuna_driver("tpe", None),
+    "tpe-hyperband": optuna_driver("tpe", "hyperband"),
+    "tpe-median": optuna_driver("tpe", "median"),
+    "random-hyperband": optuna_driver("random", "hyperband"),
+    "smac-hyperband": _smac,
+    "dehb": _dehb,
+    "dyesp-full": dyesp_driver(False),
+    "dyesp-es": dyesp_driver(True),
+}
+ENGINE = ("dyesp-full", "dyesp-es")
