@@ -55,12 +55,17 @@ def run_and_store(root: str, task_name: str, method: str, seed: int,
     """Worker entry point: run and write the cache file; returns (path, wall seconds)."""
     record = execute(task_name, method, seed, budget)
     path = run_path(Path(root), task_name, method, seed, budget)
+    write_record(path, record)
+    return str(path), record["wall_s"]
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write one run's JSON atomically (tmp + rename): parallel workers fill one cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     with open(tmp, "w") as fh:
         json.dump(record, fh, separators=(",", ":"))
     os.replace(tmp, path)
-    return str(path), record["wall_s"]
 
 
 def load_runs(root: Path, tasks: list[str], methods: list[str], budget: int) -> list[dict]:

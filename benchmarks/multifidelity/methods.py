@@ -18,6 +18,7 @@ import numpy as np
 from benchmarks import space as sp
 from benchmarks.multifidelity.ledger import Ledger
 from benchmarks.multifidelity.tasks import MFTask
+from benchmarks.optimizers.optuna_tpe import suggest
 
 Driver = Callable[[MFTask, Ledger, int], None]
 
@@ -34,21 +35,6 @@ def random_full(task: MFTask, ledger: Ledger, seed: int) -> None:
 
 
 # -- Optuna -----------------------------------------------------------------------------------
-def _suggest(trial: Any, params_list: list[sp.Param]) -> dict[str, Any]:
-    config: dict[str, Any] = {}
-    for p in params_list:
-        if not sp.is_active(p, config):
-            continue
-        if p.type == "categorical":
-            config[p.name] = trial.suggest_categorical(p.name, list(p.choices))
-        elif p.type == "int":
-            config[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log,
-                                               step=int(p.step or 1))
-        else:
-            config[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
-    return config
-
-
 def optuna_driver(sampler: str, pruner: str | None) -> Driver:
     """`TPESampler(seed)` or `RandomSampler(seed)`, with no pruner, Hyperband or Median."""
 
@@ -68,7 +54,7 @@ def optuna_driver(sampler: str, pruner: str | None) -> Driver:
         params_list = sp.parse(task.space)
         while True:
             trial = study.ask()
-            run = ledger.start(clean(params_list, _suggest(trial, params_list)))
+            run = ledger.start(clean(params_list, suggest(trial, params_list)))
             if pruner is None:
                 value = run.advance(task.fmax)
                 study.tell(trial, value)

@@ -10,12 +10,11 @@ library versions.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.runner import versions
+from benchmarks.runner import versions, write_record
 
 RUNS_DIR = "runs_mf"
 
@@ -50,11 +49,7 @@ def run_and_store(root: str, task_name: str, method: str, seed: int,
     """Worker entry point: run, write the cache file; returns (path, record)."""
     record = execute(task_name, method, seed, budget)
     path = run_path(Path(root), task_name, method, seed, budget)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(record, fh, separators=(",", ":"))
-    os.replace(tmp, path)
+    write_record(path, record)
     return str(path), record
 
 

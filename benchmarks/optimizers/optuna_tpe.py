@@ -25,21 +25,26 @@ class OptunaTPE:
 
     def ask(self) -> dict[str, Any]:
         trial = self.study.ask()
-        config: dict[str, Any] = {}
-        for p in self.params:
-            if not sp.is_active(p, config):
-                continue
-            if p.type == "categorical":
-                config[p.name] = trial.suggest_categorical(p.name, list(p.choices))
-            elif p.type == "int":
-                config[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log,
-                                                   step=int(p.step or 1))
-            else:
-                config[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log,
-                                                     step=p.step)
+        config = suggest(trial, self.params)
         self._pending[id(config)] = trial
         return config
 
     def tell(self, params: dict[str, Any], value: float) -> None:
         trial = self._pending.pop(id(params))
         self.study.tell(trial, value)
+
+
+def suggest(trial: Any, params: list[sp.Param]) -> dict[str, Any]:
+    """An Optuna trial's configuration of ``params``, define-by-run (parents first)."""
+    config: dict[str, Any] = {}
+    for p in params:
+        if not sp.is_active(p, config):
+            continue
+        if p.type == "categorical":
+            config[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+        elif p.type == "int":
+            config[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log,
+                                               step=int(p.step or 1))
+        else:
+            config[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
+    return config
