@@ -61,14 +61,20 @@ def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, ste
             if known is not None:  # an acknowledged report sent again: its answer again
                 return StopDecision(known.reason is not None, known.reason)
             raise Conflict(f"trial {trial_id} is {trial.state}, not running: stop working on it")
-        trial.heartbeat_at = now
-        trial.deadline_at = now + timedelta(seconds=study.heartbeat_timeout_s)
+        # One UPDATE of the trial row at the commit (heartbeat, deadline, last step): set after
+        # the reads below, so no autoflush writes it twice; every statement is a round trip.
+        deadline = now + timedelta(seconds=study.heartbeat_timeout_s)
         if known is not None:
+            trial.heartbeat_at, trial.deadline_at = now, deadline
             return StopDecision(known.reason is not None, known.reason)
-        reported = report_queries.count(session, trial_id)
-        if reported >= MAX_REPORTS_PER_TRIAL:
-            raise Invalid("step", f"trial {trial_id} already reported {reported} steps, the "
-                                  f"limit is {MAX_REPORTS_PER_TRIAL}; tell its result")
+        largest = step if trial.last_step is None else max(trial.last_step, step)
+        # Distinct steps >= 0 up to ``largest`` number at most largest + 1: below the limit
+        # there is nothing to count (the common case: epochs).
+        if largest + 1 > MAX_REPORTS_PER_TRIAL:
+            reported = report_queries.count(session, trial_id)
+            if reported >= MAX_REPORTS_PER_TRIAL:
+                raise Invalid("step", f"trial {trial_id} already reported {reported} steps, the "
+                                      f"limit is {MAX_REPORTS_PER_TRIAL}; tell its result")
         decision = early_stopping.GO_ON
         rung = fidelity.rung_of(step) if fidelity is not None else None
         if rung is not None:
@@ -78,7 +84,7 @@ def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, ste
                                              rule=_rule(session, study, fidelity, rung),
                                              number=trial.number)
         report_queries.add(session, study_id, trial_id, step, value, decision.reason)
-        trial.last_step = step if trial.last_step is None else max(trial.last_step, step)
+        trial.heartbeat_at, trial.deadline_at, trial.last_step = now, deadline, largest
         return decision
 
 
