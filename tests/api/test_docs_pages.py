@@ -42,3 +42,25 @@ def test_docs_load_only_local_files(http: TestClient, page: str) -> None:
             assert asset.status_code == 200, url
             assert asset.content, url
     assert "/docs" not in http.get("/openapi.json").json()["paths"]
+
+
+def test_openapi_declares_the_bearer_key_on_the_routes_that_take_it(http: TestClient) -> None:
+    schema = http.get("/openapi.json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert {name for name, s in schemes.items()
+            if (s["type"], s["scheme"].lower()) == ("http", "bearer")} == {"bearer"}
+    secured = {(method, path) for path, operations in schema["paths"].items()
+               for method, operation in operations.items()
+               if {"bearer": []} in operation.get("security", [])}
+    study_routes = {(method, path) for path, operations in schema["paths"].items()
+                    if path.startswith("/v1/studies") for method in operations}
+    assert study_routes and study_routes <= secured
+    assert ("get", "/healthz") not in secured
+
+
+def test_the_declared_scheme_changes_no_answer(http: TestClient) -> None:
+    """Documentation only: a missing, malformed or unknown key is still our 401 problem."""
+    for headers in ({}, {"Authorization": "Basic eDp5"}, {"Authorization": "Bearer nope"}):
+        response = http.get("/v1/studies", headers=headers)
+        assert response.status_code == 401, (headers, response.text)
+        assert response.headers["www-authenticate"] == "Bearer"
