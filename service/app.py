@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.admission import RateLimiter
-from service.api import problems
+from service.api import docs, problems
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.deadline import DeadlineMiddleware
 from service.api.routes import health, pruner, studies, trials
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="DyESP", version="0.1.0", lifespan=lifespan,
         summary="Search-as-a-service for joint hyperparameter-architecture search.",
+        docs_url=None, redoc_url=None,  # served from local files by docs.install (no CDN)
     )
     app.state.settings = settings
     app.state.context = context
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.document_problems(app)
     for module in (studies, trials, pruner, health):
         app.include_router(module.router)
+    docs.install(app)
     app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(DeadlineMiddleware, timeout_s=settings.request_timeout_s)  # outermost

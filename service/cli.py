@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
+from service import logging_config
 from service.config import get_settings
 
 _BENCHMARKS = {
@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("rest", nargs=argparse.REMAINDER)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging_config.configure()
     handlers = {"serve": _serve, "db": _db, "keys": _keys, "worker": _worker, "bench": _bench}
     return handlers[args.command](args)
 
@@ -82,8 +81,10 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"dyesp: serving on http://{settings.host}:{settings.port} "
           f"database={_redacted(settings.database_url)} auth={auth} "
           f"workers={args.workers}", flush=True)
+    # log_config, not the parent's setup: uvicorn applies it in every worker process it starts.
     uvicorn.run("service.asgi:app", host=settings.host, port=settings.port,
-                workers=args.workers, log_level="info", access_log=False)
+                workers=args.workers, log_level="info", access_log=False,
+                log_config=logging_config.log_config())
     return 0
 
 

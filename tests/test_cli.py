@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
+import time
 
+import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from tests.conftest import make_settings
+from tests.system.servers import free_port
 
 
 def dyesp(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
@@ -47,3 +53,28 @@ def test_serve_refuses_auth_off_on_a_public_address() -> None:
                             env={"DYESP_AUTH": "off", "PATH": "/usr/bin"})
     assert result.returncode == 2
     assert "only allowed when bound to 127.0.0.1" in result.stderr
+
+
+@pytest.mark.slow
+def test_serve_with_several_workers_logs_from_each_worker(tmp_path) -> None:
+    """Each worker is a spawned process: the app's own log lines must reach stderr from all."""
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    assert dyesp("db", "upgrade", database_url=url).returncode == 0  # not two racing migrations
+    port = free_port()
+    env = dict(os.environ, DYESP_DATABASE_URL=url, DYESP_AUTH="on",
+               DYESP_RETRAIN_ENABLED="false")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--workers", "2", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(server.stderr), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120  # generous: two processes import the app on a busy box
+        while sum("INFO dyesp dyesp ready" in line for line in lines) < 2:
+            assert server.poll() is None, "".join(lines)[-2000:]
+            assert time.monotonic() < deadline, "".join(lines)[-2000:]
+            time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

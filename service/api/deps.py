@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, HTTPException, Path, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
@@ -36,7 +37,16 @@ SessionDep = Annotated[Session, Depends(get_session)]
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 
 
-def current_owner(request: Request, context: ContextDep, limiter: RateLimiterDep) -> int:
+# The bearer scheme, declared for the OpenAPI document only (Swagger UI's Authorize button):
+# with auto_error off it never rejects a request, and _authenticate below still decides.
+BEARER = HTTPBearer(scheme_name="bearer", auto_error=False,
+                    description="An API key from `dyesp keys create NAME`. With auth off (the "
+                                "loopback default), requests without one act as the local owner.")
+BearerDoc = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+
+
+def current_owner(request: Request, context: ContextDep, limiter: RateLimiterDep,
+                  _bearer: BearerDoc = None) -> int:
     """The owner of the bearer key, its request counted under DYESP_RATE_LIMIT (429 past it)."""
     owner_id = _authenticate(request, context)
     limiter.hit("requests", owner_id)
@@ -69,7 +79,8 @@ def _unauthorized(detail: str) -> HTTPException:
 CurrentOwner = Annotated[int, Depends(current_owner)]
 
 
-def asking_owner(request: Request, context: ContextDep, limiter: RateLimiterDep) -> int:
+def asking_owner(request: Request, context: ContextDep, limiter: RateLimiterDep,
+                 _bearer: BearerDoc = None) -> int:
     """``current_owner`` for an ask, counted under DYESP_ASK_RATE_LIMIT as well (in one threadpool
     hop, not two)."""
     owner_id = current_owner(request, context, limiter)

@@ -438,15 +438,18 @@ def test_redis_outage_keeps_ask_tell_working_and_retraining_resumes_on_rq(
 
 def test_a_client_that_never_tells_is_reaped_without_blocking_others(
         database_url: str, fast_reaper: None) -> None:
-    timeout_s = 1.5
+    """A client asks, beats for a while, then goes silent without telling. While its trial runs,
+    every other client is served; once it is silent past the timeout, the reaper fails it and the
+    others go on. Each phase waits for events, not for a count inside a time window: a loaded CI
+    box slows the phases down but cannot fail them (each bound is a generous minute)."""
+    timeout_s = 5.0  # the silent client beats every 0.2 s until it goes silent: a wide margin
     key = make_key(database_url, "fault-test")
     headers = {"Authorization": f"Bearer {key}"}
     server = serve(database_url)
-    told: list[tuple[int, float]] = []  # (trial id, monotonic time of the acknowledged tell)
-    slowest = [0.0]
+    told: list[tuple[int, int, float]] = []  # (worker, trial id, monotonic time of the tell)
     errors: list[str] = []
     lock = threading.Lock()
-    stop = threading.Event()
+    stop, beating = threading.Event(), threading.Event()
     try:
         study_id = create_study(server.url, headers, "silent", heartbeat_timeout_s=timeout_s)
 
@@ -455,47 +458,66 @@ def test_a_client_that_never_tells_is_reaped_without_blocking_others(
                 with Client(server.url, api_key=key, retries=0, heartbeat_interval=None) as sdk:
                     study = sdk.get_study(study_id)
                     while not stop.is_set():
-                        start = time.monotonic()
                         trial = study.ask()
                         trial.tell(float(n))
-                        done = time.monotonic()
                         with lock:
-                            told.append((trial.id, done))
-                            slowest[0] = max(slowest[0], done - start)
+                            told.append((n, trial.id, time.monotonic()))
                         time.sleep(0.01)
             except Exception as error:
                 errors.append(repr(error))
 
+        def tells_after(since: float) -> dict[int, int]:
+            with lock:
+                return {n: sum(w == n and t > since for w, _, t in told) for n in range(3)}
+
         with Client(server.url, api_key=key, retries=0, heartbeat_interval=None) as silent_sdk:
-            silent = silent_sdk.get_study(study_id).ask()  # ...and never tells, never beats
-            asked_at = time.monotonic()
+            silent = silent_sdk.get_study(study_id).ask()  # ...and never tells
+            path = f"{server.url}/v1/studies/{study_id}/trials/{silent.id}"
+            beats: list[int] = []
+
+            def keep_alive() -> None:
+                while beating.is_set():
+                    beats.append(httpx.post(f"{path}/heartbeat", headers=headers, json={},
+                                            timeout=30).status_code)
+                    time.sleep(0.2)
+
+            beating.set()
+            beater = threading.Thread(target=keep_alive)
+            beater.start()
             threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
             for thread in threads:
                 thread.start()
-            path = f"{server.url}/v1/studies/{study_id}/trials/{silent.id}"
 
+            # 1. While the silent client's trial runs, every other client asks and tells.
+            wait_for(lambda: min(tells_after(0).values()) >= 2, 60,
+                     "every other client to tell twice while the silent trial runs",
+                     server=server)
+            running = httpx.get(path, headers=headers, timeout=30).json()
+            beating.clear()
+            beater.join(timeout=60)
+            assert running["state"] == "running", running
+            assert set(beats) == {200}, beats
+
+            # 2. Silent past its timeout, the trial is failed for silence...
             def reaped() -> dict[str, Any] | None:
                 trial = httpx.get(path, headers=headers, timeout=30).json()
                 return trial if trial["state"] != "running" else None
 
-            trial = wait_for(reaped, 20, "the silent trial to be failed")
+            trial = wait_for(reaped, 60, "the silent trial to be failed", server=server)
             reaped_at = time.monotonic()
-            wait_for(lambda: sum(t > reaped_at for _, t in told) >= 5, 20,
-                     "tells after the reaping")
+            # 3. ...and every other client is still served after the reaping.
+            wait_for(lambda: min(tells_after(reaped_at).values()) >= 1, 60,
+                     "every other client to tell after the reaping", server=server)
             stop.set()
             for thread in threads:
-                thread.join(timeout=15)
+                thread.join(timeout=60)
 
-            assert not errors, errors
+            assert not errors, errors  # every ask and tell of the others succeeded
             assert (trial["state"], trial["reason"]) == ("failed", HEARTBEAT_TIMEOUT_REASON)
             # Failed for silence, and not before the study's timeout (server clocks on both ends).
             silent_for = (_parse(trial["completed_at"]) - _parse(trial["heartbeat_at"]))
             assert silent_for >= timeout_s
-            # Others kept going while the silent trial held nothing: many tells in that window,
-            # each request answered promptly, every trial distinct from the silent one.
-            assert sum(asked_at < t < reaped_at for _, t in told) >= 5
-            assert slowest[0] < 10, f"an ask/tell took {slowest[0]:.1f} s"
-            ids = [trial_id for trial_id, _ in told]
+            ids = [trial_id for _, trial_id, _ in told]
             assert len(ids) == len(set(ids)) and silent.id not in ids
 
             # The late client learns its trial is gone from a heartbeat (409)...
@@ -509,6 +531,7 @@ def test_a_client_that_never_tells_is_reaped_without_blocking_others(
         assert len(trials) == len(ids) + 1
     finally:
         stop.set()
+        beating.clear()
         server.stop()
 
 

@@ -2,8 +2,8 @@
 
 These run on the user's machine, before training, and are what ``static_metrics=`` on
 ``study.ask()`` / ``study.optimize()`` expects: a function from a configuration's params to a dict
-of finite floats. They need torch (``pip install "dyesp-client[torch]"``); ``import dyesp_client``
-itself never imports torch.
+of finite floats. They need torch (``pip install torch``, or the SDK's ``[torch]`` extra);
+``import dyesp_client`` itself never imports torch.
 
 Example::
 
@@ -34,8 +34,8 @@ try:
     import torch  # noqa: F401
 except ImportError as error:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
-        "dyesp_client.metrics needs torch, an optional extra of the SDK: "
-        "pip install 'dyesp-client[torch]'"
+        "dyesp_client.metrics needs torch, which the SDK does not install: pip install torch "
+        "(the CPU build: pip install --index-url https://download.pytorch.org/whl/cpu torch)"
     ) from error
 
 from dyesp_client.metrics._proxies import grad_norm, jacob_cov, naswot, snip, synflow
