@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey, Owner, utcnow
@@ -35,11 +36,18 @@ def _hash(secret: str) -> str:
 
 
 def get_or_create_owner(session: Session, name: str) -> Owner:
+    """The owner called ``name``, created if missing. Several server processes starting on a
+    fresh database race here (each makes the local owner): the loser's insert hits the unique
+    name in a savepoint and reads the winner's row instead of failing its start."""
     owner = session.scalar(select(Owner).where(Owner.name == name))
-    if owner is None:
-        owner = Owner(name=name)
-        session.add(owner)
-        session.flush()
+    if owner is not None:
+        return owner
+    try:
+        with session.begin_nested():
+            owner = Owner(name=name)
+            session.add(owner)
+    except IntegrityError:
+        owner = session.scalars(select(Owner).where(Owner.name == name)).one()
     return owner
 
 
