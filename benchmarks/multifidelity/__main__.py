@@ -40,22 +40,13 @@ from benchmarks.multifidelity.tasks import (  # noqa: E402
     get_mf_task,
     mf_task_names,
 )
+from benchmarks.runner import select_methods  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results"
 # Cheap methods first, so a partial cache is useful early.
 COST_ORDER = {"random-full": 0, "tpe": 1, "tpe-median": 1, "tpe-hyperband": 1,
               "random-hyperband": 1, "dyesp-es": 2, "dyesp-full": 3, "dehb": 3,
               "smac-hyperband": 4}
-
-
-def method_names(spec: str | None) -> list[str]:
-    if not spec or spec == "all":
-        return list(METHODS)
-    names = [m.strip() for m in spec.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
-    if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; known: {list(METHODS)}")
-    return names
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -142,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"DEHB environment ready: {mf_dehb.setup_venv()}")
         return 0
     tasks = mf_task_names(args.tasks)
-    methods = method_names(args.methods)
+    methods = select_methods(args.methods, list(METHODS))
     try:
         budgets = {t: args.budget_trainings * get_mf_task(t).fmax for t in tasks}
     except (KeyError, ValueError) as exc:

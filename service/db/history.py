@@ -38,9 +38,15 @@ def to_observations(session: Session, rows: Iterable[Trial],
     return [to_observation(r, curves.get(r.id, ())) for r in rows]
 
 
+def study_fidelity(study: Study) -> Fidelity | None:
+    """The study's declared fidelity as the engine's value object; None without one."""
+    return Fidelity(**study.fidelity) if study.fidelity else None
+
+
 def study_rungs(study: Study) -> tuple[int, ...]:
     """The rung steps of the study's declared fidelity; none without one."""
-    return tuple(Fidelity(**study.fidelity).rungs()) if study.fidelity else ()
+    fidelity = study_fidelity(study)
+    return tuple(fidelity.rungs()) if fidelity is not None else ()
 
 
 def to_pruned(row: PrunedRow) -> PrunedCandidate:

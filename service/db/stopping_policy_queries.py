@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -13,11 +12,6 @@ from service.db.models import StoppingPolicyRow, utcnow
 
 def get(session: Session, study_id: str) -> StoppingPolicyRow | None:
     return session.get(StoppingPolicyRow, study_id)
-
-
-def stored_revision(session: Session, study_id: str) -> int | None:
-    return session.scalar(select(StoppingPolicyRow.revision)
-                          .where(StoppingPolicyRow.study_id == study_id))
 
 
 def put(session: Session, study_id: str, revision: int, finished: int,

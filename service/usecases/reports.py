@@ -19,7 +19,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from service.db import report_queries, stopping_policy_queries, study_queries
-from service.db.history import study_rungs
+from service.db.history import study_fidelity, study_rungs
 from service.db.models import Study, utcnow
 from service.db.session import transaction
 from service.engine import early_stopping
@@ -43,7 +43,7 @@ def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, ste
     now = utcnow()
     with transaction(ctx.sessions) as session:
         study = find_study(session, owner_id, study_id)
-        fidelity = Fidelity(**study.fidelity) if study.fidelity else None
+        fidelity = study_fidelity(study)
         if fidelity is not None and not fidelity.min <= step <= fidelity.max:
             raise Invalid("step", f"must be within the study's fidelity {fidelity.name!r} "
                                   f"[{fidelity.min}, {fidelity.max}], got {step}")
@@ -106,9 +106,9 @@ def stopping_policy(session: Session, owner_id: int,
                     study_id: str) -> tuple[Fidelity | None, int, StoppingPolicy]:
     """The study's fidelity and current policy (``GET .../stopping``)."""
     study = find_study(session, owner_id, study_id)
-    if not study.fidelity:
+    fidelity = study_fidelity(study)
+    if fidelity is None:
         return None, 0, StoppingPolicy(())
-    fidelity = Fidelity(**study.fidelity)
     return (fidelity, *current_policy(session, study, fidelity))
 
 
@@ -120,13 +120,13 @@ def recalibrate(ctx: UseCaseContext, study_id: str) -> None:
     try:
         with transaction(ctx.sessions) as session:
             study = study_queries.by_id(session, study_id)
-            if study is None or not study.fidelity:
+            fidelity = None if study is None else study_fidelity(study)
+            if study is None or fidelity is None:
                 return
             history = ctx.histories.load(session, study.id, study.direction,
                                          revision=study.revision, rungs=study_rungs(study))
             curves = early_stopping.finished_curves(history)
-            policy = early_stopping.policy_for(curves, study.direction,
-                                               Fidelity(**study.fidelity))
+            policy = early_stopping.policy_for(curves, study.direction, fidelity)
             stopping_policy_queries.put(session, study.id, study.revision, len(curves),
                                         policy.to_dict())
     except Exception:  # the policy is a cache of the history: the next tell rebuilds it
