@@ -128,6 +128,7 @@ def test_maximize_maps_to_a_maximizing_service_study(make_sampler) -> None:
     (service,) = service_studies(sampler, "up")
     assert service.direction == "maximize"
     assert service.refresh().best_trial.value == study.best_value
+    assert sampler.service_study(study).id == service.id
 
 
 def conditional_objective(trial) -> float:

@@ -325,6 +325,12 @@ class DyespSampler(BaseSampler):
                 self._client = Client(self._url, api_key=self._api_key)
             return self._client
 
+    def service_study(self, study: OptunaStudy) -> Study | None:
+        """The service study the Optuna ``study`` asks now (None before its first finished
+        trial): its trials, their proposals and the transfer trust, as the SDK shows them."""
+        current = self._current(study)
+        return None if current is None else self._service_study(current.id).refresh()
+
     def close(self) -> None:
         """Close the connection this sampler opened (an injected client stays open)."""
         if self._owns_client and self._client is not None:
