@@ -16,3 +16,7 @@ if importlib.util.find_spec("torch") is None:
     # torch comes with the `worker` extra (and the SDK's `torch` extra), not with `dev`: without
     # it these modules cannot be imported at all, as tests/training skips for the same reason.
     collect_ignore += ["service/training", "clients/python/dyesp_client/metrics"]
+
+if importlib.util.find_spec("optuna") is None:
+    # optuna is the SDK's `optuna` extra: dyesp_client.optuna raises ImportError without it.
+    collect_ignore += ["clients/python/dyesp_client/optuna.py"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
@@ -15,6 +16,7 @@ from dyesp_client._retry import Retryable
 
 if TYPE_CHECKING:
     from dyesp_client._client import Client
+    from dyesp_client._optimize import Callback
 
 __all__ = ["Fidelity", "Study", "Trial", "TrialState"]
 
@@ -281,6 +283,7 @@ class Study:
 
     def __init__(self, client: Client, data: Mapping[str, Any]) -> None:
         self.client = client
+        self._runs: list[threading.Event] = []  # the stop flags of this study's optimize calls
         self._update(data)
 
     def _update(self, data: Mapping[str, Any]) -> None:
@@ -402,19 +405,33 @@ class Study:
         """The best complete trial, or None before any result (also refreshes the study)."""
         return self.refresh().best_trial
 
-    def optimize(self, fn: Callable[[Trial], float], n_trials: int, n_workers: int = 1,
-                 show_progress: bool = True,
-                 catch: tuple[type[BaseException], ...] = (Exception,),
-                 static_metrics: MetricsFn | None = None) -> Trial | None:
-        """Run ``fn`` on ``n_trials`` trials with ``n_workers`` threads; return the best trial.
+    def optimize(self, fn: Callable[[Trial], float], n_trials: int | None = None,
+                 n_workers: int = 1, show_progress: bool = True,
+                 catch: Iterable[type[BaseException]] | type[BaseException] = (),
+                 static_metrics: MetricsFn | None = None, *, timeout: float | None = None,
+                 callbacks: Sequence[Callback] | None = None) -> Trial | None:
+        """Run ``fn`` on trials with ``n_workers`` threads until ``n_trials`` were asked,
+        ``timeout`` seconds passed or :meth:`stop` was called; return the best trial.
 
-        See :func:`dyesp_client.optimize` for how exceptions in ``fn`` are recorded, and
-        :meth:`ask` for ``static_metrics``.
+        See :func:`dyesp_client.optimize` for how exceptions in ``fn`` are recorded (``catch`` is
+        empty by default, as in Optuna) and for ``callbacks``, and :meth:`ask` for
+        ``static_metrics``.
         """
         from dyesp_client._optimize import optimize
 
-        return optimize(self, fn, n_trials, n_workers=n_workers, show_progress=show_progress,
-                        catch=catch, static_metrics=static_metrics)
+        return optimize(self, fn, n_trials, timeout=timeout, n_workers=n_workers,
+                        show_progress=show_progress, catch=catch, callbacks=callbacks,
+                        static_metrics=static_metrics)
+
+    def stop(self) -> None:
+        """End the running :meth:`optimize` calls of this Study object, as Optuna's
+        ``Study.stop``: no new trial is asked, the running ones finish and are told. Call it from
+        the objective or a callback."""
+        if not self._runs:
+            raise RuntimeError("Study.stop() ends a running optimize(): call it from the "
+                               "objective or a callback, not outside optimize()")
+        for flag in list(self._runs):
+            flag.set()
 
     def __repr__(self) -> str:
         return (f"Study(id={self.id!r}, name={self.name!r}, direction={self.direction!r}, "

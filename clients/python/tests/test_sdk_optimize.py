@@ -54,8 +54,10 @@ def test_caught_exceptions_fail_the_trial_and_the_run_goes_on(study) -> None:
             raise RuntimeError("loader died")
         return quadratic(trial)
 
-    study.optimize(fn, n_trials=6, show_progress=False)
-    assert [t.state for t in study.trials()] == ["complete", "failed"] * 3
+    study.optimize(fn, n_trials=6, show_progress=False, catch=(RuntimeError,))
+    trials = study.trials()
+    assert [t.state for t in trials] == ["complete", "failed"] * 3
+    assert {t.reason for t in trials if t.state == "failed"} == {"RuntimeError('loader died')"}
 
 
 def test_infeasible_is_recorded_with_its_reason(study) -> None:
