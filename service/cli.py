@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default=None, help="bind address (default DYESP_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default DYESP_PORT, 8000)")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
+                       help="log one line per request (default DYESP_ACCESS_LOG, off)")
 
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True)
@@ -70,6 +72,8 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["DYESP_HOST"] = args.host
     if args.port:
         os.environ["DYESP_PORT"] = str(args.port)
+    if args.access_log is not None:
+        os.environ["DYESP_ACCESS_LOG"] = "true" if args.access_log else "false"
     get_settings.cache_clear()
     settings = get_settings()
     try:
@@ -80,10 +84,12 @@ def _serve(args: argparse.Namespace) -> int:
     auth = "on" if settings.auth_enabled else "OFF (embedded default, loopback only)"
     print(f"dyesp: serving on http://{settings.host}:{settings.port} "
           f"database={_redacted(settings.database_url)} auth={auth} "
-          f"workers={args.workers}", flush=True)
-    # log_config, not the parent's setup: uvicorn applies it in every worker process it starts.
+          f"workers={args.workers} access_log={'on' if settings.access_log else 'off'}",
+          flush=True)
+    # log_config, not the parent's setup: uvicorn applies it in every worker process it starts,
+    # the access logger included (its lines take the application's format).
     uvicorn.run("service.asgi:app", host=settings.host, port=settings.port,
-                workers=args.workers, log_level="info", access_log=False,
+                workers=args.workers, log_level="info", access_log=settings.access_log,
                 log_config=logging_config.log_config())
     return 0
 

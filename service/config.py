@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     port: int = 8000
     # "auto": off only for the embedded SQLite default bound to loopback, on everywhere else.
     auth: Literal["auto", "on", "off"] = "auto"
+    # One log line per request (uvicorn's access log, in the application's format). Off by default:
+    # at the ask/tell rates the service is built for it is mostly noise and costs every request a
+    # synchronous write to stderr; /metrics counts requests by route and status, and a reverse
+    # proxy usually keeps an access log already. Turn it on to watch requests while developing.
+    access_log: bool = False
     # Migrations on start keep `dyesp serve` a one-command experience; several processes serialise
     # on an advisory lock (PostgreSQL) so they don't race.
     migrate_on_start: bool = True

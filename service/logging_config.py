@@ -4,7 +4,8 @@
 parent configured: with `logging.basicConfig` in the parent alone, no application line of a
 worker ever reached stderr. uvicorn applies its ``log_config`` in each worker it starts, so this
 dict, passed there and applied here for the parent, gives every process the same handler and
-format, uvicorn's own lines included.
+format, uvicorn's own lines included: its access log too, when `dyesp serve --access-log` (or
+DYESP_ACCESS_LOG) turns it on. The process id in each line tells the workers apart.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging.config
 from typing import Any
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s %(message)s"
 
 
 def log_config(level: str = "INFO") -> dict[str, Any]:

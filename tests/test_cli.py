@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import httpx
 import pytest
@@ -55,26 +57,75 @@ def test_serve_refuses_auth_off_on_a_public_address() -> None:
     assert "only allowed when bound to 127.0.0.1" in result.stderr
 
 
-@pytest.mark.slow
-def test_serve_with_several_workers_logs_from_each_worker(tmp_path) -> None:
-    """Each worker is a spawned process: the app's own log lines must reach stderr from all."""
-    url = f"sqlite:///{tmp_path / 'workers.db'}"
-    assert dyesp("db", "upgrade", database_url=url).returncode == 0  # not two racing migrations
+# Every line any `dyesp serve` process writes: time, [pid], level, logger, message (one format).
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[(?P<pid>\d+)\] "
+                      r"(?P<level>[A-Z]+) (?P<logger>\S+) (?P<message>.*)$")
+
+
+def serve_and_stop(database_url: str, *args: str, workers: int = 1,
+                   env: dict[str, str] | None = None, paths: tuple[str, ...] = ()) -> list[str]:
+    """Run `dyesp serve` until each worker is up, GET each path (each must answer 200), stop it,
+    and return everything it wrote to stderr: read to the end, so a line the server wrote for a
+    request is there whatever the timing."""
     port = free_port()
-    env = dict(os.environ, DYESP_DATABASE_URL=url, DYESP_AUTH="on",
-               DYESP_RETRAIN_ENABLED="false")
+    server_env = {k: v for k, v in os.environ.items() if k != "DYESP_ACCESS_LOG"}
+    server_env.update(DYESP_DATABASE_URL=database_url, DYESP_RETRAIN_ENABLED="false", **(env or {}))
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--workers", "2", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "service.cli", "serve", "--workers", str(workers),
+         "--port", str(port), *args],
+        env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(server.stderr), daemon=True).start()
+    reader = threading.Thread(target=lambda: lines.extend(server.stderr), daemon=True)
+    reader.start()
     try:
-        deadline = time.monotonic() + 120  # generous: two processes import the app on a busy box
-        while sum("INFO dyesp dyesp ready" in line for line in lines) < 2:
+        deadline = time.monotonic() + 120  # generous: processes import the app on a busy box
+        while sum("dyesp ready" in line for line in lines) < workers:
             assert server.poll() is None, "".join(lines)[-2000:]
             assert time.monotonic() < deadline, "".join(lines)[-2000:]
             time.sleep(0.2)
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
+        for path in paths:
+            assert httpx.get(f"http://127.0.0.1:{port}{path}", timeout=30).status_code == 200
     finally:
         server.terminate()
         server.wait(timeout=30)
+        reader.join(timeout=30)
+    return [line.rstrip("\n") for line in lines]
+
+
+@pytest.mark.slow
+def test_serve_with_several_workers_logs_from_each_worker(tmp_path) -> None:
+    """Each worker is a spawned process: the app's own log lines must reach stderr from all, in
+    the one format, each naming its process."""
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    assert dyesp("db", "upgrade", database_url=url).returncode == 0  # not two racing migrations
+    lines = serve_and_stop(url, workers=2, env={"DYESP_AUTH": "on"}, paths=("/healthz",))
+    ready = [LOG_LINE.match(line) for line in lines if "dyesp ready" in line]
+    assert all(ready) and len(ready) == 2, lines
+    assert {(m["level"], m["logger"]) for m in ready} == {("INFO", "dyesp")}
+    assert len({m["pid"] for m in ready}) == 2, lines  # one line from each worker
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "env", "logged"), [
+    (("--access-log",), {"DYESP_ACCESS_LOG": "false"}, True),  # the flag wins over the setting
+    ((), {"DYESP_ACCESS_LOG": "true"}, True),
+    (("--no-access-log",), {"DYESP_ACCESS_LOG": "true"}, False),
+    ((), {}, False),  # off by default
+], ids=["flag-on", "setting-on", "flag-off", "default"])
+def test_serve_access_log_option(tmp_path, args, env, logged) -> None:
+    """With the access log on, a request leaves one line in the application's format; off, none."""
+    url = f"sqlite:///{tmp_path / 'access.db'}"
+    probe = f"/healthz?probe={uuid.uuid4().hex}"
+    lines = serve_and_stop(url, *args, env=env, paths=(probe,))
+    assert any(LOG_LINE.match(line) and "dyesp ready" in line for line in lines), lines
+    access = [line for line in lines if probe in line]
+    if not logged:
+        assert access == [], access
+        assert not any("uvicorn.access" in line for line in lines), lines
+        return
+    assert len(access) == 1, lines
+    line = LOG_LINE.match(access[0])
+    assert line is not None, access
+    assert (line["level"], line["logger"]) == ("INFO", "uvicorn.access")
+    assert re.fullmatch(rf'127\.0\.0\.1:\d+ - "GET {re.escape(probe)} HTTP/1\.1" 200',
+                        line["message"]), access
