@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import shutil
 import sys
+import tempfile
 
 from service import logging_config
 from service.config import get_settings
@@ -86,12 +89,33 @@ def _serve(args: argparse.Namespace) -> int:
           f"database={_redacted(settings.database_url)} auth={auth} "
           f"workers={args.workers} access_log={'on' if settings.access_log else 'off'}",
           flush=True)
-    # log_config, not the parent's setup: uvicorn applies it in every worker process it starts,
-    # the access logger included (its lines take the application's format).
-    uvicorn.run("service.asgi:app", host=settings.host, port=settings.port,
-                workers=args.workers, log_level="info", access_log=settings.access_log,
-                log_config=logging_config.log_config())
+    metrics_dir = _multiprocess_metrics_dir() if args.workers > 1 else None
+    try:
+        # log_config, not the parent's setup: uvicorn applies it in every worker process it
+        # starts, the access logger included (its lines take the application's format).
+        uvicorn.run("service.asgi:app", host=settings.host, port=settings.port,
+                    workers=args.workers, log_level="info", access_log=settings.access_log,
+                    log_config=logging_config.log_config())
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _multiprocess_metrics_dir() -> str | None:
+    """Several workers share their Prometheus values through files (``api/telemetry.py``): in
+    the operator's ``PROMETHEUS_MULTIPROC_DIR``, emptied of an earlier run's files, or in a
+    temporary directory this process removes when it ends (returned)."""
+    from service.api.telemetry import MULTIPROCESS_ENV  # lazily: other commands need no web stack
+
+    given = os.environ.get(MULTIPROCESS_ENV)
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for stale in glob.glob(os.path.join(given, "*.db")):
+            os.remove(stale)  # an earlier run's counts would be added to this one's
+        return None
+    os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="dyesp-metrics-")
+    return os.environ[MULTIPROCESS_ENV]
 
 
 def _db(args: argparse.Namespace) -> int:

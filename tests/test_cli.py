@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -63,10 +64,11 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[(?P<pid>\d+)\] "
 
 
 def serve_and_stop(database_url: str, *args: str, workers: int = 1,
-                   env: dict[str, str] | None = None, paths: tuple[str, ...] = ()) -> list[str]:
-    """Run `dyesp serve` until each worker is up, GET each path (each must answer 200), stop it,
-    and return everything it wrote to stderr: read to the end, so a line the server wrote for a
-    request is there whatever the timing."""
+                   env: dict[str, str] | None = None, paths: tuple[str, ...] = (),
+                   during: Callable[[int, list[str]], None] | None = None) -> list[str]:
+    """Run `dyesp serve` until each worker is up, GET each path (each must answer 200), call
+    ``during(port, lines so far)``, stop it, and return everything it wrote to stderr: read to the
+    end, so a line the server wrote for a request is there whatever the timing."""
     port = free_port()
     server_env = {k: v for k, v in os.environ.items() if k != "DYESP_ACCESS_LOG"}
     server_env.update(DYESP_DATABASE_URL=database_url, DYESP_RETRAIN_ENABLED="false", **(env or {}))
@@ -85,6 +87,8 @@ def serve_and_stop(database_url: str, *args: str, workers: int = 1,
             time.sleep(0.2)
         for path in paths:
             assert httpx.get(f"http://127.0.0.1:{port}{path}", timeout=30).status_code == 200
+        if during is not None:
+            during(port, lines)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -103,6 +107,38 @@ def test_serve_with_several_workers_logs_from_each_worker(tmp_path) -> None:
     assert all(ready) and len(ready) == 2, lines
     assert {(m["level"], m["logger"]) for m in ready} == {("INFO", "dyesp")}
     assert len({m["pid"] for m in ready}) == 2, lines  # one line from each worker
+
+
+@pytest.mark.slow
+def test_metrics_count_every_workers_requests(tmp_path) -> None:
+    """With several workers, every scrape of /metrics, whichever worker answers it, counts the
+    requests all workers served (prometheus multiprocess mode), not only its own."""
+    url = f"sqlite:///{tmp_path / 'metrics.db'}"
+    assert dyesp("db", "upgrade", database_url=url).returncode == 0
+    healthz = re.compile(r'^dyesp_requests_total\{method="GET",route="/healthz",status="200"\} '
+                         r"(\S+)$", re.MULTILINE)
+    counts: list[float] = []
+    serving: set[str] = set()
+
+    def probe(port: int, lines: list[str]) -> None:
+        sent = 0
+        # New connections until the access log shows both workers served /healthz: a scrape of
+        # either one can then only count them all if the counts are shared.
+        while len(serving) < 2 and sent < 400:
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
+            sent += 1
+            serving.update(m["pid"] for m in map(LOG_LINE.match, list(lines))
+                           if m and '"GET /healthz HTTP/1.1" 200' in m["message"])
+        for _ in range(8):
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+            found = healthz.search(text)
+            counts.append(float(found.group(1)) if found else 0.0)
+        counts.append(sent)
+
+    serve_and_stop(url, "--access-log", workers=2, env={"DYESP_AUTH": "on"}, during=probe)
+    assert len(serving) == 2, "the requests never reached the second worker"
+    *scraped, sent = counts
+    assert scraped == [sent] * len(scraped), (scraped, sent)
 
 
 @pytest.mark.slow

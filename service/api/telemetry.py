@@ -1,14 +1,24 @@
 """Prometheus telemetry: request counts and latencies per route, results told by state.
 
+Under several uvicorn workers each process counts only its own requests, and a scrape reaches
+one of them at random: ``/metrics`` would jump between workers' partial counts. So ``dyesp serve
+--workers N`` (N > 1) runs prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``,
+set before any worker imports prometheus_client): each process writes its values to files there,
+and ``exposition`` sums every process's files, the exited ones' included (their counts happened).
+
 (Not to be confused with a study's static metrics, the numbers a client measures per candidate.)
 """
 
 from __future__ import annotations
 
+import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Telemetry:
@@ -29,6 +39,15 @@ class Telemetry:
         )
         self.told = Counter("dyesp_trials_told", "Results told, by the state they set",
                             ["state"], registry=self.registry)
+
+    def exposition(self) -> bytes:
+        """The text a scrape gets: every worker process's values summed in multiprocess mode,
+        else this app's registry."""
+        if os.environ.get(MULTIPROCESS_ENV):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
 
 class TelemetryMiddleware:

@@ -7,7 +7,7 @@ from concurrent.futures import Future
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -84,5 +84,4 @@ def _probe_of(app: FastAPI) -> DatabaseProbe:
 
 @router.get("/metrics", operation_id="metrics", response_class=Response)
 def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.telemetry.registry),
-                    media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
