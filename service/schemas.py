@@ -105,6 +105,8 @@ class StudyCreate(Strict):
     transfer_from: list[StrictStr] = Field(default_factory=list, max_length=32)
     transfer: Literal["off", "auto"] = "off"
     fidelity: FidelitySpec | None = None
+    # Asks reproducible from the seed alone; null: true when a seed is given, else false.
+    deterministic: StrictBool | None = None
 
 
 class TransferOut(BaseModel):
@@ -170,6 +172,7 @@ class StudyOut(BaseModel):
     best_trial: TrialOut | None
     transfer: TransferOut | None = None
     fidelity: FidelityOut | None = None
+    deterministic: bool = False
 
 
 class StudyList(BaseModel):

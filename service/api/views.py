@@ -61,5 +61,6 @@ def studies_out(session: Session, studies: list[Study]) -> list[StudyOut]:
             transfer=TransferOut(sources=list(study.transfer_from)) if study.transfer_from
             else None,
             fidelity=FidelityOut(**study.fidelity) if study.fidelity else None,
+            deterministic=study.deterministic,
         ))
     return out

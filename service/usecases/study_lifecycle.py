@@ -55,6 +55,8 @@ def create_study(ctx: UseCaseContext, owner_id: int, body: StudyCreate) -> Study
             heartbeat_timeout_s=body.heartbeat_timeout_s or ctx.default_heartbeat_timeout_s,
             static_metrics=list(body.static_metrics), transfer_from=sources,
             fidelity=body.fidelity.model_dump() if body.fidelity is not None else None,
+            deterministic=(body.deterministic if body.deterministic is not None
+                           else body.seed is not None),
         )
     if sources:
         ctx.told(study.id)  # the pruner is pretrained on the prior studies right away
