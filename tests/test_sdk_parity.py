@@ -1,0 +1,54 @@
+"""The SDK's Optuna-parity calls against the real app in-process: load by name, load_if_exists,
+user attributes, partial enqueue, add_trials, trials_dataframe and trials_csv."""
+
+from __future__ import annotations
+
+import pytest
+from dyesp_client import APIError
+
+SPACE = [
+    {"name": "depth", "type": "int", "low": 1, "high": 4},
+    {"name": "width_3", "type": "int", "low": 16, "high": 256, "log": True,
+     "condition": {"parent": "depth", "values": [3, 4]}},
+    {"name": "activation", "type": "categorical", "choices": ["relu", "gelu", "tanh"]},
+    {"name": "lr", "type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+]
+
+
+def test_load_study_by_name_and_a_missing_name_is_a_404_naming_it(client_factory) -> None:
+    with client_factory() as client:
+        created = client.create_study("by-name", SPACE)
+        assert client.load_study("by-name").id == created.id
+        with pytest.raises(APIError) as missing:
+            client.load_study("no-such")
+        assert missing.value.status == 404 and "'no-such'" in str(missing.value)
+        assert [e.field for e in missing.value.errors] == ["name"]
+
+
+def test_create_with_a_taken_name_is_a_409_unless_load_if_exists(client_factory) -> None:
+    with client_factory() as client:
+        created = client.create_study("taken", SPACE, seed=1)
+        with pytest.raises(APIError) as taken:
+            client.create_study("taken", SPACE)
+        assert taken.value.status == 409 and [e.field for e in taken.value.errors] == ["name"]
+        # the same space written differently (reordered, defaults spelled out) is the same study
+        respelled = [{**SPACE[3], "log": True, "step": None}, SPACE[2], SPACE[1],
+                     {**SPACE[0], "step": 1}]
+        loaded = client.create_study("taken", respelled, load_if_exists=True)
+        assert loaded.id == created.id and loaded.seed == 1
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"direction": "maximize"}, "direction is 'minimize', not 'maximize'"),
+    ({"space": SPACE[:3]}, "param 'lr' only in the stored space"),
+    ({"space": [*SPACE[:3], {**SPACE[3], "high": 1.0}]}, "param 'lr': high differs"),
+    ({"space": [SPACE[0], SPACE[1], {**SPACE[2], "choices": ["relu"]}, SPACE[3]]},
+     "param 'activation': choices differs"),
+])
+def test_load_if_exists_refuses_a_study_that_differs(client_factory, changes: dict,
+                                                     words: str) -> None:
+    with client_factory() as client:
+        client.create_study("differs", SPACE)
+        with pytest.raises(ValueError, match="exists but differs") as error:
+            client.create_study("differs", **{"space": SPACE, **changes}, load_if_exists=True)
+        assert words in str(error.value)
