@@ -109,6 +109,13 @@ class StudyCreate(Strict):
     deterministic: StrictBool | None = None
 
 
+class UserAttrsPatch(Strict):
+    """``PATCH`` of a study or a trial: ``user_attrs`` merged into the stored ones; a null value
+    deletes its key (limits: ``service.usecases.user_attrs``)."""
+
+    user_attrs: dict[str, Any]
+
+
 class TransferOut(BaseModel):
     """Which studies a study learns from, and how far the transfer is trusted now."""
 
@@ -150,6 +157,7 @@ class TrialOut(BaseModel):
     intermediate: list[tuple[int, float]] = Field(default_factory=list, description=(
         f"the last {CURVE_IN_TRIAL} reported [step, value] points in step order; the whole "
         "curve pages at .../curve"))
+    user_attrs: dict[str, Any] = Field(default_factory=dict)
 
 
 class FidelityOut(BaseModel):
@@ -173,6 +181,7 @@ class StudyOut(BaseModel):
     transfer: TransferOut | None = None
     fidelity: FidelityOut | None = None
     deterministic: bool = False
+    user_attrs: dict[str, Any] = Field(default_factory=dict)
 
 
 class StudyList(BaseModel):

@@ -52,3 +52,23 @@ def test_load_if_exists_refuses_a_study_that_differs(client_factory, changes: di
         with pytest.raises(ValueError, match="exists but differs") as error:
             client.create_study("differs", **{"space": SPACE, **changes}, load_if_exists=True)
         assert words in str(error.value)
+
+
+def test_user_attrs_of_studies_and_trials(client_factory) -> None:
+    with client_factory() as client:
+        study = client.create_study("attrs", SPACE)
+        study.set_user_attr("dataset", "cifar10")
+        study.set_user_attr("budget", {"gpu_hours": 3})
+        assert study.user_attrs == {"dataset": "cifar10", "budget": {"gpu_hours": 3}}
+        study.set_user_attr("budget", None)
+        assert client.load_study("attrs").user_attrs == {"dataset": "cifar10"}
+        trial = study.ask()
+        trial.set_user_attr("host", "gpu-3")
+        trial.tell(1.0)
+        trial.set_user_attr("note", [1, 2])
+        assert trial.user_attrs == {"host": "gpu-3", "note": [1, 2]}
+        (stored,) = study.trials()
+        assert stored.user_attrs == {"host": "gpu-3", "note": [1, 2]}
+        with pytest.raises(APIError) as error:
+            trial.set_user_attr("k" * 129, 1)
+        assert error.value.status == 422

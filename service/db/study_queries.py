@@ -53,6 +53,12 @@ def by_id(session: Session, study_id: str) -> Study | None:
     return session.get(Study, study_id)
 
 
+def row_locked(session: Session, study_id: str) -> Study:
+    """The study row under ``SELECT ... FOR UPDATE``, for a change to the study itself that the
+    trials' revision need not see (its user_attrs)."""
+    return session.scalars(select(Study).where(Study.id == study_id).with_for_update()).one()
+
+
 def list_studies(session: Session, owner_id: int, name: str | None = None, offset: int = 0,
                  limit: int = 100) -> tuple[list[Study], int]:
     """One page of the owner's studies in creation order, and how many there are in all."""

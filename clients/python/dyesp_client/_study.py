@@ -91,6 +91,8 @@ class Trial:
         # The last 100 reported (step, value) points; curve() reads them all.
         self.intermediate: list[tuple[int, float]] = _points(data.get("intermediate"))
         self.last_step: int | None = data.get("last_step")
+        # The client's own JSON notes (Optuna's user_attrs); set with set_user_attr.
+        self.user_attrs: dict[str, Any] = dict(data.get("user_attrs") or {})
         if not hasattr(self, "_should_stop"):  # the last report's answer outlives a re-read
             self._should_stop = False
             self._stop_reason: str | None = None
@@ -164,6 +166,13 @@ class Trial:
             log.warning("trial %d: %s", self.number, STOPPED_BEFORE_REPORT)
             return self.fail(STOPPED_BEFORE_REPORT)
         return self.stop(error.reason)
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable note on the trial, running or finished (Optuna's
+        ``trial.set_user_attr``); ``None`` deletes the key. Bounded by the server: at most 64
+        keys of 1 to 128 characters and 16 KiB of JSON per trial (422 past them)."""
+        data = self.study.client._call("PATCH", self._path, json={"user_attrs": {key: value}})
+        self.user_attrs = dict(data.get("user_attrs") or {})
 
     @property
     def _key(self) -> tuple[str, int]:
@@ -301,6 +310,9 @@ class Study:
         self.transfer: dict[str, Any] | None = data.get("transfer")
         # What trials report along (see Trial.report), e.g. {"name": "epoch", "min": 1, "max": 52}.
         self.fidelity: Fidelity | None = data.get("fidelity")
+        self.deterministic: bool = bool(data.get("deterministic"))
+        # The client's own JSON notes (Optuna's user_attrs); set with set_user_attr.
+        self.user_attrs: dict[str, Any] = dict(data.get("user_attrs") or {})
 
     @property
     def _path(self) -> str:
@@ -310,6 +322,11 @@ class Study:
         """Re-read the study (trial counts, best trial, transfer trust) from the server."""
         self._update(self.client._call("GET", self._path))
         return self
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable note on the study (Optuna's ``study.set_user_attr``);
+        ``None`` deletes the key. Same bounds as :meth:`Trial.set_user_attr`."""
+        self._update(self.client._call("PATCH", self._path, json={"user_attrs": {key: value}}))
 
     @overload
     def ask(self, count: None = None, *, client_id: str | None = None,
