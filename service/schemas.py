@@ -297,7 +297,11 @@ class CurvePage(BaseModel):
 
 
 class EnqueueRequest(Strict):
+    """A configuration to hand out next; it may leave params out (filled when handed out)."""
+
     params: dict[str, ParamValue] = Field(max_length=256)
+    # Return a trial of the study that already has these values instead (Optuna's option).
+    skip_if_exists: StrictBool = False
 
 
 class TrialPage(BaseModel):

@@ -72,3 +72,16 @@ def test_user_attrs_of_studies_and_trials(client_factory) -> None:
         with pytest.raises(APIError) as error:
             trial.set_user_attr("k" * 129, 1)
         assert error.value.status == 422
+
+
+def test_enqueue_with_values_fixed_and_skip_if_exists(client_factory) -> None:
+    with client_factory() as client:
+        study = client.create_study("partial", SPACE, seed=4)
+        queued = study.enqueue({"lr": 0.001, "activation": "gelu"})
+        assert queued.state == "waiting" and queued.params == {"activation": "gelu", "lr": 0.001}
+        trial = study.ask()
+        assert trial.id == queued.id and set(trial.params) >= {"depth", "activation", "lr"}
+        assert (trial.params["lr"], trial.params["activation"]) == (0.001, "gelu")
+        trial.tell(0.1)
+        assert study.enqueue({"lr": 0.001, "activation": "gelu"}, skip_if_exists=True).id \
+            == trial.id

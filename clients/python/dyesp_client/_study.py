@@ -378,12 +378,18 @@ class Study:
             trial._start_heartbeat()
         return trials
 
-    def enqueue(self, params: Mapping[str, Any]) -> Trial:
-        """Queue a configuration to be handed out by the next ask, ahead of new proposals.
+    def enqueue(self, params: Mapping[str, Any], skip_if_exists: bool = False) -> Trial:
+        """Queue a configuration to be handed out by the next ask, ahead of new proposals
+        (Optuna's ``enqueue_trial``). ``params`` may leave params out: the server fills them in
+        when it hands the trial out, reproducibly from the study's seed. ``skip_if_exists``
+        returns a trial of the study that already has these values, in any state, instead.
 
         Not retried once sent: a second POST would queue it twice.
         """
-        data = self.client._call("POST", f"{self._path}/trials", json={"params": dict(params)},
+        body: dict[str, Any] = {"params": dict(params)}
+        if skip_if_exists:
+            body["skip_if_exists"] = True
+        data = self.client._call("POST", f"{self._path}/trials", json=body,
                                  retry=Retryable.UNSENT)
         return Trial(self, data)
 

@@ -60,7 +60,8 @@ def ask(study_id: StudyId, owner: AskingOwner, ctx: ContextDep,
                               "description": "the same configuration was already waiting"}})
 def enqueue_trial(study_id: StudyId, body: EnqueueRequest, owner: CurrentOwner,
                   ctx: ContextDep, response: Response) -> TrialOut:
-    trial, created = ask_tell.enqueue(ctx, owner, study_id, dict(body.params))
+    trial, created = ask_tell.enqueue(ctx, owner, study_id, dict(body.params),
+                                      skip_if_exists=body.skip_if_exists)
     if not created:
         response.status_code = 200
     return trials_out_of(ctx, [trial])[0]
