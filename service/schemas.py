@@ -304,6 +304,88 @@ class EnqueueRequest(Strict):
     skip_if_exists: StrictBool = False
 
 
+MAX_IMPORT_TRIALS = 1000  # finished trials one add-trials request may record
+MAX_IMPORT_POINTS = 100_000  # curve points in one add-trials request, all trials together
+
+
+class FinishedTrialIn(Strict):
+    """A trial that already ran elsewhere (add_trials; Optuna's ``add_trial``): a whole, valid
+    configuration and its outcome. ``complete`` needs a ``value``; ``stopped`` takes its value
+    from the last point of ``intermediate``, as a told stop does; failed and infeasible take
+    none."""
+
+    params: dict[str, ParamValue] = Field(max_length=256)
+    state: Literal["complete", "failed", "infeasible", "stopped"] = "complete"
+    value: Number | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+    intermediate: list[tuple[StrictInt, Number]] = Field(default_factory=list,
+                                                         max_length=10_000)
+    user_attrs: dict[str, Any] = Field(default_factory=dict)
+    static_metrics: dict[str, Number] = Field(default_factory=dict, max_length=64)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
+
+    @field_validator("intermediate")
+    @classmethod
+    def _finite_points(cls, points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        steps = set()
+        for step, value in points:
+            if not 0 <= step <= MAX_STEP:
+                raise ValueError(f"steps must be within 0..{MAX_STEP}, got {step}")
+            if not math.isfinite(value):
+                raise ValueError(f"values must be finite numbers, got {value} at step {step}")
+            if step in steps:
+                raise ValueError(f"step {step} is given twice")
+            steps.add(step)
+        return sorted(points)
+
+    @field_validator("static_metrics")
+    @classmethod
+    def _finite_metrics(cls, metrics: dict[str, float]) -> dict[str, float]:
+        for name, value in metrics.items():
+            if not math.isfinite(value):
+                raise ValueError(f"metric {name!r} must be a finite number, got {value}")
+        return metrics
+
+    @field_validator("started_at", "completed_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must carry a time zone (e.g. a trailing Z)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FinishedTrialIn:
+        if self.state == "complete" and self.value is None:
+            raise ValueError("state complete needs a `value`")
+        if self.state != "complete" and self.value is not None:
+            raise ValueError(f"state {self.state} takes no `value`"
+                             + (" (it is the last intermediate value)"
+                                if self.state == "stopped" else ""))
+        if self.state == "stopped" and not self.intermediate:
+            raise ValueError("state stopped needs `intermediate` (its value is the last point)")
+        if self.started_at and self.completed_at and self.completed_at < self.started_at:
+            raise ValueError("`started_at <= completed_at` must hold")
+        return self
+
+
+class AddTrialsRequest(Strict):
+    """Finished trials recorded in one all-or-nothing request."""
+
+    trials: list[FinishedTrialIn] = Field(min_length=1, max_length=MAX_IMPORT_TRIALS)
+
+
+class TrialList(BaseModel):
+    trials: list[TrialOut]
+
+
 class TrialPage(BaseModel):
     trials: list[TrialOut]
     total: int

@@ -85,3 +85,23 @@ def test_enqueue_with_values_fixed_and_skip_if_exists(client_factory) -> None:
         trial.tell(0.1)
         assert study.enqueue({"lr": 0.001, "activation": "gelu"}, skip_if_exists=True).id \
             == trial.id
+
+
+def test_add_trial_and_add_trials_record_finished_trials(client_factory) -> None:
+    with client_factory() as client:
+        study = client.create_study("import", SPACE, fidelity={"name": "epoch", "min": 1,
+                                                               "max": 9})
+        one = study.add_trial({"depth": 1, "activation": "relu", "lr": 0.01}, 0.4,
+                              intermediate=[(1, 0.9), (3, 0.5)], user_attrs={"from": "x"})
+        assert one.state == "complete" and one.value == 0.4 and one.last_step == 3
+        assert one.user_attrs == {"from": "x"} and one.intermediate == [(1, 0.9), (3, 0.5)]
+        many = study.add_trials([
+            {"params": {"depth": 2, "activation": "gelu", "lr": 0.001}, "state": "failed"},
+            {"params": {"depth": 1, "activation": "tanh", "lr": 0.002}, "state": "stopped",
+             "intermediate": [[1, 0.8]]}])
+        assert [t.number for t in many] == [1, 2] and many[1].value == 0.8
+        with pytest.raises(APIError) as bad:
+            study.add_trials([{"params": {"depth": 1, "activation": "relu", "lr": 0.01},
+                               "value": 1.0}, {"params": {"depth": 1}, "value": 1.0}])
+        assert bad.value.status == 422 and bad.value.errors[0].field.startswith("trials[1]")
+        assert len(study.trials()) == 3  # the bad request recorded nothing

@@ -22,6 +22,7 @@ log = logging.getLogger("dyesp_client")
 TrialState = Literal["waiting", "running", "complete", "failed", "infeasible", "stopped"]
 # The server's maximum page size: fewest round trips when listing trials.
 PAGE_SIZE = 1000
+ADD_TRIALS_BATCH = 1000  # finished trials the server records per request
 # Why a TrialStopped with nothing reported is recorded failed (the server refuses such a stop).
 STOPPED_BEFORE_REPORT = ("the objective raised TrialStopped before any trial.report(): "
                          "no value to keep, so the trial is recorded failed")
@@ -392,6 +393,39 @@ class Study:
         data = self.client._call("POST", f"{self._path}/trials", json=body,
                                  retry=Retryable.UNSENT)
         return Trial(self, data)
+
+    def add_trial(self, params: Mapping[str, Any], value: float | None = None, *,
+                  state: TrialState = "complete", intermediate: Any = (),
+                  user_attrs: Mapping[str, Any] | None = None, reason: str | None = None,
+                  **fields: Any) -> Trial:
+        """Record one trial that already ran elsewhere (Optuna's ``study.add_trial``): a whole
+        configuration and its outcome; the server's engine learns from it as from a told
+        trial. ``intermediate`` is its curve, ``[(step, value), ...]``; a ``stopped`` trial's
+        value is its last point. ``fields`` may add ``static_metrics``, ``started_at`` and
+        ``completed_at`` (ISO 8601 with a zone)."""
+        item: dict[str, Any] = {"params": dict(params), "state": state, **fields}
+        if value is not None:
+            item["value"] = float(value)
+        if intermediate:
+            item["intermediate"] = [[int(s), float(v)] for s, v in intermediate]
+        if user_attrs:
+            item["user_attrs"] = dict(user_attrs)
+        if reason is not None:
+            item["reason"] = reason
+        return self.add_trials([item])[0]
+
+    def add_trials(self, items: list[Mapping[str, Any]]) -> list[Trial]:
+        """Record finished trials given as the API's items (``{"params", "state"?, "value"?,
+        "intermediate"?, "user_attrs"?, "reason"?, ...}``; see :meth:`add_trial`). Sent 1,000
+        to a request, the server's limit: each request is all or nothing (a 422 records none
+        of its trials and names the first bad one). Not retried once sent."""
+        out: list[Trial] = []
+        for start in range(0, len(items), ADD_TRIALS_BATCH):
+            batch = [dict(item) for item in items[start:start + ADD_TRIALS_BATCH]]
+            data = self.client._call("POST", f"{self._path}/trials:batch",
+                                     json={"trials": batch}, retry=Retryable.UNSENT)
+            out += [Trial(self, item) for item in data["trials"]]
+        return out
 
     def trials(self, state: TrialState | None = None) -> list[Trial]:
         """All trials in number order, optionally only those in ``state`` (follows the pages)."""

@@ -23,6 +23,7 @@ from service.api.deps import (
 from service.api.views import trials_out, trials_out_of
 from service.db import report_queries, trial_queries
 from service.schemas import (
+    AddTrialsRequest,
     AskRequest,
     AskResponse,
     CandidateOut,
@@ -32,11 +33,12 @@ from service.schemas import (
     ReportRequest,
     ReportResponse,
     TellRequest,
+    TrialList,
     TrialOut,
     TrialPage,
     UserAttrsPatch,
 )
-from service.usecases import ask_tell, reports, study_lifecycle, user_attrs
+from service.usecases import add_trials, ask_tell, reports, study_lifecycle, user_attrs
 
 ERRORS = {401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem},
           422: {"model": Problem}, 503: {"model": Problem}}
@@ -65,6 +67,17 @@ def enqueue_trial(study_id: StudyId, body: EnqueueRequest, owner: CurrentOwner,
     if not created:
         response.status_code = 200
     return trials_out_of(ctx, [trial])[0]
+
+
+@router.post("/trials:batch", status_code=201, operation_id="add_trials")
+def add_finished_trials(study_id: StudyId, body: AddTrialsRequest, owner: CurrentOwner,
+                        ctx: ContextDep, request: Request) -> TrialList:
+    """Record trials that already ran elsewhere, finished, all or nothing (Optuna's
+    ``add_trials``); the engine learns from them as from told trials."""
+    trials = add_trials.add_trials(ctx, owner, study_id, body.trials)
+    for trial in trials:
+        request.app.state.telemetry.told.labels(trial.state).inc()
+    return TrialList(trials=trials_out_of(ctx, trials))
 
 
 @router.get("/trials", operation_id="list_trials")
