@@ -105,3 +105,67 @@ def test_add_trial_and_add_trials_record_finished_trials(client_factory) -> None
                                "value": 1.0}, {"params": {"depth": 1}, "value": 1.0}])
         assert bad.value.status == 422 and bad.value.errors[0].field.startswith("trials[1]")
         assert len(study.trials()) == 3  # the bad request recorded nothing
+
+
+def test_trials_dataframe_is_shaped_like_optunas(client_factory) -> None:
+    pandas = pytest.importorskip("pandas")
+    with client_factory() as client:
+        study = client.create_study("frame", SPACE)
+        done = study.ask()
+        done.set_user_attr("host", "gpu-1")
+        done.tell(0.25)
+        study.add_trial({"depth": 3, "width_3": 64, "activation": "relu", "lr": 0.01},
+                        state="stopped", intermediate=[(1, 0.7)])
+        study.ask()  # running
+        frame = study.trials_dataframe()
+        params = sorted({n for t in study.trials() for n in t.params})
+        assert list(frame.columns) == ["number", "value", "datetime_start", "datetime_complete",
+                                       "duration", *[f"params_{n}" for n in params],
+                                       "user_attrs_host", "state"]
+        assert list(frame["number"]) == [0, 1, 2]
+        assert list(frame["state"]) == ["COMPLETE", "PRUNED", "RUNNING"]
+        assert frame["value"][0] == 0.25 and frame["value"][1] == 0.7
+        assert frame["user_attrs_host"][0] == "gpu-1" and pandas.isna(frame["user_attrs_host"][1])
+        assert frame["params_width_3"][1] == 64
+        assert frame["duration"][0] == frame["datetime_complete"][0] - frame["datetime_start"][0]
+        assert pandas.isna(frame["datetime_complete"][2])
+        assert list(study.trials_dataframe(attrs=("number", "state")).columns) == \
+            ["number", "state"]
+
+
+def test_trials_dataframe_without_pandas_says_how_to_install_it() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['pandas'] = None\n"
+            "from dyesp_client._frames import _pandas\n"
+            "try:\n    _pandas()\nexcept ImportError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "pip install 'dyesp-client[pandas]'" in out
+
+
+def test_trials_csv_downloads_the_export_to_a_path_or_a_file(client_factory, tmp_path) -> None:
+    import csv
+    import io
+    import json
+
+    with client_factory() as client:
+        study = client.create_study("csv", SPACE)
+        for i in range(3):
+            trial = study.ask()
+            trial.set_user_attr("note", f"é{i}")
+            trial.tell(float(i))
+        path = tmp_path / "trials.csv"
+        study.trials_csv(path)
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+        assert [r["value"] for r in rows] == ["0.0", "1.0", "2.0"]
+        assert json.loads(rows[2]["user_attrs"]) == {"note": "é2"}
+        text = io.StringIO()
+        study.trials_csv(text)
+        assert text.getvalue() == path.read_bytes().decode("utf-8")
+        missing = client.get_study(study.id)
+        client.delete_study(study.id)
+        with pytest.raises(APIError) as gone:
+            missing.trials_csv(io.BytesIO())
+        assert gone.value.status == 404

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
@@ -438,6 +438,23 @@ class Study:
             out.extend(Trial(self, item) for item in page["trials"])
             if not page["trials"] or len(out) >= page["total"]:
                 return out
+
+    def trials_dataframe(self, attrs: Sequence[str] | None = None) -> Any:
+        """The trials as a pandas DataFrame shaped like Optuna's ``study.trials_dataframe()``:
+        ``number, value, datetime_start, datetime_complete, duration, params_<name>...,
+        user_attrs_<key>..., state`` (Optuna's state names: COMPLETE, PRUNED for stopped, FAIL,
+        RUNNING, WAITING; INFEASIBLE has no Optuna counterpart). ``attrs`` picks among those.
+        Needs pandas: ``pip install 'dyesp-client[pandas]'``."""
+        from dyesp_client._frames import DEFAULT_ATTRS, trials_dataframe
+
+        return trials_dataframe(self, DEFAULT_ATTRS if attrs is None else attrs)
+
+    def trials_csv(self, path_or_file: Any) -> None:
+        """Download the server's ``trials.csv`` into a path or an open file, streamed (see
+        docs/api-contract.md for its columns; user_attrs are one JSON column)."""
+        from dyesp_client._frames import trials_csv
+
+        trials_csv(self, path_or_file)
 
     def trial_curve(self, trial_id: int, page_size: int = PAGE_SIZE) -> list[tuple[int, float]]:
         """Every ``(step, value)`` point reported for trial ``trial_id``, following the pages."""
