@@ -1,4 +1,5 @@
-"""`dyesp serve | db | keys | worker | bench`: the one command users and operators meet."""
+"""`dyesp serve | db | keys | worker | bench | import-optuna`: the one command users and operators
+meet."""
 
 from __future__ import annotations
 
@@ -62,9 +63,21 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("which", choices=sorted(_BENCHMARKS))
     bench.add_argument("rest", nargs=argparse.REMAINDER)
 
+    optuna = commands.add_parser(
+        "import-optuna", help="copy an Optuna study and its finished trials into a new study "
+                              "(needs optuna installed)")
+    optuna.add_argument("--storage", required=True,
+                        help="the Optuna storage URL, e.g. sqlite:///optuna.db")
+    optuna.add_argument("--study", required=True, help="the Optuna study's name")
+    optuna.add_argument("--into", default=None,
+                        help="the new study's name (default: the Optuna study's)")
+    optuna.add_argument("--owner", default=None,
+                        help="the owner's name (default: the local owner, 'local')")
+
     args = parser.parse_args(argv)
     logging_config.configure()
-    handlers = {"serve": _serve, "db": _db, "keys": _keys, "worker": _worker, "bench": _bench}
+    handlers = {"serve": _serve, "db": _db, "keys": _keys, "worker": _worker, "bench": _bench,
+                "import-optuna": _import_optuna}
     return handlers[args.command](args)
 
 
@@ -170,6 +183,40 @@ def _worker(args: argparse.Namespace) -> int:
           f"database={_redacted(settings.database_url)}", flush=True)
     worker = worker_class([QUEUE_NAME], connection=connect(settings.redis_url, timeout_s=None))
     worker.work(burst=args.burst, with_scheduler=True)
+    return 0
+
+
+def _import_optuna(args: argparse.Namespace) -> int:
+    from service.db import key_queries, migrate
+    from service.db.session import make_engine, make_sessionmaker, transaction
+    from service.errors import DomainError
+    from service.optuna_import import ImportFailed, import_optuna
+    from service.usecases.context import UseCaseContext
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url, statement_timeout_s=None,
+                         connect_timeout_s=settings.db_connect_timeout_s)
+    migrate.upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    with transaction(sessions) as session:
+        owner = key_queries.get_or_create_owner(session, args.owner or key_queries.LOCAL_OWNER)
+        owner_id, owner_name = owner.id, owner.name
+    ctx = UseCaseContext.from_settings(settings, sessions)
+    try:
+        report = import_optuna(ctx, owner_id, args.storage, args.study, args.into)
+    except (ImportFailed, DomainError) as error:
+        print(f"dyesp: import-optuna: {getattr(error, 'detail', error)}", file=sys.stderr)
+        return 1
+    states = ", ".join(f"{n} {s}" for s, n in sorted(report.by_state.items())) or "no trials"
+    print(f"imported {states} into study {report.study_id} {report.name!r} of owner "
+          f"{owner_name!r}")
+    if report.skipped_unfinished:
+        print(f"skipped {report.skipped_unfinished} unfinished (running or waiting) trials")
+    for name, (parent, values) in report.conditions.items():
+        print(f"condition inferred: {name!r} is active when {parent!r} is one of {values}")
+    if report.dropped_params:
+        print(f"left out (present in some trials, explained by no discrete param): "
+              f"{report.dropped_params}")
     return 0
 
 

@@ -105,6 +105,15 @@ class StudyCreate(Strict):
     transfer_from: list[StrictStr] = Field(default_factory=list, max_length=32)
     transfer: Literal["off", "auto"] = "off"
     fidelity: FidelitySpec | None = None
+    # Asks reproducible from the seed alone; null: true when a seed is given, else false.
+    deterministic: StrictBool | None = None
+
+
+class UserAttrsPatch(Strict):
+    """``PATCH`` of a study or a trial: ``user_attrs`` merged into the stored ones; a null value
+    deletes its key (limits: ``service.usecases.user_attrs``)."""
+
+    user_attrs: dict[str, Any]
 
 
 class TransferOut(BaseModel):
@@ -148,6 +157,7 @@ class TrialOut(BaseModel):
     intermediate: list[tuple[int, float]] = Field(default_factory=list, description=(
         f"the last {CURVE_IN_TRIAL} reported [step, value] points in step order; the whole "
         "curve pages at .../curve"))
+    user_attrs: dict[str, Any] = Field(default_factory=dict)
 
 
 class FidelityOut(BaseModel):
@@ -170,6 +180,8 @@ class StudyOut(BaseModel):
     best_trial: TrialOut | None
     transfer: TransferOut | None = None
     fidelity: FidelityOut | None = None
+    deterministic: bool = False
+    user_attrs: dict[str, Any] = Field(default_factory=dict)
 
 
 class StudyList(BaseModel):
@@ -285,7 +297,93 @@ class CurvePage(BaseModel):
 
 
 class EnqueueRequest(Strict):
+    """A configuration to hand out next; it may leave params out (filled when handed out)."""
+
     params: dict[str, ParamValue] = Field(max_length=256)
+    # Return a trial of the study that already has these values instead (Optuna's option).
+    skip_if_exists: StrictBool = False
+
+
+MAX_IMPORT_TRIALS = 1000  # finished trials one add-trials request may record
+MAX_IMPORT_POINTS = 100_000  # curve points in one add-trials request, all trials together
+
+
+class FinishedTrialIn(Strict):
+    """A trial that already ran elsewhere (add_trials; Optuna's ``add_trial``): a whole, valid
+    configuration and its outcome. ``complete`` needs a ``value``; ``stopped`` takes its value
+    from the last point of ``intermediate``, as a told stop does; failed and infeasible take
+    none."""
+
+    params: dict[str, ParamValue] = Field(max_length=256)
+    state: Literal["complete", "failed", "infeasible", "stopped"] = "complete"
+    value: Number | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+    intermediate: list[tuple[StrictInt, Number]] = Field(default_factory=list,
+                                                         max_length=10_000)
+    user_attrs: dict[str, Any] = Field(default_factory=dict)
+    static_metrics: dict[str, Number] = Field(default_factory=dict, max_length=64)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
+
+    @field_validator("intermediate")
+    @classmethod
+    def _finite_points(cls, points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        steps = set()
+        for step, value in points:
+            if not 0 <= step <= MAX_STEP:
+                raise ValueError(f"steps must be within 0..{MAX_STEP}, got {step}")
+            if not math.isfinite(value):
+                raise ValueError(f"values must be finite numbers, got {value} at step {step}")
+            if step in steps:
+                raise ValueError(f"step {step} is given twice")
+            steps.add(step)
+        return sorted(points)
+
+    @field_validator("static_metrics")
+    @classmethod
+    def _finite_metrics(cls, metrics: dict[str, float]) -> dict[str, float]:
+        for name, value in metrics.items():
+            if not math.isfinite(value):
+                raise ValueError(f"metric {name!r} must be a finite number, got {value}")
+        return metrics
+
+    @field_validator("started_at", "completed_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must carry a time zone (e.g. a trailing Z)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FinishedTrialIn:
+        if self.state == "complete" and self.value is None:
+            raise ValueError("state complete needs a `value`")
+        if self.state != "complete" and self.value is not None:
+            raise ValueError(f"state {self.state} takes no `value`"
+                             + (" (it is the last intermediate value)"
+                                if self.state == "stopped" else ""))
+        if self.state == "stopped" and not self.intermediate:
+            raise ValueError("state stopped needs `intermediate` (its value is the last point)")
+        if self.started_at and self.completed_at and self.completed_at < self.started_at:
+            raise ValueError("`started_at <= completed_at` must hold")
+        return self
+
+
+class AddTrialsRequest(Strict):
+    """Finished trials recorded in one all-or-nothing request."""
+
+    trials: list[FinishedTrialIn] = Field(min_length=1, max_length=MAX_IMPORT_TRIALS)
+
+
+class TrialList(BaseModel):
+    trials: list[TrialOut]
 
 
 class TrialPage(BaseModel):

@@ -60,6 +60,11 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_url")
 
 
+def unique_name(prefix: str) -> str:
+    """A study name no other study of the owner has (names are unique per owner)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
 def make_settings(database_url: str, **overrides: object) -> Settings:
     # Rate limits off unless a test sets them: in-process asks run near the default ask limit,
     # and the limits have tests of their own (tests/api/test_admission.py).

@@ -43,6 +43,7 @@ def trial_out(trial: Trial, curve: list[tuple[int, float]] | None = None) -> Tri
         created_at=trial.created_at, started_at=trial.started_at,
         heartbeat_at=trial.heartbeat_at, completed_at=trial.completed_at,
         last_step=trial.last_step, intermediate=list(curve or []),
+        user_attrs=trial.user_attrs or {},
     )
 
 
@@ -61,5 +62,6 @@ def studies_out(session: Session, studies: list[Study]) -> list[StudyOut]:
             transfer=TransferOut(sources=list(study.transfer_from)) if study.transfer_from
             else None,
             fidelity=FidelityOut(**study.fidelity) if study.fidelity else None,
+            deterministic=study.deterministic, user_attrs=study.user_attrs or {},
         ))
     return out

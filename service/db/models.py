@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -78,6 +79,9 @@ class ApiKey(Base):
 
 class Study(Base):
     __tablename__ = "studies"
+    # One name, one study of an owner: ``load_study(name)`` and ``load_if_exists`` mean one study.
+    # Migration 0007 renamed older duplicates (``"name (2)"``, ...) before adding it.
+    __table_args__ = (Index("uq_studies_owner_name", "owner_id", "name", unique=True),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
@@ -95,6 +99,11 @@ class Study(Base):
     next_number: Mapped[int] = mapped_column(Integer, default=0)
     # Bumped by every change to the study's trials; caches catch up on rows with a larger revision.
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The client's own notes (Optuna's ``user_attrs``): bounded JSON, never read by the engine.
+    user_attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Whether asks must be reproducible from the seed alone (StudyCreate.deterministic).
+    deterministic: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -130,6 +139,8 @@ class Trial(Base):
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
     # The largest step the trial reported (``trial_reports``); None before any report.
     last_step: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The client's own notes (Optuna's ``user_attrs``), settable while running and after.
+    user_attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class TrialReport(Base):

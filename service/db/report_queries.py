@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from service.db.models import Trial, TrialReport
+from service.db.models import Trial, TrialReport, utcnow
 
 
 def lock_trial(session: Session, study_id: str, trial_id: int) -> Trial | None:
@@ -39,6 +39,12 @@ def add(session: Session, study_id: str, trial_id: int, step: int, value: float,
                          reason=reason)
     session.add(report)
     return report
+
+
+def add_many(session: Session, rows: list[dict]) -> None:
+    """Whole curves at once (trials recorded finished): one bulk INSERT, no ORM objects."""
+    if rows:
+        session.execute(insert(TrialReport), [{"created_at": utcnow(), **row} for row in rows])
 
 
 def values_at(session: Session, study_id: str, step: int, other_than: int,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db.models import Study, Trial
@@ -20,11 +21,25 @@ class StudyLock:
     next_number: int
 
 
-def create_study(session: Session, owner_id: int, **fields: Any) -> Study:
-    study = Study(id=uuid.uuid4().hex, owner_id=owner_id, next_number=0, revision=0, **fields)
-    session.add(study)
-    session.flush()
+def create_study(session: Session, owner_id: int, name: str, **fields: Any) -> Study | None:
+    """The new study, or None when the owner already has one called ``name``: also when a
+    concurrent create committed that name a moment ago (the unique index refuses this insert in
+    a savepoint, so the caller's transaction stays usable and answers a conflict, not a 500)."""
+    study = Study(id=uuid.uuid4().hex, owner_id=owner_id, name=name, next_number=0, revision=0,
+                  **fields)
+    try:
+        with session.begin_nested():
+            session.add(study)
+    except IntegrityError:
+        if by_name(session, owner_id, name) is None:
+            raise  # not the name: a real fault
+        return None
     return study
+
+
+def by_name(session: Session, owner_id: int, name: str) -> Study | None:
+    """The owner's study called ``name`` (names are unique per owner)."""
+    return session.scalar(select(Study).where(Study.owner_id == owner_id, Study.name == name))
 
 
 def get_study(session: Session, owner_id: int, study_id: str) -> Study | None:
@@ -36,6 +51,12 @@ def by_id(session: Session, study_id: str) -> Study | None:
     """The study whatever its owner: for the server's own work (the reaper, caches, a write that
     already holds the owner's lock), never to answer a request for a study by id."""
     return session.get(Study, study_id)
+
+
+def row_locked(session: Session, study_id: str) -> Study:
+    """The study row under ``SELECT ... FOR UPDATE``, for a change to the study itself that the
+    trials' revision need not see (its user_attrs)."""
+    return session.scalars(select(Study).where(Study.id == study_id).with_for_update()).one()
 
 
 def list_studies(session: Session, owner_id: int, name: str | None = None, offset: int = 0,

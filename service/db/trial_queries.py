@@ -122,6 +122,33 @@ def waiting_with_params(session: Session, study_id: str,
     return None
 
 
+SCAN_BATCH = 1000  # rows per read of a scan over a study's trials: memory stays bounded
+
+
+def with_given_params(session: Session, study_id: str, params: dict[str, Any]) -> Trial | None:
+    """The first trial, in any state, whose given values are exactly ``params`` (enqueue's
+    ``skip_if_exists``): a trial enqueued with some values fixed is compared on those
+    (``proposal["fixed"]``), any other on its whole configuration, as Optuna compares. Reads
+    only the two JSON columns, a batch at a time: linear in the study's trials, bounded in
+    memory."""
+    wanted = json.dumps(params, sort_keys=True)
+    last = -1
+    while True:
+        rows = session.execute(
+            select(Trial.number, Trial.params, Trial.proposal)
+            .where(Trial.study_id == study_id, Trial.number > last)
+            .order_by(Trial.number).limit(SCAN_BATCH)).all()
+        if not rows:
+            return None
+        for number, stored, proposal in rows:
+            fixed = (proposal or {}).get("fixed")
+            given = {k: stored[k] for k in fixed if k in stored} if fixed else stored
+            if json.dumps(given, sort_keys=True) == wanted:
+                return session.scalar(select(Trial).where(Trial.study_id == study_id,
+                                                          Trial.number == number))
+        last = rows[-1].number
+
+
 def fail_stale(session: Session, study: Study, now: datetime, revision: int) -> int:
     """Mark the study's silent running trials failed (caller holds the study lock)."""
     cutoff = now - timedelta(seconds=study.heartbeat_timeout_s)

@@ -260,6 +260,46 @@ class SearchSpace:
             result[param.name] = _coerce(param, config[param.name], path)
         return result
 
+    def validate_partial(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Check a configuration that may leave params out (an enqueue with some values fixed,
+        the rest filled in when it is handed out): every given param exists, holds a valid value
+        and is active under the given values of its parents, which must be given too (else
+        whether it is active cannot be known).
+
+        Returns the given values coerced to their param's type, in space order.
+
+        >>> space = SearchSpace.from_dict({"params": [
+        ...     {"name": "depth", "type": "int", "low": 1, "high": 4},
+        ...     {"name": "width_3", "type": "int", "low": 16, "high": 256,
+        ...      "condition": {"parent": "depth", "values": [3, 4]}},
+        ...     {"name": "lr", "type": "float", "low": 1e-4, "high": 1e-1}]})
+        >>> space.validate_partial({"lr": 0.01})
+        {'lr': 0.01}
+        >>> try:
+        ...     space.validate_partial({"depth": 1, "width_3": 32})
+        ... except SpaceError as error:
+        ...     print(error)
+        params.width_3: is inactive under the given parent values
+        """
+        if not isinstance(config, Mapping):
+            raise SpaceError("params", f"must be an object, got {type(config).__name__}")
+        for name in config:
+            if name not in self._by_name:
+                raise SpaceError(f"params.{name}", "is not a parameter of this study's space")
+        result: dict[str, Any] = {}
+        for param in self.params:
+            if param.name not in config:
+                continue
+            path = f"params.{param.name}"
+            parent = param.condition.parent if param.condition is not None else None
+            if parent is not None and parent not in config:
+                raise SpaceError(path, f"is conditional on {parent!r}: give {parent!r} too, so "
+                                 "its condition can be checked")
+            if not self.is_active(param, result):
+                raise SpaceError(path, "is inactive under the given parent values")
+            result[param.name] = _coerce(param, config[param.name], path)
+        return result
+
 
 def _same_choice(a: Any, b: Any) -> bool:
     """Equality that keeps True apart from 1 and "1" apart from 1, as users mean them."""

@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from service.db import candidate_queries, report_queries, study_queries, trial_queries
 from service.db.history import study_rungs
-from service.db.models import Candidate, Trial, utcnow
+from service.db.models import Candidate, Study, Trial, utcnow
 from service.db.session import transaction
 from service.engine.history import TrialState
-from service.engine.space import SpaceError
+from service.engine.space import SearchSpace, SpaceError
 from service.errors import Conflict, Invalid, NotFound, TooManyRequests
 from service.schemas import CandidateMetrics, TellRequest
 from service.usecases import proposals, reports
@@ -77,6 +78,7 @@ def _ask(ctx: UseCaseContext, owner_id: int, study_id: str, count: int, client_i
         _check_running_quota(ctx, session, study_id, count)
         handed = [] if candidates is not None else trial_queries.waiting(session, study_id, count)
         for trial in handed:
+            fill_enqueued(ctx.spaces.get(study), study, trial)
             trial_queries.start(trial, now=now, revision=lock.revision, client_id=client_id,
                                 timeout_s=study.heartbeat_timeout_s)
         missing = count - len(handed)
@@ -170,22 +172,32 @@ def heartbeat(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int) 
         return find_trial(session, study_id, trial_id)
 
 
-def enqueue(ctx: UseCaseContext, owner_id: int, study_id: str,
-            params: dict[str, Any]) -> tuple[Trial, bool]:
+def enqueue(ctx: UseCaseContext, owner_id: int, study_id: str, params: dict[str, Any],
+            skip_if_exists: bool = False) -> tuple[Trial, bool]:
     """Queue a user-given configuration; the next ask hands it out before any proposal.
+
+    ``params`` may leave params out (Optuna's ``enqueue_trial`` with some values fixed): the
+    given ones must be valid and active under their given parents; the ask that hands the trial
+    out fills in the rest (``fill_enqueued``).
 
     De-duplicated against trials still waiting: the same configuration enqueued again before an
     ask hands it out returns the first one (and ``False``: nothing new was created), so a client
     retrying an enqueue whose answer it lost does not queue the work twice. A configuration that
-    already ran may be enqueued again on purpose (a second measurement)."""
+    already ran may be enqueued again on purpose (a second measurement), unless
+    ``skip_if_exists``: then any trial of the study, in any state, with these values (its fixed
+    ones, for a trial enqueued partially) is returned instead, as Optuna's ``skip_if_exists``."""
     with transaction(ctx.sessions) as session:
         lock = _lock(session, owner_id, study_id)
         study = find_study(session, owner_id, study_id)
+        space = ctx.spaces.get(study)
         try:
-            config = ctx.spaces.get(study).validate_config(params)
+            config = space.validate_partial(params)
         except SpaceError as error:
             raise Invalid(error.field, error.reason) from None
-        existing = trial_queries.waiting_with_params(session, study_id, config)
+        partial = not _is_full(space, config)
+        existing = (trial_queries.with_given_params(session, study_id, config)
+                    if skip_if_exists else None) or \
+            trial_queries.waiting_with_params(session, study_id, config)
         if existing is not None:
             return existing, False
         waiting = trial_queries.count_in_state(session, study_id, TrialState.WAITING)
@@ -197,11 +209,34 @@ def enqueue(ctx: UseCaseContext, owner_id: int, study_id: str,
         (number,) = study_queries.take_numbers(session, study_id, lock, 1)
         trial = trial_queries.add_trial(
             session, study_id, number, state=TrialState.WAITING.value, params=config,
-            proposal={"strategy": "user", "exploration": 0.0, "predicted": None},
+            proposal={"strategy": "user", "exploration": 0.0, "predicted": None,
+                      **({"fixed": list(config)} if partial else {})},
             revision=lock.revision, static_metrics={},
         )
         session.flush()
         return trial, True
+
+
+def _is_full(space: SearchSpace, config: dict[str, Any]) -> bool:
+    """Whether a valid partial configuration has every param active under its values."""
+    try:
+        space.validate_config(config)
+    except SpaceError:
+        return False
+    return True
+
+
+def fill_enqueued(space: SearchSpace, study: Study, trial: Trial) -> None:
+    """Give an enqueued trial that left params out the rest, as it is handed out: sampled the
+    way the engine's initial design samples (``SearchSpace.complete``, uniform in each param's
+    scale, only params active under the values so far), from the study's seed and the trial's
+    number, so the same study and enqueue fill the same values on every run. The engine's own
+    proposal conditioned on the fixed values would steer them better, but every strategy
+    proposes whole configurations; sampling keeps that contract."""
+    if not (trial.proposal or {}).get("fixed"):
+        return
+    rng = np.random.default_rng([study.seed, trial.number])
+    trial.params = space.complete(trial.params, rng)
 
 
 REAP_BATCH = 100  # studies locked per sweep step: a sweep never reads all tenants' rows at once

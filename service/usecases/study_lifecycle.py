@@ -15,7 +15,7 @@ from service.engine import transfer
 from service.engine.space import SearchSpace, SpaceError
 from service.engine.transfer import mapping_problems
 from service.engine.trust import measure_trust
-from service.errors import Invalid, NotFound, QuotaExceeded
+from service.errors import Conflict, Invalid, NotFound, QuotaExceeded
 from service.schemas import PrunerReport, PrunerVersionOut, StudyCreate, TransferOut
 from service.usecases.context import UseCaseContext
 
@@ -48,6 +48,8 @@ def create_study(ctx: UseCaseContext, owner_id: int, body: StudyCreate) -> Study
             sources = compatible_sources(session, owner_id, space)
         else:
             sources = _checked_sources(session, owner_id, space, body.transfer_from)
+        if study_queries.by_name(session, owner_id, body.name) is not None:
+            raise _name_taken(body.name)
         study = study_queries.create_study(
             session, owner_id, name=body.name, direction=body.direction,
             space=space.to_dict(),
@@ -55,10 +57,19 @@ def create_study(ctx: UseCaseContext, owner_id: int, body: StudyCreate) -> Study
             heartbeat_timeout_s=body.heartbeat_timeout_s or ctx.default_heartbeat_timeout_s,
             static_metrics=list(body.static_metrics), transfer_from=sources,
             fidelity=body.fidelity.model_dump() if body.fidelity is not None else None,
+            deterministic=(body.deterministic if body.deterministic is not None
+                           else body.seed is not None),
         )
+        if study is None:  # a concurrent create took the name after the check above
+            raise _name_taken(body.name)
     if sources:
         ctx.told(study.id)  # the pruner is pretrained on the prior studies right away
     return study
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"you already have a study called {name!r}; names are unique per "
+                    "owner (load it with GET /v1/studies?name=, or choose another name)", "name")
 
 
 def compatible_sources(session: Session, owner_id: int, space: SearchSpace) -> list[str]:

@@ -21,12 +21,12 @@ from service.app import create_app
 from service.db.models import Candidate, PrunerVersion, Trial, utcnow
 from service.db.session import transaction
 from service.usecases.ask_tell import reap_stale
-from tests.conftest import MIXED_SPACE, make_settings, new_key
+from tests.conftest import MIXED_SPACE, make_settings, new_key, unique_name
 from tests.engine.test_space_limits import conditional_parents, raw_spaces
 
 
 def create(api: TestClient, space: dict[str, Any], **fields: Any) -> dict:
-    response = api.post("/v1/studies", json={"name": "h", "space": space, **fields})
+    response = api.post("/v1/studies", json={"name": unique_name("h"), "space": space, **fields})
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -76,7 +76,7 @@ def test_forty_conditional_parents_are_accepted_and_asked(api: TestClient) -> No
 def test_spaces_whose_asks_used_to_fail_are_422_naming_the_field(
         api: TestClient, space: dict, field: str) -> None:
     before = api.get("/v1/studies").json()["total"]
-    response = api.post("/v1/studies", json={"name": "h", "space": space})
+    response = api.post("/v1/studies", json={"name": unique_name("h"), "space": space})
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == field
     assert api.get("/v1/studies").json()["total"] == before
@@ -298,7 +298,7 @@ def test_studies_per_owner_are_a_quota(database_url: str) -> None:
         assert other.post("/v1/studies", json={"name": "x", "space": MIXED_SPACE}) \
             .status_code == 201  # another owner has its own quota
         api.delete(f"/v1/studies/{second['id']}")
-        assert api.post("/v1/studies", json={"name": "x", "space": MIXED_SPACE}) \
+        assert api.post("/v1/studies", json={"name": "y", "space": MIXED_SPACE}) \
             .status_code == 201
 
 
@@ -310,7 +310,7 @@ def test_studies_per_owner_are_a_quota(database_url: str) -> None:
 def test_any_space_posted_is_422_naming_a_field_or_asked(api: TestClient,
                                                          spec: dict[str, Any]) -> None:
     # NaN and infinities travel as the literals Python's JSON writes (and a lax parser reads)
-    body = json.dumps({"name": "fuzz", "space": spec}, allow_nan=True)
+    body = json.dumps({"name": unique_name("fuzz"), "space": spec}, allow_nan=True)
     response = api.post("/v1/studies", content=body,
                         headers={"content-type": "application/json"})
     if response.status_code == 422:

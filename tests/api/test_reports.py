@@ -14,13 +14,14 @@ from service.engine.early_stopping import Fidelity, policy_for
 from service.usecases import reports
 from service.usecases.ask_tell import reap_stale
 from tests.api.test_hardening import custom_api, silence
-from tests.conftest import MIXED_SPACE
+from tests.conftest import MIXED_SPACE, unique_name
 
 FIDELITY = {"name": "epoch", "min": 1, "max": 52}
 
 
 def create(api: TestClient, **fields: Any) -> dict:
-    response = api.post("/v1/studies", json={"name": "es", "space": MIXED_SPACE, **fields})
+    response = api.post("/v1/studies", json={"name": unique_name("es"), "space": MIXED_SPACE,
+                                             **fields})
     assert response.status_code == 201, response.text
     return response.json()
 

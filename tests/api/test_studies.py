@@ -125,7 +125,7 @@ def test_unsupported_method_lists_every_allowed_one(api: TestClient, study) -> N
     response = api.put("/v1/studies")
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, POST"
-    assert api.patch(f"/v1/studies/{study['id']}").headers["allow"] == "DELETE, GET"
+    assert api.put(f"/v1/studies/{study['id']}").headers["allow"] == "DELETE, GET, PATCH"
 
 
 def test_unicode_names_round_trip(api: TestClient) -> None:
@@ -139,3 +139,14 @@ def test_unicode_names_round_trip(api: TestClient) -> None:
     assert [p["name"] for p in study["space"]["params"]] == ["échelle_学习率", "块"]
     (trial,) = api.post(f"/v1/studies/{study['id']}/ask").json()["trials"]
     assert trial["params"]["块"] in ("卷积", "🙂", "skip")
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ({"seed": 3}, True), ({}, False), ({"seed": 3, "deterministic": False}, False),
+    ({"deterministic": True}, True)])
+def test_deterministic_defaults_to_whether_a_seed_is_given(api: TestClient, extra: dict,
+                                                           expected: bool) -> None:
+    response = create(api, MIXED_SPACE, **extra)
+    assert response.status_code == 201, response.text
+    assert response.json()["deterministic"] is expected
+    assert api.get(f"/v1/studies/{response.json()['id']}").json()["deterministic"] is expected

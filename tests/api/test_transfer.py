@@ -6,7 +6,7 @@ import math
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import new_key
+from tests.conftest import new_key, unique_name
 
 SPACE = {"params": [
     {"name": "x", "type": "float", "low": 0.0, "high": 1.0},
@@ -33,7 +33,8 @@ def run(api: TestClient, sid: str, n: int, objective) -> list[dict]:
 
 
 def create(api: TestClient, **extra) -> dict:
-    response = api.post("/v1/studies", json={"name": "s", "space": SPACE, "seed": 3, **extra})
+    response = api.post("/v1/studies", json={"name": unique_name("s"), "space": SPACE, "seed": 3,
+                                             **extra})
     assert response.status_code == 201, response.text
     return response.json()
 

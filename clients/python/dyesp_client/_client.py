@@ -12,9 +12,10 @@ from typing import Any, Literal, Protocol
 
 import httpx2
 
-from dyesp_client._errors import APIError, ConnectionFailed
+from dyesp_client._errors import APIError, ConnectionFailed, FieldError
 from dyesp_client._heartbeat import Heartbeat
 from dyesp_client._retry import Retryable, RetryPolicy, may_retry_status, parse_retry_after
+from dyesp_client._space import check_same_study
 from dyesp_client._study import Fidelity, Study, study_path
 from dyesp_client._version import __version__
 
@@ -105,8 +106,15 @@ class Client:
                      heartbeat_timeout_s: float | None = None,
                      static_metrics: Sequence[str] = (),
                      transfer_from: Sequence[str | Study] | Literal["auto"] = (),
-                     fidelity: Fidelity | Mapping[str, Any] | None = None) -> Study:
+                     fidelity: Fidelity | Mapping[str, Any] | None = None,
+                     deterministic: bool | None = None,
+                     load_if_exists: bool = False) -> Study:
         """Create a study. ``space`` is ``{"params": [...]}`` or the list of params itself.
+
+        Names are unique per API key's owner: creating a name you already have raises a 409
+        :class:`APIError`, unless ``load_if_exists=True``, which returns the existing study
+        (Optuna's ``load_if_exists``) after checking that its direction and space are the ones
+        given here (a :class:`ValueError` names what differs: never a different study silently).
 
         ``static_metrics`` names numbers your side can compute before training (``params``,
         ``flops``, zero-cost proxies): pass the function that computes them to ``Study.ask`` or
@@ -138,8 +146,27 @@ class Client:
                                      for s in transfer_from]
         if fidelity is not None:
             body["fidelity"] = dict(fidelity)
-        data = self._call("POST", "/v1/studies", json=body, retry=Retryable.UNSENT)
+        if deterministic is not None:
+            body["deterministic"] = deterministic
+        try:
+            data = self._call("POST", "/v1/studies", json=body, retry=Retryable.UNSENT)
+        except APIError as error:
+            if not (load_if_exists and error.status == 409
+                    and any(e.field == "name" for e in error.errors)):
+                raise
+            existing = self.load_study(name)
+            check_same_study(existing, direction, space)
+            return existing
         return Study(self, data)
+
+    def load_study(self, name: str) -> Study:
+        """Your study called ``name`` (names are unique per owner), like Optuna's
+        ``load_study(study_name=...)``; a 404 :class:`APIError` naming ``name`` if there is none."""
+        data = self._call("GET", "/v1/studies", params={"name": name, "limit": 1})
+        if not data["studies"]:
+            raise APIError(404, "Not Found", f"name: you have no study called {name!r}",
+                           [FieldError("name", f"no study called {name!r}")])
+        return Study(self, data["studies"][0])
 
     def get_study(self, study_id: str) -> Study:
         return Study(self, self._call("GET", study_path(study_id)))

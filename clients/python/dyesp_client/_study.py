@@ -24,6 +24,7 @@ log = logging.getLogger("dyesp_client")
 TrialState = Literal["waiting", "running", "complete", "failed", "infeasible", "stopped"]
 # The server's maximum page size: fewest round trips when listing trials.
 PAGE_SIZE = 1000
+ADD_TRIALS_BATCH = 1000  # finished trials the server records per request
 # Why a TrialStopped with nothing reported is recorded failed (the server refuses such a stop).
 STOPPED_BEFORE_REPORT = ("the objective raised TrialStopped before any trial.report(): "
                          "no value to keep, so the trial is recorded failed")
@@ -93,6 +94,8 @@ class Trial:
         # The last 100 reported (step, value) points; curve() reads them all.
         self.intermediate: list[tuple[int, float]] = _points(data.get("intermediate"))
         self.last_step: int | None = data.get("last_step")
+        # The client's own JSON notes (Optuna's user_attrs); set with set_user_attr.
+        self.user_attrs: dict[str, Any] = dict(data.get("user_attrs") or {})
         if not hasattr(self, "_should_stop"):  # the last report's answer outlives a re-read
             self._should_stop = False
             self._stop_reason: str | None = None
@@ -166,6 +169,13 @@ class Trial:
             log.warning("trial %d: %s", self.number, STOPPED_BEFORE_REPORT)
             return self.fail(STOPPED_BEFORE_REPORT)
         return self.stop(error.reason)
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable note on the trial, running or finished (Optuna's
+        ``trial.set_user_attr``); ``None`` deletes the key. Bounded by the server: at most 64
+        keys of 1 to 128 characters and 16 KiB of JSON per trial (422 past them)."""
+        data = self.study.client._call("PATCH", self._path, json={"user_attrs": {key: value}})
+        self.user_attrs = dict(data.get("user_attrs") or {})
 
     @property
     def _key(self) -> tuple[str, int]:
@@ -304,6 +314,9 @@ class Study:
         self.transfer: dict[str, Any] | None = data.get("transfer")
         # What trials report along (see Trial.report), e.g. {"name": "epoch", "min": 1, "max": 52}.
         self.fidelity: Fidelity | None = data.get("fidelity")
+        self.deterministic: bool = bool(data.get("deterministic"))
+        # The client's own JSON notes (Optuna's user_attrs); set with set_user_attr.
+        self.user_attrs: dict[str, Any] = dict(data.get("user_attrs") or {})
 
     @property
     def _path(self) -> str:
@@ -313,6 +326,11 @@ class Study:
         """Re-read the study (trial counts, best trial, transfer trust) from the server."""
         self._update(self.client._call("GET", self._path))
         return self
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable note on the study (Optuna's ``study.set_user_attr``);
+        ``None`` deletes the key. Same bounds as :meth:`Trial.set_user_attr`."""
+        self._update(self.client._call("PATCH", self._path, json={"user_attrs": {key: value}}))
 
     @overload
     def ask(self, count: None = None, *, client_id: str | None = None,
@@ -364,14 +382,53 @@ class Study:
             trial._start_heartbeat()
         return trials
 
-    def enqueue(self, params: Mapping[str, Any]) -> Trial:
-        """Queue a configuration to be handed out by the next ask, ahead of new proposals.
+    def enqueue(self, params: Mapping[str, Any], skip_if_exists: bool = False) -> Trial:
+        """Queue a configuration to be handed out by the next ask, ahead of new proposals
+        (Optuna's ``enqueue_trial``). ``params`` may leave params out: the server fills them in
+        when it hands the trial out, reproducibly from the study's seed. ``skip_if_exists``
+        returns a trial of the study that already has these values, in any state, instead.
 
         Not retried once sent: a second POST would queue it twice.
         """
-        data = self.client._call("POST", f"{self._path}/trials", json={"params": dict(params)},
+        body: dict[str, Any] = {"params": dict(params)}
+        if skip_if_exists:
+            body["skip_if_exists"] = True
+        data = self.client._call("POST", f"{self._path}/trials", json=body,
                                  retry=Retryable.UNSENT)
         return Trial(self, data)
+
+    def add_trial(self, params: Mapping[str, Any], value: float | None = None, *,
+                  state: TrialState = "complete", intermediate: Any = (),
+                  user_attrs: Mapping[str, Any] | None = None, reason: str | None = None,
+                  **fields: Any) -> Trial:
+        """Record one trial that already ran elsewhere (Optuna's ``study.add_trial``): a whole
+        configuration and its outcome; the server's engine learns from it as from a told
+        trial. ``intermediate`` is its curve, ``[(step, value), ...]``; a ``stopped`` trial's
+        value is its last point. ``fields`` may add ``static_metrics``, ``started_at`` and
+        ``completed_at`` (ISO 8601 with a zone)."""
+        item: dict[str, Any] = {"params": dict(params), "state": state, **fields}
+        if value is not None:
+            item["value"] = float(value)
+        if intermediate:
+            item["intermediate"] = [[int(s), float(v)] for s, v in intermediate]
+        if user_attrs:
+            item["user_attrs"] = dict(user_attrs)
+        if reason is not None:
+            item["reason"] = reason
+        return self.add_trials([item])[0]
+
+    def add_trials(self, items: list[Mapping[str, Any]]) -> list[Trial]:
+        """Record finished trials given as the API's items (``{"params", "state"?, "value"?,
+        "intermediate"?, "user_attrs"?, "reason"?, ...}``; see :meth:`add_trial`). Sent 1,000
+        to a request, the server's limit: each request is all or nothing (a 422 records none
+        of its trials and names the first bad one). Not retried once sent."""
+        out: list[Trial] = []
+        for start in range(0, len(items), ADD_TRIALS_BATCH):
+            batch = [dict(item) for item in items[start:start + ADD_TRIALS_BATCH]]
+            data = self.client._call("POST", f"{self._path}/trials:batch",
+                                     json={"trials": batch}, retry=Retryable.UNSENT)
+            out += [Trial(self, item) for item in data["trials"]]
+        return out
 
     def trials(self, state: TrialState | None = None) -> list[Trial]:
         """All trials in number order, optionally only those in ``state`` (follows the pages)."""
@@ -384,6 +441,23 @@ class Study:
             out.extend(Trial(self, item) for item in page["trials"])
             if not page["trials"] or len(out) >= page["total"]:
                 return out
+
+    def trials_dataframe(self, attrs: Sequence[str] | None = None) -> Any:
+        """The trials as a pandas DataFrame shaped like Optuna's ``study.trials_dataframe()``:
+        ``number, value, datetime_start, datetime_complete, duration, params_<name>...,
+        user_attrs_<key>..., state`` (Optuna's state names: COMPLETE, PRUNED for stopped, FAIL,
+        RUNNING, WAITING; INFEASIBLE has no Optuna counterpart). ``attrs`` picks among those.
+        Needs pandas: ``pip install 'dyesp-client[pandas]'``."""
+        from dyesp_client._frames import DEFAULT_ATTRS, trials_dataframe
+
+        return trials_dataframe(self, DEFAULT_ATTRS if attrs is None else attrs)
+
+    def trials_csv(self, path_or_file: Any) -> None:
+        """Download the server's ``trials.csv`` into a path or an open file, streamed (see
+        docs/api-contract.md for its columns; user_attrs are one JSON column)."""
+        from dyesp_client._frames import trials_csv
+
+        trials_csv(self, path_or_file)
 
     def trial_curve(self, trial_id: int, page_size: int = PAGE_SIZE) -> list[tuple[int, float]]:
         """Every ``(step, value)`` point reported for trial ``trial_id``, following the pages."""

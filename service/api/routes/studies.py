@@ -11,8 +11,16 @@ from service.api.deps import MAX_OFFSET, ContextDep, CurrentOwner, SessionDep, S
 from service.api.views import studies_out, trials_out
 from service.db import study_queries, trial_queries
 from service.errors import NotFound
-from service.schemas import Problem, StudyCreate, StudyList, StudyOut, TrialOut, reject_unstorable
-from service.usecases import study_lifecycle
+from service.schemas import (
+    Problem,
+    StudyCreate,
+    StudyList,
+    StudyOut,
+    TrialOut,
+    UserAttrsPatch,
+    reject_unstorable,
+)
+from service.usecases import study_lifecycle, user_attrs
 
 ERRORS = {401: {"model": Problem}, 404: {"model": Problem}, 422: {"model": Problem}}
 router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=ERRORS)
@@ -43,6 +51,14 @@ def get_study(study_id: StudyId, owner: CurrentOwner, session: SessionDep,
     if study.transfer_from:
         out.transfer = study_lifecycle.transfer_status(ctx, session, study)
     return out
+
+
+@router.patch("/{study_id}", operation_id="update_study")
+def update_study(study_id: StudyId, body: UserAttrsPatch, owner: CurrentOwner, ctx: ContextDep,
+                 session: SessionDep) -> StudyOut:
+    """Merge ``user_attrs`` into the study's (a null value deletes its key)."""
+    study = user_attrs.set_study_attrs(ctx, owner, study_id, body.user_attrs)
+    return studies_out(session, [study])[0]
 
 
 @router.delete("/{study_id}", status_code=204, operation_id="delete_study")

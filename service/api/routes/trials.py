@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
@@ -22,6 +23,7 @@ from service.api.deps import (
 from service.api.views import trials_out, trials_out_of
 from service.db import report_queries, trial_queries
 from service.schemas import (
+    AddTrialsRequest,
     AskRequest,
     AskResponse,
     CandidateOut,
@@ -31,10 +33,12 @@ from service.schemas import (
     ReportRequest,
     ReportResponse,
     TellRequest,
+    TrialList,
     TrialOut,
     TrialPage,
+    UserAttrsPatch,
 )
-from service.usecases import ask_tell, reports, study_lifecycle
+from service.usecases import add_trials, ask_tell, reports, study_lifecycle, user_attrs
 
 ERRORS = {401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem},
           422: {"model": Problem}, 503: {"model": Problem}}
@@ -58,10 +62,22 @@ def ask(study_id: StudyId, owner: AskingOwner, ctx: ContextDep,
                               "description": "the same configuration was already waiting"}})
 def enqueue_trial(study_id: StudyId, body: EnqueueRequest, owner: CurrentOwner,
                   ctx: ContextDep, response: Response) -> TrialOut:
-    trial, created = ask_tell.enqueue(ctx, owner, study_id, dict(body.params))
+    trial, created = ask_tell.enqueue(ctx, owner, study_id, dict(body.params),
+                                      skip_if_exists=body.skip_if_exists)
     if not created:
         response.status_code = 200
     return trials_out_of(ctx, [trial])[0]
+
+
+@router.post("/trials:batch", status_code=201, operation_id="add_trials")
+def add_finished_trials(study_id: StudyId, body: AddTrialsRequest, owner: CurrentOwner,
+                        ctx: ContextDep, request: Request) -> TrialList:
+    """Record trials that already ran elsewhere, finished, all or nothing (Optuna's
+    ``add_trials``); the engine learns from them as from told trials."""
+    trials = add_trials.add_trials(ctx, owner, study_id, body.trials)
+    for trial in trials:
+        request.app.state.telemetry.told.labels(trial.state).inc()
+    return TrialList(trials=trials_out_of(ctx, trials))
 
 
 @router.get("/trials", operation_id="list_trials")
@@ -90,7 +106,7 @@ def export_trials_csv(study_id: StudyId, owner: CurrentOwner,
         writer.writerow(["number", "id", "state", "value", "reason", "strategy",
                          "created_at", "completed_at", "last_step",
                          *[f"params.{n}" for n in param_names],
-                         *[f"metrics.{n}" for n in metric_names]])
+                         *[f"metrics.{n}" for n in metric_names], "user_attrs"])
         with ctx.sessions() as session:
             for trial in trial_queries.iter_all(session, study_id):
                 writer.writerow([
@@ -103,6 +119,7 @@ def export_trials_csv(study_id: StudyId, owner: CurrentOwner,
                     "" if trial.last_step is None else trial.last_step,
                     *[csv_safe(trial.params.get(n, "")) for n in param_names],
                     *[(trial.static_metrics or {}).get(n, "") for n in metric_names],
+                    _json_cell(trial.user_attrs),
                 ])
                 if buffer.tell() > 64_000:
                     yield buffer.getvalue()
@@ -113,6 +130,14 @@ def export_trials_csv(study_id: StudyId, owner: CurrentOwner,
     filename = f"study-{study_id}.csv"
     return StreamingResponse(rows(), media_type="text/csv",
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _json_cell(attrs: dict | None) -> str:
+    """user_attrs as one compact JSON cell: their keys differ between trials and are known only
+    after reading them all, and the export streams in one pass (the SDK's trials_dataframe
+    flattens them into ``user_attrs_<key>`` columns, as Optuna's does). ``{}`` starts no
+    formula."""
+    return json.dumps(attrs or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 # OWASP "CSV injection": a cell a spreadsheet would run as a formula starts with one of these.
@@ -133,6 +158,14 @@ def get_trial(study_id: StudyId, trial_id: TrialId, owner: CurrentOwner,
               session: SessionDep) -> TrialOut:
     study_lifecycle.find_study(session, owner, study_id)
     return trials_out(session, [ask_tell.find_trial(session, study_id, trial_id)])[0]
+
+
+@router.patch("/trials/{trial_id}", operation_id="update_trial")
+def update_trial(study_id: StudyId, trial_id: TrialId, body: UserAttrsPatch,
+                 owner: CurrentOwner, ctx: ContextDep) -> TrialOut:
+    """Merge ``user_attrs`` into the trial's, running or finished (a null value deletes its key)."""
+    trial = user_attrs.set_trial_attrs(ctx, owner, study_id, trial_id, body.user_attrs)
+    return trials_out_of(ctx, [trial])[0]
 
 
 @router.get("/trials/{trial_id}/curve", operation_id="get_curve")
