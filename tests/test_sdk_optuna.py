@@ -24,6 +24,7 @@ from dyesp_client.optuna import (  # noqa: E402
     STUDY_ATTR,
     TRIAL_ATTR,
     DyespSampler,
+    service_study_name,
     to_service_value,
 )
 from optuna.trial import TrialState  # noqa: E402
@@ -186,7 +187,7 @@ def test_two_processes_sharing_an_rdb_storage_share_one_service_study(make_sampl
     reader = make_sampler()
     study = optuna.load_study(study_name="shared", storage=storage)  # as optuna-dashboard reads
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 10
-    (service,) = service_studies(reader, "shared")  # a twin created in the race was deleted
+    (service,) = service_studies(reader, "shared")  # unique names: the later create loaded it
     assert current_service_study(reader, study).id == service.id
     told = assert_told_as_evaluated(reader, study)
     assert {t.study.id for t in told.values()} == {service.id}
@@ -251,6 +252,7 @@ def test_a_failing_objective_fails_its_service_trial(make_sampler) -> None:
 def test_enqueued_trials_keep_their_values_and_are_recorded(make_sampler) -> None:
     sampler = make_sampler(seed=6)
     study = optuna.create_study(study_name="enqueued", sampler=sampler)
+    study.enqueue_trial({"model": "a", "x": 0.5})  # discovers the space: recorded, not asked
     study.optimize(conditional_objective, n_trials=2)
     study.enqueue_trial({"model": "a", "x": 0.25})
     study.enqueue_trial({"model": "a"})  # partly fixed: x is sampled
@@ -262,6 +264,37 @@ def test_enqueued_trials_keep_their_values_and_are_recorded(make_sampler) -> Non
     told = assert_told_as_evaluated(sampler, study)
     assert told[2].state == "complete" and told[2].params["x"] == 0.25
     assert told[3].params["x"] == partial.params["x"]
+    # a fixed trial asks nothing: it is recorded (add_trial) as one finished trial, and no
+    # proposal is made for it only to be failed, nor left waiting
+    for number in (0, 2, 3):
+        assert told[number].proposal["strategy"] == "imported", number
+    assert told[4].proposal["strategy"] != "imported"
+    everything = [t.state for s in service_studies(sampler, "enqueued") for t in s.trials()]
+    assert everything == ["complete"] * 5
+
+
+def test_a_pruned_enqueued_trial_is_recorded_with_its_whole_curve(make_sampler) -> None:
+    sampler = make_sampler(seed=8)
+    study = optuna.create_study(study_name="pruned-fixed", sampler=sampler)
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1)
+    study.enqueue_trial({"x": 0.75})
+
+    def objective(trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        for step in range(150):  # more points than a proposal's reports carry (100)
+            trial.report(x + 1.0 / (step + 1), step)
+        raise optuna.TrialPruned()
+
+    study.optimize(objective, n_trials=1)
+    pruned = study.trials[1]
+    assert pruned.state == TrialState.PRUNED
+    recorded = assert_told_as_evaluated(sampler, study)[1]
+    assert (recorded.state, recorded.params) == ("stopped", {"x": 0.75})
+    assert recorded.proposal["strategy"] == "imported"
+    curve = sorted(pruned.intermediate_values.items())
+    assert len(curve) == 150 and recorded.curve() == curve
+    assert (recorded.value, recorded.last_step) == (curve[-1][1], 149)
+    assert "pruned by Optuna" in recorded.reason
 
 
 def test_a_changed_range_falls_back_and_widens_the_space(make_sampler) -> None:
@@ -272,9 +305,50 @@ def test_a_changed_range_falls_back_and_widens_the_space(make_sampler) -> None:
 
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 8
     assert all(2.0 <= t.params["x"] <= 3.0 for t in study.trials[4:])
-    (x,) = current_service_study(sampler, study).space["params"]
+    current = current_service_study(sampler, study)
+    (x,) = current.space["params"]
     assert (x["low"], x["high"]) == (0.0, 3.0)
-    assert_told_as_evaluated(sampler, study)
+    told = assert_told_as_evaluated(sampler, study)
+    # trial 4's proposal (from the 0..1 study) lay outside 2..3: it was failed, saying why, and
+    # what the objective evaluated was recorded as a trial of its own
+    first = service_studies(sampler, "moved")
+    replaced = [t for s in first for t in s.trials(state="failed")]
+    assert replaced and all("other values" in t.reason for t in replaced)
+    assert told[4].proposal["strategy"] == "imported" and told[4].state == "complete"
+    for service in first:
+        assert set(service.refresh().trials_by_state) <= {"complete", "failed"}
+
+
+def test_a_service_study_name_already_taken_is_loaded(make_sampler) -> None:
+    first = make_sampler(seed=9)
+    study = optuna.create_study(study_name="rerun", sampler=first)
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=3)
+    (service,) = service_studies(first, "rerun")
+
+    # the script run again (a fresh in-memory Optuna study): its create finds the name taken
+    again = make_sampler(seed=9)
+    rerun = optuna.create_study(study_name="rerun", sampler=again)
+    rerun.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=3)
+    assert [s.id for s in service_studies(again, "rerun")] == [service.id]
+    assert again.service_study(rerun).id == service.id
+    assert service.refresh().trials_by_state == {"complete": 6}
+
+
+def test_a_name_taken_by_another_space_is_left_alone(make_sampler, caplog) -> None:
+    sampler = make_sampler(seed=10)
+    params = [{"name": "x", "type": "float", "low": 0.0, "high": 1.0}]
+    name = service_study_name("taken", "minimize", params)
+    other = sampler.client.create_study(name, [{"name": "y", "type": "int", "low": 0,
+                                                "high": 3}])
+    study = optuna.create_study(study_name="taken", sampler=sampler)
+    with caplog.at_level("WARNING", logger="dyesp_client"):
+        study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=3)
+
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3  # sampled independently
+    assert sampler.service_study(study) is None
+    assert other.refresh().trials_by_state == {}
+    assert other.space["params"][0]["name"] == "y"
+    assert name in caplog.text and "differs" in caplog.text
 
 
 def test_multi_objective_studies_are_refused_clearly(make_sampler) -> None:

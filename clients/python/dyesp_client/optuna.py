@@ -9,9 +9,9 @@ How an Optuna study maps onto the service:
 - **Discovering the space.** Optuna's spaces are only known as the objective runs. A trial with no
   service study behind it samples every value independently (``RandomSampler``); when it finishes,
   its distributions become the space of a *service study* (created then, named after the Optuna
-  study and a fingerprint of the space and direction, loaded instead of created when it already
-  exists, so processes sharing one Optuna storage share one service study). Its id is kept in the
-  Optuna study's system attrs (``dyesp:study``).
+  study and a fingerprint of the space and direction; names are unique per owner, so a create
+  that finds the name taken loads that study instead, and processes sharing one Optuna storage
+  share one service study). Its id is kept in the Optuna study's system attrs (``dyesp:study``).
 - **Asking.** Each later trial asks the service study for a configuration (Optuna's *relative*
   sampling); the service trial's id and params are kept in the Optuna trial's system attrs
   (``dyesp:trial``). A param the service space lacks (a branch seen for the first time), or whose
@@ -19,10 +19,18 @@ How an Optuna study maps onto the service:
   params the service proposes but the objective never asks are simply not used.
 - **Telling.** When the trial ends, the service trial is told its value (COMPLETE), its curve and
   ``stopped`` (PRUNED: the intermediate values are reported, so the last one is the result) or
-  ``failed`` (FAIL). A trial whose values differ from the proposal (fixed by
-  ``study.enqueue_trial``, or sampled independently because the proposal fell outside the
-  distribution) fails its proposal and is *recorded* as its own service trial (enqueued, asked,
-  told), so the engine learns from what was actually evaluated.
+  ``failed`` (FAIL). A trial whose values differ from a proposal (sampled independently because
+  the proposal fell outside the distribution) fails that proposal, with a reason: in the service
+  ``failed`` means "not evaluated, may be proposed again", which is what it was. What was
+  evaluated is then *recorded* as a finished service trial of its own (``add_trial``: one
+  request, with its curve when pruned, nothing handed out that another process's ask could take),
+  so the engine learns from it.
+- **Enqueued trials.** A trial fixed by ``study.enqueue_trial`` asks nothing: its fixed values are
+  kept, the params it leaves out are sampled independently, and the whole configuration is
+  recorded when it ends. (The service's partial enqueue would fill the missing params no better:
+  it samples them uniformly in each param's scale, as the default ``RandomSampler`` does, and
+  handing the enqueued trial to *this* Optuna trial would take an enqueue and an ask that another
+  process's ask can come between, taking it.)
 - **A growing space.** A search space only grows here: when a finished trial used a param the
   service space lacks (or a value outside its range), a new service study is created over the
   union (ranges widened to cover both) that transfers from the earlier ones (the service's
@@ -47,6 +55,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -54,6 +63,7 @@ import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 try:
@@ -93,8 +103,8 @@ MAX_ABS_FLOAT = 1e15
 MAX_STEP = 10**6
 MAX_REASON = 2000
 MAX_SOURCES = 16  # transfer sources of one study: the newest ones
-MAX_CURVE_POINTS = 100  # reported per pruned trial: its last points, one request each
-RECORD_TRIES = 3  # a record's enqueued trial handed to another worker: enqueue it again
+MAX_CURVE_POINTS = 100  # reported per pruned proposal: its last points, one request each
+MAX_RECORDED_POINTS = 10_000  # of a recorded pruned trial, in its one request (the server's limit)
 
 
 # --- distributions <-> the service's params --------------------------------------------------
@@ -365,8 +375,7 @@ class DyespSampler(BaseSampler):
         if current is None:
             return {}
         try:
-            with self._lock:  # a record's enqueued trial goes to the record, not to this ask
-                proposed = self._service_study(current.id).ask()
+            proposed = self._service_study(current.id).ask()
         except DyespError as error:
             log.warning("Optuna trial %d: the DyESP service did not answer (%s); its values are "
                         "sampled independently", trial.number, error)
@@ -408,14 +417,16 @@ class DyespSampler(BaseSampler):
                 _finish(proposed, outcome)  # in the study that proposed it, even an older one
                 return
             _finish(proposed, _Outcome("failed", reason=(
-                "the Optuna objective evaluated other values than these (fixed by "
-                "enqueue_trial, or outside a changed distribution); recorded as its own trial")))
+                "the Optuna objective evaluated other values than these (fixed on Optuna's "
+                "side, or these lay outside the distributions it asked): not evaluated; what it "
+                "evaluated is recorded as a trial of its own")))
         if outcome.kind != "failed" and current is not None and seen:
             self._record(study, trial, current, outcome)
 
     def _record(self, study: OptunaStudy, trial: FrozenTrial, current: _Current,
                 outcome: _Outcome) -> None:
-        """Tell the service a configuration it did not propose: enqueue it, ask it, tell it."""
+        """Record a configuration the service did not propose as a finished trial of its own
+        (``add_trial``: one request, nothing handed out that another process's ask could take)."""
         config = {}
         for name, dist in current.distributions.items():
             if name in trial.params:
@@ -423,22 +434,16 @@ class DyespSampler(BaseSampler):
             else:  # a param of another branch: any value, the objective did not use it
                 value = self._independent.sample_independent(study, trial, name, dist)
                 config[name] = to_service_value(dist, value)
+        started = trial.datetime_start or datetime.now()
+        times = {"started_at": started.astimezone().isoformat(),  # Optuna's are naive local
+                 "completed_at": datetime.now().astimezone().isoformat()}
         service = self._service_study(current.id)
-        with self._lock:
-            for _ in range(RECORD_TRIES):
-                waiting = service.enqueue(config)
-                asked = service.ask()
-                if asked.id == waiting.id:
-                    study._storage.set_trial_system_attr(trial._trial_id, TRIAL_ATTR,
-                                                         _link(asked))
-                    _finish(asked, outcome)
-                    return
-                # another process's ask took it (and evaluates it): this one was not evaluated
-                _finish(asked, _Outcome("failed", reason=(
-                    "asked by the DyESP Optuna sampler to record an evaluated trial, but another "
-                    "worker took that one: not evaluated")))
-        log.warning("Optuna trial %d could not be recorded in service study %s", trial.number,
-                    current.id)
+        if outcome.kind == "value":
+            recorded = service.add_trial(config, outcome.value, **times)
+        else:
+            recorded = service.add_trial(config, state="stopped", intermediate=outcome.curve,
+                                         reason=outcome.reason, **times)
+        study._storage.set_trial_system_attr(trial._trial_id, TRIAL_ATTR, _link(recorded))
 
     # --- which service study ----------------------------------------------------------------
 
@@ -467,12 +472,14 @@ class DyespSampler(BaseSampler):
             try:
                 service = self._load_or_create(name, params, _direction(study),
                                                sources[-MAX_SOURCES:])
-            except APIError as error:
-                if error.status != 422:
+            except (APIError, ValueError) as error:
+                if isinstance(error, APIError) and error.status != 422:
                     raise
-                self._refused.add(name)  # e.g. past the service's limits: ask the old one
-                log.warning("the DyESP service refused the space of %s (%s); the params it "
-                            "lacks are sampled independently", name, error)
+                # past the service's limits (422), or the name is taken by a study of another
+                # space (ValueError): ask the old one
+                self._refused.add(name)
+                log.warning("DyESP service study %s cannot be used (%s); the params the current "
+                            "one lacks are sampled independently", name, error)
                 return current
             study._storage.set_study_system_attr(study._study_id, STUDY_ATTR, {
                 "id": service.id,
@@ -484,28 +491,18 @@ class DyespSampler(BaseSampler):
 
     def _load_or_create(self, name: str, params: list[dict[str, Any]], direction: str,
                         sources: list[str]) -> Study:
-        found = self.client.list_studies(name=name)
-        if found:
-            return self._cached(found[0])
+        """The service study called ``name``: created, or loaded when it exists (names are
+        unique per owner, so every process sharing the Optuna study gets this one)."""
+        create = functools.partial(self.client.create_study, name, params, direction=direction,
+                                   seed=self._seed, load_if_exists=True)
         try:
-            created = self.client.create_study(name, params, direction=direction,
-                                               seed=self._seed, transfer_from=sources)
+            return self._cached(create(transfer_from=sources))
         except APIError as error:
-            if error.status == 409:  # another process created it first
-                return self._cached(self.client.list_studies(name=name)[0])
             if error.status != 422 or not sources or not any(
                     e.field.startswith("transfer") for e in error.errors):
                 raise
-            # a source the new space is incompatible with (a param changed type): start afresh
-            created = self.client.create_study(name, params, direction=direction, seed=self._seed)
-        # Where names are not unique, two processes may both have created it: all take the oldest,
-        # and the one that created a younger twin deletes it (nobody can have taken it: every
-        # listing that shows it shows the older one first).
-        oldest = self.client.list_studies(name=name)
-        if oldest and oldest[0].id != created.id:
-            self.client.delete_study(created.id)
-            return self._cached(oldest[0])
-        return self._cached(created)
+        # a source the new space is incompatible with (a param changed type): start afresh
+        return self._cached(create())
 
     def _cached(self, service: Study) -> Study:
         with self._lock:
@@ -561,7 +558,7 @@ def _outcome(study: OptunaStudy, trial: FrozenTrial, state: TrialState,
         return _Outcome("failed", reason=f"the objective returned {value}, not a finite number")
     if state == TrialState.PRUNED:
         curve = tuple(sorted((int(step), float(v)) for step, v in trial.intermediate_values.items()
-                             if 0 <= step <= MAX_STEP and math.isfinite(v)))[-MAX_CURVE_POINTS:]
+                             if 0 <= step <= MAX_STEP and math.isfinite(v)))[-MAX_RECORDED_POINTS:]
         pruner = type(study.pruner).__name__
         if curve:
             return _Outcome("stopped", curve=curve, reason=f"pruned by Optuna's {pruner}")
@@ -577,7 +574,7 @@ def _finish(trial: Trial, outcome: _Outcome) -> None:
             assert outcome.value is not None
             trial.tell(outcome.value)
         elif outcome.kind == "stopped":
-            for step, value in outcome.curve:
+            for step, value in outcome.curve[-MAX_CURVE_POINTS:]:
                 trial.report(step, value)
             trial.stop(outcome.reason)
         else:
