@@ -36,7 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          pool_timeout_s=settings.db_pool_timeout_s)
     sessions = make_sessionmaker(engine)
     retrainer = make_retrainer(settings, sessions)
-    context = UseCaseContext.from_settings(settings, sessions, on_told=retrainer.notify)
+    context = UseCaseContext.from_settings(settings, sessions, on_told=retrainer.notify,
+                                           on_pruner_due=retrainer.request)
 
     telemetry = Telemetry()
 
