@@ -113,7 +113,7 @@ def training_schedule(policy: RetrainPolicy, history: History, *, pretrain: bool
     ``pretrain``: the study learns from prior studies (a training on theirs before any result).
     ``resume``: replay only what came after (and return only the trainings after it); ignored
     where it does not fit ``history`` (an older snapshot). Trust is measured as the retrainer
-    does (``recent_trust``, once a version learnt from results), on the results arrived so far.
+    does (``recent_trust``, once a version learnt from results), on the latest results to arrive.
 
     >>> done = [Observation(i, {"x": i}, TrialState.COMPLETE, float(i)) for i in range(17)]
     >>> due, replay = training_schedule(RetrainPolicy(), History("minimize", tuple(done)))
