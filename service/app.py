@@ -44,7 +44,8 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
                          pool_timeout_s=settings.db_pool_timeout_s)
     sessions = make_sessionmaker(engine)
     retrainer = make_retrainer(settings, sessions)
-    context = UseCaseContext.from_settings(settings, sessions, on_told=retrainer.notify)
+    context = UseCaseContext.from_settings(settings, sessions, on_told=retrainer.notify,
+                                           on_pruner_due=retrainer.request)
 
     telemetry = Telemetry()
 

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     retrain_min_new: int = _RETRAIN.min_new
     retrain_growth: float = _RETRAIN.growth
     retrain_enabled: bool = True
+    # Deterministic studies: how long an ask waits for the retraining its schedule made due
+    # before answering 503 + Retry-After (the SDK retries it). Below the request deadline with
+    # room for the engine gate's own wait (admission.MAX_WAIT_S) and the engine.
+    deterministic_wait_s: float = Field(5.0, gt=0)
 
     # --- bounds on what one request, and one tenant, may cost (docs/api-contract.md, "Limits") ---
     # Every wait on a dependency ends: a database or Redis that hangs (rather than refusing
@@ -96,11 +100,16 @@ class Settings(BaseSettings):
         return self.auth == "on"
 
     def check(self) -> None:
-        """Refuse configurations that would expose an unauthenticated service."""
+        """Refuse configurations that would expose an unauthenticated service, or let a
+        deterministic ask wait past the request deadline (a 503 it could have answered)."""
         if not self.auth_enabled and self.host not in LOOPBACK_HOSTS:
             raise ValueError(
                 f"DYESP_AUTH=off is only allowed when bound to 127.0.0.1, got host={self.host}"
             )
+        if self.deterministic_wait_s >= self.request_timeout_s:
+            raise ValueError(
+                "`DYESP_DETERMINISTIC_WAIT_S < DYESP_REQUEST_TIMEOUT_S` must hold, got "
+                f"{self.deterministic_wait_s:g} and {self.request_timeout_s:g}")
 
 
 @lru_cache

@@ -53,3 +53,16 @@ class QuotaExceeded(DomainError):
 
     status = 403
     title = "Forbidden"
+
+
+class Unavailable(DomainError):
+    """Not answerable yet through no fault of the request (a deterministic study's ask waiting
+    for its scheduled retraining): nothing took effect; send it again after ``retry_after``
+    seconds, which the problem response carries as ``Retry-After``."""
+
+    status = 503
+    title = "Service Unavailable"
+
+    def __init__(self, detail: str, retry_after: int, field: str | None = None) -> None:
+        super().__init__(detail, field)
+        self.retry_after = max(1, int(retry_after))

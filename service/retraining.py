@@ -3,7 +3,9 @@
 ``notify`` runs after every tell and only marks the study; a background thread of the server then
 checks whether enough new results arrived and dispatches the training: to the RQ worker pool when
 Redis is configured and reachable, otherwise to one spawned child process. Either way the API
-process never imports torch, and ask/tell never wait for training.
+process never imports torch, and tells never wait for training. Only a deterministic study's ask
+may (``usecases.deterministic``): it calls ``request`` for the version its schedule calls for,
+which dispatches without the cheap check (the job trains exactly what the schedule calls for).
 
 The child holds torch's memory (hundreds of MB), so it must never outlive the server, whatever ends
 the server (SIGKILL and OOM included, where no shutdown code runs): see ``_die_with_parent``.
@@ -47,6 +49,7 @@ class Retrainer:
         self.settings = settings
         self.sessions = sessions
         self._dirty: set[str] = set()
+        self._requested: set[str] = set()  # dirty ones to dispatch whatever ``_due`` says
         self._wake = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -71,6 +74,17 @@ class Retrainer:
             return
         with self._wake:
             self._dirty.add(study_id)
+            self._wake.notify()
+
+    def request(self, study_id: str) -> None:
+        """Dispatch ``study_id``'s retraining without the cheap check of ``_due``: a
+        deterministic study's ask found the version its schedule calls for missing (the job
+        itself trains exactly what the schedule calls for, or nothing)."""
+        if not self.settings.retrain_enabled:
+            return
+        with self._wake:
+            self._dirty.add(study_id)
+            self._requested.add(study_id)
             self._wake.notify()
 
     def start(self) -> None:
@@ -102,8 +116,10 @@ class Retrainer:
                 if self._stop:
                     return
                 study_id = self._dirty.pop()
+                requested = study_id in self._requested
+                self._requested.discard(study_id)
             try:
-                if self._due(study_id):
+                if requested or self._due(study_id):
                     self._dispatch(study_id)
             except Exception:
                 log.exception("retraining study %s failed; asks keep the previous pruner",

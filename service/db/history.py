@@ -22,6 +22,7 @@ def to_observation(row: Trial, curve: Iterable[tuple[int, float]] = ()) -> Obser
         metrics=dict(row.static_metrics or {}),
         proposal=ProposalInfo.from_dict(row.proposal),
         curve=tuple(curve),
+        revision=row.revision,
     )
 
 

@@ -40,6 +40,35 @@ def newest_active_id(session: Session, study_id: str) -> int | None:
                           .order_by(PrunerVersion.version.desc()).limit(1))
 
 
+# The key in a version's ``metrics`` that marks it as trained on the deterministic schedule.
+SCHEDULED = "deterministic"
+
+
+def scheduled_versions(session: Session, study_id: str) -> list[Row]:
+    """``(id, version, n_train, active)`` of the study's versions trained on the deterministic
+    schedule, by ``n_train``: the first stored of each ``n_train`` only (two trainings of one
+    scheduled point, racing, store equal weights on equal hardware; the first is the one
+    served either way). Summaries only, no weights; asks read them when the schedule moves."""
+    rows = session.execute(select(PrunerVersion.id, PrunerVersion.version, PrunerVersion.n_train,
+                                  PrunerVersion.active, PrunerVersion.metrics)
+                           .where(PrunerVersion.study_id == study_id)
+                           .order_by(PrunerVersion.version))
+    first: dict[int, Row] = {}
+    for row in rows:
+        if (row.metrics or {}).get(SCHEDULED) and row.n_train not in first:
+            first[row.n_train] = row
+    return [first[n] for n in sorted(first)]
+
+
+def has_scheduled(session: Session, study_id: str, n_train: int) -> bool:
+    """Whether the version scheduled at ``n_train`` results is stored (what a waiting
+    deterministic ask polls: the few versions of one ``n_train``, no weights)."""
+    found = session.scalars(select(PrunerVersion.metrics)
+                            .where(PrunerVersion.study_id == study_id,
+                                   PrunerVersion.n_train == n_train))
+    return any((metrics or {}).get(SCHEDULED) for metrics in found)
+
+
 def weights(session: Session, version_id: int) -> bytes | None:
     return session.scalar(select(PrunerVersion.weights).where(PrunerVersion.id == version_id))
 

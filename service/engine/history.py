@@ -76,6 +76,10 @@ class Observation:
     # What it reported at the fidelity's rung steps ((step, value), ascending): the part of its
     # learning curve that early stopping calibrates on and a stopped trial's evidence comes from.
     curve: tuple[tuple[int, float], ...] = ()
+    # The study revision of its last change; a finished trial's result never changes after, so
+    # for one it says when its result arrived (``retraining_policy.arrival_order``). 0 where no
+    # revisions are kept (the in-process optimizer): arrival is then trial-number order.
+    revision: int = 0
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,12 @@ def measure_trust(history: History, window: int = TRUST_WINDOW,
         else:
             continue
         predicted.append(float(t.proposal.predicted))
+    return rank_trust(predicted, actual)
+
+
+def rank_trust(predicted: list[float], actual: list[float]) -> float | None:
+    """``measure_trust`` on pairs already gathered (newest first): an actual of ``-inf`` is an
+    infeasible trial, ranked below every scored one. None below MIN_TRUST_SAMPLES pairs."""
     if len(predicted) < MIN_TRUST_SAMPLES:
         return None
     finite = np.array(actual)

@@ -17,6 +17,7 @@ from service.caches.priors import PriorStore
 from service.caches.pruners import PrunerStore
 from service.caches.spaces import SpaceCache
 from service.config import Settings
+from service.engine.retraining_policy import RetrainPolicy
 
 # Called with a study id once results (or, at creation, prior studies) arrive for it, after the
 # transaction commits: the retrainer (``service.retraining.Retrainer.notify``) decides whether the
@@ -81,10 +82,18 @@ class UseCaseContext:
     engine_gate: FairGate = field(default_factory=lambda: FairGate(capacity=None))
     on_told: OnTold | None = None
     seed_offsets: SeedOffsets = field(default_factory=SeedOffsets)
+    # Deterministic studies (``usecases.deterministic``): the schedule their asks follow (None
+    # while retraining is off: no scheduled version, no pruner), how long an ask waits for a
+    # scheduled version, and whom to ask for its training now (``Retrainer.request``; it must
+    # return at once).
+    retrain_policy: RetrainPolicy | None = None
+    deterministic_wait_s: float = 5.0
+    on_pruner_due: OnTold | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, sessions: sessionmaker[Session],
-                      on_told: OnTold | None = None) -> UseCaseContext:
+                      on_told: OnTold | None = None,
+                      on_pruner_due: OnTold | None = None) -> UseCaseContext:
         """The app's context: empty caches, the settings' limits, the engine gate switched on."""
         return cls(
             sessions=sessions, histories=HistoryCache(), spaces=SpaceCache(),
@@ -97,12 +106,21 @@ class UseCaseContext:
             max_running_trials_per_study=settings.max_running_trials_per_study,
             max_waiting_trials_per_study=settings.max_waiting_trials_per_study,
             max_studies_per_owner=settings.max_studies_per_owner, engine_gate=FairGate(),
+            retrain_policy=settings.retrain_policy if settings.retrain_enabled else None,
+            deterministic_wait_s=settings.deterministic_wait_s, on_pruner_due=on_pruner_due,
         )
 
     def told(self, study_id: str) -> None:
         """Let the retrainer know ``study_id`` has new results (no-op without one)."""
         if self.on_told is not None:
             self.on_told(study_id)
+
+    def pruner_due(self, study_id: str) -> None:
+        """Ask the retrainer to dispatch ``study_id``'s retraining now, whatever its cheap
+        check says: a deterministic ask found its scheduled version missing (no-op without
+        one)."""
+        if self.on_pruner_due is not None:
+            self.on_pruner_due(study_id)
 
     def forget(self, study_id: str) -> None:
         """Drop a (deleted) study from every cache."""

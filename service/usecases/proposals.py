@@ -4,7 +4,9 @@ recorded inside it.
 ``draft`` runs the engine on a snapshot of the newest committed history without the lock;
 ``FreshTrials`` runs inside the ask's transaction, holding the lock: it keeps the draft if it still
 holds, or asks the engine again, and records the result as trials (or, for a static-metrics study,
-offers a candidate pool and later picks trials from the candidates the client measured).
+offers a candidate pool and later picks trials from the candidates the client measured). Both
+pick the pruner with ``PrunerStore.for_ask`` on the history they propose on: for a deterministic
+study the scheduled version, which may not be stored yet (``ScheduledVersionPending``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from service.db.models import Candidate, Study, Trial
 from service.engine.decision import Decision
 from service.engine.history import History, ProposalInfo, TrialState, seen_keys
 from service.engine.propose import propose
+from service.engine.pruner import PrunerModel
 from service.engine.selection import select
 from service.engine.space import config_key
+from service.engine.transfer import Prior
 from service.errors import Conflict, Invalid
 from service.schemas import CandidateMetrics
 from service.usecases.context import UseCaseContext
@@ -50,8 +54,9 @@ def draft(ctx: UseCaseContext, owner_id: int, study_id: str, count: int,
         history = ctx.histories.load(session, study_id, study.direction, revision=revision,
                                      rungs=study_rungs(study))
         space = ctx.spaces.get(study)
-        pruner = ctx.pruners.active(session, study_id)
         prior = ctx.priors.get(session, study, space)
+        pruner = ctx.pruners.for_ask(session, study, history, prior is not None,
+                                     ctx.retrain_policy)
         seed = study.seed
     decision = propose(space, history, count, seed=seed + salt, pruner=pruner, prior=prior)
     return Draft(revision, decision)
@@ -79,8 +84,8 @@ class FreshTrials:
             kept = Decision(decision.proposals[:count], decision.pruned, decision.plan)
             return self._record(kept, [{}] * count)
         space = self.ctx.spaces.get(self.study)
-        model = self.ctx.pruners.active(self.session, self.study.id)
         prior = self.ctx.priors.get(self.session, self.study, space)
+        model = self._pruner(prior)
         decision = propose(space, self.history, count, seed=self.study.seed, pruner=model,
                            prior=prior)
         return self._record(decision, [{}] * count)
@@ -122,17 +127,23 @@ class FreshTrials:
                            "ask again without candidates for a fresh pool")
         candidate_queries.consume_pools(self.session, self.study.id,
                                         {c.pool for c, _ in usable}, self.now)
-        model = self.ctx.pruners.active(self.session, self.study.id)
         space = self.ctx.spaces.get(self.study)
+        prior = self.ctx.priors.get(self.session, self.study, space)
         # The prior decides, as in propose, whether a pruner pretrained on it still has a say
         # and which of its forecasts count towards its trust.
         decision = select(
             space, self.history, [c.params for c, _ in usable], [m for _, m in usable],
-            [ProposalInfo.from_dict(c.proposal) for c, _ in usable], count, pruner=model,
-            prior=self.ctx.priors.get(self.session, self.study, space))
+            [ProposalInfo.from_dict(c.proposal) for c, _ in usable], count,
+            pruner=self._pruner(prior), prior=prior)
         metrics_of = {config_key(c.params): m for c, m in usable}
         return self._record(decision, [metrics_of[config_key(p.params)]
                                        for p in decision.proposals])
+
+    def _pruner(self, prior: Prior | None) -> PrunerModel | None:
+        """The pruner for this history (``PrunerStore.for_ask``; a deterministic study's
+        scheduled version, or ``ScheduledVersionPending``: the ask rolls back and waits)."""
+        return self.ctx.pruners.for_ask(self.session, self.study, self.history,
+                                        prior is not None, self.ctx.retrain_policy)
 
     def _record(self, decision: Decision, metrics: list[dict[str, float]]) -> list[Trial]:
         numbers = study_queries.take_numbers(self.session, self.study.id, self.lock,

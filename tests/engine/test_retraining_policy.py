@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 
 from service.engine.history import History, Observation, ProposalInfo, TrialState
@@ -9,10 +12,15 @@ from service.engine.optimizer import Optimizer
 from service.engine.retraining_policy import (
     ACTIVATION_SLACK,
     MIN_HOLDOUT,
+    Replay,
     RetrainPolicy,
+    ScheduledTraining,
+    arrival_order,
     holdout_split,
     recent_trust,
+    results_up_to,
     should_activate,
+    training_schedule,
 )
 from service.engine.trust import TRUST_WINDOW, measure_trust
 from tests.engine.conftest import SPACES, DistanceModel, toy_loss
@@ -89,3 +97,106 @@ def test_the_optimizer_counts_complete_trials_as_the_service_does() -> None:
         else:
             opt.tell(s, toy_loss(s.params))
     assert trained_on == [10, 15]  # 16 complete after 24 tells: never at 10 labelled ones
+
+
+# --- the deterministic schedule ----------------------------------------------------------------
+
+def _results(n: int, seed: int, misleading_from: int | None = None) -> History:
+    """``n`` results arriving in a shuffled order (each trial's revision is its arrival), some
+    infeasible, some stopped, some failed, predictions recorded from trial 12 on; from
+    ``misleading_from`` the predictions rank the results backwards (the pruner's trust drops)."""
+    rng = np.random.default_rng(seed)
+    arrival = rng.permutation(n) + 1
+    trials = []
+    for i in range(n):
+        states = [TrialState.COMPLETE] * 8 + [TrialState.INFEASIBLE, TrialState.STOPPED,
+                                              TrialState.FAILED]
+        state = states[rng.integers(len(states))]
+        value = float(rng.normal()) if state in (TrialState.COMPLETE, TrialState.STOPPED) else None
+        predicted = None
+        if i >= 12 and value is not None:
+            backwards = misleading_from is not None and arrival[i] >= misleading_from
+            predicted = 1 / (1 + np.exp(-value if backwards else value))  # minimising: low good
+        trials.append(Observation(i, {"x": i}, state, value,
+                                  proposal=ProposalInfo("parzen", 0.5, predicted),
+                                  revision=int(arrival[i])))
+    return History("minimize", tuple(trials))
+
+
+def _replayed_by_hand(policy: RetrainPolicy, history: History) -> list[tuple[int, int]]:
+    """What a retrainer checking after every result would train: the policy asked on each
+    prefix of the results in arrival order, trust measured by ``recent_trust`` on it (its
+    "recent": the latest to arrive, which for one sequential client are the latest numbers)."""
+    order = sorted((t for t in history.trials if t.state is not TrialState.FAILED),
+                   key=lambda t: t.revision)
+    due, trained_on = [], 0
+    for k in range(1, len(order) + 1):
+        prefix = History("minimize", tuple(order[:k]))
+        n = len(prefix.complete)
+        trust = recent_trust(prefix) if trained_on else None
+        if n != trained_on and policy.is_due(n, trained_on, trust):
+            due.append((n, k))
+            trained_on = n
+    return due
+
+
+@pytest.mark.parametrize("seed, misleading_from", [(0, None), (1, None), (2, 90), (3, 130)])
+def test_the_schedule_is_the_policy_asked_after_every_result_in_arrival_order(
+        seed: int, misleading_from: int | None) -> None:
+    policy = RetrainPolicy(min_trials=10, min_new=5, growth=0.1)
+    history = _results(220, seed, misleading_from)
+    due, _ = training_schedule(policy, history)
+    assert len(due) > 5
+    assert [(s.n_results, s.arrived) for s in due] == _replayed_by_hand(policy, history)
+
+
+def test_a_misleading_pruner_makes_the_schedule_retrain_sooner() -> None:
+    policy = RetrainPolicy(min_trials=10, min_new=5, growth=0.5)
+    trusted, _ = training_schedule(policy, _results(220, 4))
+    misled, _ = training_schedule(policy, _results(220, 4, misleading_from=60))
+    assert len(misled) > len(trusted)
+
+
+@pytest.mark.parametrize("cut", [15, 40, 77, 150, 219])
+def test_resuming_the_replay_finds_what_the_whole_replay_finds(cut: int) -> None:
+    """From where an earlier replay stopped, or from a scheduled training alone (a stored
+    version's n_train): the same trainings after it."""
+    policy = RetrainPolicy(min_trials=10, min_new=5, growth=0.1)
+    history = _results(220, 5, misleading_from=100)
+    whole, end = training_schedule(policy, history)
+    order = arrival_order(history)
+    earlier = replace(history, trials=tuple(sorted(order[:cut], key=lambda t: t.number)))
+    first, replay = training_schedule(policy, earlier)
+    assert replay is not None
+    rest, resumed_end = training_schedule(policy, history, resume=replay)
+    assert first + rest == whole and resumed_end == end
+    for i, scheduled in enumerate(whole):
+        after, _ = training_schedule(policy, history, resume=Replay(scheduled.n_results))
+        assert after == whole[i + 1:]
+
+
+def test_a_resume_point_past_the_history_replays_it_all() -> None:
+    """An ask on an older snapshot than the one the replay was made on."""
+    policy = RetrainPolicy()
+    history = _results(120, 6)
+    whole, end = training_schedule(policy, history)
+    older = replace(history, trials=tuple(sorted(arrival_order(history)[:60],
+                                                 key=lambda t: t.number)))
+    mine, _ = training_schedule(policy, older, resume=end)
+    assert mine == tuple(s for s in whole if s.arrived <= 60)
+
+
+def test_a_study_with_a_prior_is_first_scheduled_before_any_result() -> None:
+    due, replay = training_schedule(RetrainPolicy(), History("minimize"), pretrain=True)
+    assert due == (ScheduledTraining(0, 0),) and replay == Replay(0, 0, None)
+    assert training_schedule(RetrainPolicy(), History("minimize")) == ((), None)
+
+
+def test_a_scheduled_training_learns_from_the_first_results_to_arrive() -> None:
+    history = _results(60, 7)
+    (first, *_), _ = training_schedule(RetrainPolicy(), history)
+    learnt = results_up_to(history, first)
+    arrived = arrival_order(history)[:first.arrived]
+    assert {t.number for t in learnt.trials} == {t.number for t in arrived}
+    assert [t.number for t in learnt.trials] == sorted(t.number for t in arrived)
+    assert len(learnt.complete) == first.n_results and not learnt.pruned

@@ -19,7 +19,10 @@ from tests.conftest import MIXED_SPACE, REDIS_URL, make_settings, new_key, servi
 
 
 def run_trials(api: TestClient, n: int) -> str:
-    study = api.post("/v1/studies", json={"name": "r", "space": MIXED_SPACE, "seed": 1}).json()
+    # Not deterministic: these tests hold the queue's jobs back, which a deterministic study's
+    # asks would wait for (tests/workers/test_deterministic.py).
+    study = api.post("/v1/studies", json={"name": "r", "space": MIXED_SPACE, "seed": 1,
+                                          "deterministic": False}).json()
     for _ in range(n):
         (trial,) = api.post(f"/v1/studies/{study['id']}/ask").json()["trials"]
         loss = (trial["params"]["lr"] - 0.01) ** 2 + trial["params"]["depth"]
