@@ -107,7 +107,7 @@ class UseCaseContext:
             max_waiting_trials_per_study=settings.max_waiting_trials_per_study,
             max_studies_per_owner=settings.max_studies_per_owner, engine_gate=FairGate(),
             retrain_policy=settings.retrain_policy if settings.retrain_enabled else None,
-            deterministic_wait_s=settings.deterministic_wait_s, on_pruner_due=on_pruner_due,
+            deterministic_wait_s=settings.deterministic_wait_bound_s, on_pruner_due=on_pruner_due,
         )
 
     def told(self, study_id: str) -> None:

@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.config import Settings
 from tests.conftest import MIXED_SPACE, REDIS_URL, make_settings, new_key
 from tests.workers.test_retraining import pruner_rows, redis  # noqa: F401 (fixture)
 
@@ -254,3 +255,13 @@ def test_a_study_without_determinism_never_waits(database_url: str,
             assert study["deterministic"] is False
             tell_results(api, study["id"], MIN_TRIALS + 3)
             assert pruner_rows(app, study["id"]) == []  # nothing trained, and nobody waited
+
+
+def test_a_short_request_deadline_caps_the_deterministic_wait() -> None:
+    """A request timeout below the wait setting still starts (the hanging-database tests run
+    with 4 s), and a deterministic ask then waits at most half the deadline, so it answers its
+    own 503 in time."""
+    settings = Settings(database_url="sqlite://", request_timeout_s=4, deterministic_wait_s=5)
+    settings.check()
+    assert settings.deterministic_wait_bound_s == 2
+    assert Settings(database_url="sqlite://").deterministic_wait_bound_s == 5
