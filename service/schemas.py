@@ -83,6 +83,22 @@ class SpaceSpec(Strict):
 MAX_STEP = 10**6  # the largest step a report or a fidelity may name (early_stopping.MAX_FIDELITY)
 
 
+def finite_number(value: float | None) -> float | None:
+    """A validator body: None passes, a NaN or an infinity is refused (JSON has neither, and a
+    non-finite value would poison every ranking it enters)."""
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    return value
+
+
+def finite_metrics(metrics: dict[str, float] | None) -> dict[str, float] | None:
+    """A validator body: every static metric finite, named in the error."""
+    for name, value in (metrics or {}).items():
+        if not math.isfinite(value):
+            raise ValueError(f"metric {name!r} must be a finite number, got {value}")
+    return metrics
+
+
 class FidelitySpec(Strict):
     """The integer steps trials report at (epochs, say): the rungs of early stopping sit on them.
     ``min < max`` is checked by the use case, naming ``fidelity.max``."""
@@ -200,10 +216,7 @@ class CandidateMetrics(Strict):
     @field_validator("static_metrics")
     @classmethod
     def _finite(cls, metrics: dict[str, float]) -> dict[str, float]:
-        for name, value in metrics.items():
-            if not math.isfinite(value):
-                raise ValueError(f"metric {name!r} must be a finite number, got {value}")
-        return metrics
+        return finite_metrics(metrics)
 
 
 class AskRequest(Strict):
@@ -243,17 +256,12 @@ class TellRequest(Strict):
     @field_validator("value")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"must be a finite number, got {value}")
-        return value
+        return finite_number(value)
 
     @field_validator("static_metrics")
     @classmethod
     def _finite_metrics(cls, metrics: dict[str, float] | None) -> dict[str, float] | None:
-        for name, value in (metrics or {}).items():
-            if not math.isfinite(value):
-                raise ValueError(f"metric {name!r} must be a finite number, got {value}")
-        return metrics
+        return finite_metrics(metrics)
 
     @model_validator(mode="after")
     def _consistent(self) -> TellRequest:
@@ -277,9 +285,7 @@ class ReportRequest(Strict):
     @field_validator("value")
     @classmethod
     def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError(f"must be a finite number, got {value}")
-        return value
+        return finite_number(value)
 
 
 class ReportResponse(BaseModel):
@@ -328,9 +334,7 @@ class FinishedTrialIn(Strict):
     @field_validator("value")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"must be a finite number, got {value}")
-        return value
+        return finite_number(value)
 
     @field_validator("intermediate")
     @classmethod
@@ -349,10 +353,7 @@ class FinishedTrialIn(Strict):
     @field_validator("static_metrics")
     @classmethod
     def _finite_metrics(cls, metrics: dict[str, float]) -> dict[str, float]:
-        for name, value in metrics.items():
-            if not math.isfinite(value):
-                raise ValueError(f"metric {name!r} must be a finite number, got {value}")
-        return metrics
+        return finite_metrics(metrics)
 
     @field_validator("started_at", "completed_at")
     @classmethod

@@ -17,7 +17,13 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 from service.engine.history import History, Observation, TrialState
-from service.engine.trust import TRUST_FLOOR, TRUST_WINDOW, measure_trust, rank_trust
+from service.engine.trust import (
+    TRUST_FLOOR,
+    TRUST_WINDOW,
+    measure_trust,
+    prediction_pairs,
+    rank_trust,
+)
 
 HOLDOUT_SHARE = 0.2  # the newest fifth of the results judges the new model
 MIN_HOLDOUT = 5  # fewer held-out results than this say nothing reliable about ranking
@@ -168,18 +174,7 @@ def _resume_at(results: tuple[Observation, ...], resume: Replay | None) -> tuple
 
 def _window_trust(history: History, recent: deque[Observation]) -> float | None:
     """``recent_trust`` on the results in ``recent`` (the window, oldest first)."""
-    predicted, actual = [], []
-    for t in reversed(recent):
-        if t.proposal is None or t.proposal.predicted is None:
-            continue
-        if _scored(t):
-            actual.append(-history.loss(t))
-        elif t.state is TrialState.INFEASIBLE:
-            actual.append(-math.inf)
-        else:
-            continue
-        predicted.append(float(t.proposal.predicted))
-    return rank_trust(predicted, actual)
+    return rank_trust(*prediction_pairs(history, reversed(recent), _scored, len(recent)))
 
 
 def _scored(t: Observation) -> bool:

@@ -237,16 +237,20 @@ class SearchSpace:
                 config[param.name] = param.sample(rng)
         return config
 
-    def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Check a user-given configuration: every active param present and in range, nothing else.
-
-        Returns the configuration with numbers coerced to their param's type, in space order.
-        """
+    def _check_names(self, config: Mapping[str, Any]) -> None:
+        """A user-given configuration is an object naming only this space's params."""
         if not isinstance(config, Mapping):
             raise SpaceError("params", f"must be an object, got {type(config).__name__}")
         for name in config:
             if name not in self._by_name:
                 raise SpaceError(f"params.{name}", "is not a parameter of this study's space")
+
+    def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Check a user-given configuration: every active param present and in range, nothing else.
+
+        Returns the configuration with numbers coerced to their param's type, in space order.
+        """
+        self._check_names(config)
         result: dict[str, Any] = {}
         for param in self.params:
             path = f"params.{param.name}"
@@ -281,11 +285,7 @@ class SearchSpace:
         ...     print(error)
         params.width_3: is inactive under the given parent values
         """
-        if not isinstance(config, Mapping):
-            raise SpaceError("params", f"must be an object, got {type(config).__name__}")
-        for name in config:
-            if name not in self._by_name:
-                raise SpaceError(f"params.{name}", "is not a parameter of this study's space")
+        self._check_names(config)
         result: dict[str, Any] = {}
         for param in self.params:
             if param.name not in config:

@@ -9,10 +9,11 @@ all read it through this module, so they agree on what "trusted" means.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from service.engine.history import History, TrialState
+from service.engine.history import History, Observation, TrialState
 from service.engine.stats import spearman
 
 # Fewer than this many predicted-then-scored trials and a rank correlation is mostly noise.
@@ -32,20 +33,31 @@ def measure_trust(history: History, window: int = TRUST_WINDOW,
     trials count as worst. None while fewer than MIN_TRUST_SAMPLES such trials exist. Trials
     proposed by a strategy in ``skip`` don't count (predictions made by an earlier model)."""
     complete = {t.number for t in history.complete}
-    predicted, actual = [], []
-    for t in reversed(history.trials):
+    return rank_trust(*prediction_pairs(history, reversed(history.trials),
+                                        lambda t: t.number in complete, window, skip))
+
+
+def prediction_pairs(history: History, newest_first: Iterable[Observation],
+                     scored: Callable[[Observation], bool], window: int,
+                     skip: frozenset[str] = frozenset()) -> tuple[list[float], list[float]]:
+    """(predicted, actual) for the first ``window`` of ``newest_first`` that carry a prediction:
+    actual is the negated loss of a ``scored`` trial, ``-inf`` for an infeasible one; others
+    (running, failed, stopped) are passed over."""
+    predicted: list[float] = []
+    actual: list[float] = []
+    for t in newest_first:
         if len(predicted) >= window:
             break
         if t.proposal is None or t.proposal.predicted is None or t.proposal.strategy in skip:
             continue
-        if t.number in complete:
+        if scored(t):
             actual.append(-history.loss(t))
         elif t.state is TrialState.INFEASIBLE:
             actual.append(-math.inf)
         else:
             continue
         predicted.append(float(t.proposal.predicted))
-    return rank_trust(predicted, actual)
+    return predicted, actual
 
 
 def rank_trust(predicted: list[float], actual: list[float]) -> float | None:
