@@ -11,6 +11,7 @@ Examples:
     python -m benchmarks.quality                                  # everything, 10 seeds
     python -m benchmarks.quality --methods 'random,optuna-tpe' --tasks 'hpobench/*'
     python -m benchmarks.quality --report-only                    # re-aggregate the cache
+    python -m benchmarks.quality --methods dyesp --first-seed 100 --seeds 20 --out /tmp/fresh
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from benchmarks.tasks import task_names  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 # Cheap methods first, so a partial cache is useful early; SMAC (~0.5 s per ask) last.
-COST_ORDER = {"random": 0, "optuna-tpe": 1, "flaml-cfo": 1, "flaml-blendsearch": 1,
+COST_ORDER = {"random": 0, "regularized-evolution": 0, "local-search": 0, "optuna-tpe": 1,
+              "flaml-cfo": 1, "flaml-blendsearch": 1, "optuna-gp": 3,
               "hyperopt-tpe": 2, "smac-hpo": 9}
 
 
@@ -52,6 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tasks", help="comma list of task names or globs (default: dev suite)")
     ap.add_argument("--methods", help="comma list, 'peers' or 'all' (default: all)")
     ap.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="start the seeds here: fresh seeds (e.g. 100) measure an engine change "
+                         "on runs it was not tuned on; use a separate --out, as the report "
+                         "aggregates every cached seed")
     ap.add_argument("--budget", type=int, default=200, help="trials per run (default 200)")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
@@ -61,10 +67,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def fill_cache(tasks: list[str], methods: list[str], seeds: int, budget: int, jobs: int,
+def fill_cache(tasks: list[str], methods: list[str], seeds: range, budget: int, jobs: int,
                out: Path, force: bool) -> list[str]:
     """Compute the missing runs; returns one line per failed run (they are not cached)."""
-    todo = [(t, m, s) for m in methods for t in tasks for s in range(seeds)
+    todo = [(t, m, s) for m in methods for t in tasks for s in seeds
             if force or not run_path(out, t, m, s, budget).exists()]
     todo.sort(key=lambda x: (COST_ORDER.get(x[1], 5), x[1], x[0], x[2]))
     failures: list[str] = []
@@ -100,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     methods = method_names(args.methods)
     failures: list[str] = []
     if not args.report_only:
-        failures = fill_cache(tasks, methods, args.seeds, args.budget, args.jobs, args.out,
+        failures = fill_cache(tasks, methods,
+                              range(args.first_seed, args.first_seed + args.seeds), args.budget,
+                              args.jobs, args.out,
                               args.force)
     from benchmarks.report import build_report
 

@@ -16,17 +16,20 @@ from benchmarks.optimizers.base import Optimizer
 
 Factory = Callable[..., Optimizer]
 
-PEERS: tuple[str, ...] = ("random", "optuna-tpe", "flaml-cfo", "flaml-blendsearch",
-                          "hyperopt-tpe", "smac-hpo")
+PEERS: tuple[str, ...] = ("random", "optuna-tpe", "optuna-gp", "flaml-cfo", "flaml-blendsearch",
+                          "hyperopt-tpe", "smac-hpo", "regularized-evolution", "local-search")
 ENGINE: tuple[str, ...] = ("dyesp", "dyesp-scheduler-only", "dyesp-pruner-only")
 
 METHODS: dict[str, str | Factory] = {
     "random": "benchmarks.optimizers.random_search:RandomSearch",
     "optuna-tpe": "benchmarks.optimizers.optuna_tpe:OptunaTPE",
+    "optuna-gp": "benchmarks.optimizers.optuna_gp:OptunaGP",
     "flaml-cfo": "benchmarks.optimizers.flaml_cfo:FlamlCFO",
     "flaml-blendsearch": "benchmarks.optimizers.flaml_blendsearch:FlamlBlendSearch",
     "hyperopt-tpe": "benchmarks.optimizers.hyperopt_tpe:HyperoptTPE",
     "smac-hpo": "benchmarks.optimizers.smac_hpo:SmacHPO",
+    "regularized-evolution": "benchmarks.optimizers.regularized_evolution:RegularizedEvolution",
+    "local-search": "benchmarks.optimizers.local_search:LocalSearch",
     "dyesp": "benchmarks.optimizers.dyesp:DyESP",
     "dyesp-scheduler-only": "benchmarks.optimizers.dyesp:DyESPSchedulerOnly",
     "dyesp-pruner-only": "benchmarks.optimizers.dyesp:DyESPPrunerOnly",

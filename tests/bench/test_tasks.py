@@ -93,12 +93,17 @@ def test_regret_is_normalised_and_clipped():
     assert TOY.reached(0.05) and not TOY.reached(0.051)
 
 
-@pytest.mark.parametrize("method", ["optuna-tpe", "hyperopt-tpe", "flaml-cfo",
-                                    "flaml-blendsearch", "smac-hpo"])
+@pytest.mark.parametrize("method", ["optuna-tpe", "optuna-gp", "hyperopt-tpe", "flaml-cfo",
+                                    "flaml-blendsearch", "smac-hpo", "regularized-evolution",
+                                    "local-search"])
 def test_peers_translate_conditional_spaces(method):
-    module = {"optuna-tpe": "optuna", "hyperopt-tpe": "hyperopt", "flaml-cfo": "flaml",
-              "flaml-blendsearch": "flaml", "smac-hpo": "smac"}[method]
+    module = {"optuna-tpe": "optuna", "optuna-gp": "optuna", "hyperopt-tpe": "hyperopt",
+              "flaml-cfo": "flaml", "flaml-blendsearch": "flaml", "smac-hpo": "smac",
+              "regularized-evolution": "numpy", "local-search": "numpy"}[method]
     pytest.importorskip(module)
+    if method == "optuna-gp":
+        pytest.importorskip("torch")  # GPSampler's models
+        pytest.importorskip("scipy")
     if method == "flaml-blendsearch":
         pytest.importorskip("optuna")
     trace = run_trials(make_optimizer(method, TOY, seed=0), TOY, budget=12)
@@ -154,3 +159,61 @@ def test_lcbench_objective_is_deterministic_and_target_in_range():
     task.objective._cache.clear()
     assert task.objective(config) == first
     assert 0.0 <= first <= 100.0
+
+
+# A cell: 4 edges, 3 operations each; accuracy counts the convolutions, so the one optimum is the
+# all-conv cell and every edge is improved independently (a one-edit walk climbs straight to it).
+CELL_OPS = ["skip", "pool", "conv"]
+CELL = Task(name="cell", space={"params": [
+    {"name": f"e{i}", "type": "categorical", "choices": CELL_OPS} for i in range(4)]},
+    direction="maximize", objective=lambda p: float(sum(v == "conv" for v in p.values())),
+    optimum=4.0, target=4.0, worst=0.0, median=1.0, n_configs=81)
+
+
+def _edit_distance(a: dict, b: dict) -> int:
+    return sum(a.get(k) != b.get(k) for k in set(a) | set(b))
+
+
+def test_one_edit_neighbours_are_every_single_change_and_stay_valid():
+    from benchmarks.optimizers import _edits
+
+    params = sp.parse(COND_SPACE)
+    rng = np.random.default_rng(0)
+    config = {"kind": "b", "x": 0.5, "n": 5, "y": 0.1}
+    around = _edits.neighbours(params, config, rng)
+    # kind -> a (x kept, n dropped) or c (both dropped); x and y two moves each; n: 3 and 7.
+    assert len(around) == 2 + 2 + 2 + 2
+    for other in around:
+        assert sp.active_only(params, other) == other  # exactly the active params
+        changed = {k for k in config if k in other and other[k] != config[k]}
+        assert len(changed) == 1  # one value moved; the rest kept, or dropped when inactive
+    assert sorted(o["n"] for o in around if o["kind"] == "b" and o["n"] != 5) == [3, 7]
+
+
+def test_local_search_walks_by_single_edits_and_never_repeats():
+    trace = run_trials(make_optimizer("local-search", CELL, seed=1), CELL, budget=40)
+    configs = trace["params"]
+    assert len({tuple(sorted(c.items())) for c in configs}) == len(configs)
+    assert trace["best"][-1] == 4.0  # separable: first improvement climbs to the optimum
+    # After the random start, each point is one edit from the best point told before it
+    # (the centre), except restarts, which only happen once the centre is a local optimum.
+    start = 10
+    for i in range(start, configs.index(next(c for c in configs if CELL.objective(c) == 4.0))):
+        centre = configs[int(np.argmax(trace["values"][:i]))]
+        assert _edit_distance(configs[i], centre) == 1
+
+
+def test_regularized_evolution_mutates_a_recent_member_by_one_edit():
+    from benchmarks.optimizers.regularized_evolution import POPULATION
+
+    budget = POPULATION + 30
+    trace = run_trials(make_optimizer("regularized-evolution", CELL, seed=2), CELL, budget)
+    configs = trace["params"]
+    for i in range(POPULATION, budget):
+        if any(configs[i] == c for c in configs[:i]):
+            continue
+        recent = configs[i - POPULATION:i]
+        # A child is one edit from a parent in the population (redrawn children included),
+        # unless every redraw was taken, when it falls back to a random configuration.
+        assert min(_edit_distance(configs[i], p) for p in recent) <= 1 or len(
+            {tuple(sorted(c.items())) for c in configs[:i]}) >= 60
