@@ -13,14 +13,15 @@ from typing import Any
 from benchmarks import space as sp
 
 
-class OptunaTPE:
-    def __init__(self, task: Any, seed: int) -> None:
+class OptunaAskTell:
+    """An Optuna study with ``sampler``, driven by ask/tell (each configuration ``suggest``-ed)."""
+
+    def __init__(self, task: Any, sampler: Any) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.params = sp.parse(task.space)
-        self.study = optuna.create_study(direction=task.direction,
-                                         sampler=optuna.samplers.TPESampler(seed=seed))
+        self.study = optuna.create_study(direction=task.direction, sampler=sampler)
         self._pending: dict[int, Any] = {}
 
     def ask(self) -> dict[str, Any]:
@@ -30,8 +31,14 @@ class OptunaTPE:
         return config
 
     def tell(self, params: dict[str, Any], value: float) -> None:
-        trial = self._pending.pop(id(params))
-        self.study.tell(trial, value)
+        self.study.tell(self._pending.pop(id(params)), value)
+
+
+class OptunaTPE(OptunaAskTell):
+    def __init__(self, task: Any, seed: int) -> None:
+        import optuna
+
+        super().__init__(task, optuna.samplers.TPESampler(seed=seed))
 
 
 def suggest(trial: Any, params: list[sp.Param]) -> dict[str, Any]:

@@ -4,17 +4,15 @@ time, within the 256-character column), on SQLite and PostgreSQL, from a real 00
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from service.db import migrate
-from tests.conftest import POSTGRES_ADMIN_URL, service_missing
+from tests.conftest import new_postgres_database
 
 SPACE = '{"params": [{"name": "x", "type": "float", "low": 0, "high": 1}]}'
 
@@ -25,17 +23,8 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'old.db'}"
         return
-    name = f"dyesp_mig_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as error:
-        service_missing("PostgreSQL", error)
-    yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with new_postgres_database("dyesp_mig") as url:
+        yield url
 
 
 def _add_study(connection, study_id: str, owner_id: int, name: str, created_at: datetime) -> None:
