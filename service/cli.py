@@ -25,6 +25,7 @@ _BENCHMARKS = {
     "isolation": "benchmarks.isolation",  # a flooding tenant's effect on another's latency
     "multifidelity": "benchmarks.multifidelity",  # early stopping: epochs to target vs. peers
     "report-latency": "benchmarks.report_latency",  # a report's cost at 100 / 10,000 trials
+    "multi-server": "benchmarks.multi_server",  # servers sharing PostgreSQL + Redis, checked
 }
 
 
