@@ -25,12 +25,11 @@ import argparse  # noqa: E402
 import multiprocessing  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from benchmarks.optimizers import ENGINE, METHODS, PEERS  # noqa: E402
-from benchmarks.runner import run_and_store, run_path, select_methods  # noqa: E402
+from benchmarks.runner import collect, run_and_store, run_path, select_methods  # noqa: E402
 from benchmarks.tasks import task_names  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -80,20 +79,9 @@ def fill_cache(tasks: list[str], methods: list[str], seeds: range, budget: int, 
     t_start = time.time()
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked thread pools
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
-        futures = {pool.submit(run_and_store, str(out), t, m, s, budget): (t, m, s)
+        futures = {pool.submit(run_and_store, str(out), t, m, s, budget): f"{t} {m} seed {s}"
                    for t, m, s in todo}
-        for done, fut in enumerate(as_completed(futures), 1):
-            t, m, s = futures[fut]
-            try:
-                _, wall = fut.result()
-                print(f"[{done}/{len(todo)} {time.time() - t_start:7.0f}s] {t} {m} seed {s}: "
-                      f"{wall:.1f}s", flush=True)
-            except Exception as exc:  # a peer failing must not stop the others
-                line = f"{t} {m} seed {s}: {type(exc).__name__}: {exc}"
-                failures.append(line)
-                print(f"[{done}/{len(todo)}] FAILED {line}", flush=True)
-                if os.environ.get("BENCH_DEBUG"):
-                    traceback.print_exception(exc)
+        collect(futures, t_start, failures, lambda result: f"{result[1]:.1f}s")
     return failures
 
 

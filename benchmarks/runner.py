@@ -13,7 +13,9 @@ import importlib.metadata
 import json
 import os
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +93,23 @@ def load_runs(root: Path, tasks: list[str], methods: list[str], budget: int) -> 
                 with open(path) as fh:
                     runs.append(json.load(fh))
     return runs
+
+
+def collect(futures: Mapping[Future, str], t_start: float, failures: list[str],
+            describe: Callable[[Any], str]) -> None:
+    """Print each run as it completes (``describe`` of its result), appending a line per failed
+    run to ``failures``: one failing run must not stop the others (``BENCH_DEBUG`` prints its
+    traceback)."""
+    total = len(futures)
+    for done, fut in enumerate(as_completed(futures), 1):
+        label = futures[fut]
+        try:
+            result = fut.result()
+        except Exception as exc:
+            failures.append(f"{label}: {type(exc).__name__}: {exc}")
+            print(f"[{done}/{total}] FAILED {failures[-1]}", flush=True)
+            if os.environ.get("BENCH_DEBUG"):
+                traceback.print_exception(exc)
+            continue
+        print(f"[{done}/{total} {time.time() - t_start:7.0f}s] {label}: {describe(result)}",
+              flush=True)

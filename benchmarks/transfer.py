@@ -45,9 +45,8 @@ import math  # noqa: E402
 import multiprocessing  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -56,7 +55,7 @@ import numpy as np  # noqa: E402
 from benchmarks import scores  # noqa: E402
 from benchmarks import space as sp  # noqa: E402
 from benchmarks.optimizers.optuna_tpe import OptunaTPE  # noqa: E402
-from benchmarks.runner import select_methods  # noqa: E402
+from benchmarks.runner import collect, select_methods  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 METHODS: tuple[str, ...] = ("dyesp-cold", "dyesp-transfer", "dyesp-negative", "tpe-warm",
@@ -313,17 +312,7 @@ def _pool_run(jobs: list[tuple[Callable[..., tuple[str, float]], tuple, str]],
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked thread pools
     with ProcessPoolExecutor(max_workers=max(1, n_workers), mp_context=ctx) as pool:
         futures = {pool.submit(fn, *args): label for fn, args, label in jobs}
-        for done, fut in enumerate(as_completed(futures), 1):
-            label = futures[fut]
-            try:
-                _, wall = fut.result()
-                print(f"[{done}/{len(jobs)} {time.time() - t_start:7.0f}s] {label}: {wall:.1f}s",
-                      flush=True)
-            except Exception as exc:  # one failing run must not stop the others
-                failures.append(f"{label}: {type(exc).__name__}: {exc}")
-                print(f"[{done}/{len(jobs)}] FAILED {failures[-1]}", flush=True)
-                if os.environ.get("BENCH_DEBUG"):
-                    traceback.print_exception(exc)
+        collect(futures, t_start, failures, lambda result: f"{result[1]:.1f}s")
     return failures
 
 

@@ -28,8 +28,7 @@ import shlex  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed  # noqa: E402
+from concurrent.futures import Future, ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from benchmarks.multifidelity import mf_dehb  # noqa: E402
@@ -40,7 +39,7 @@ from benchmarks.multifidelity.tasks import (  # noqa: E402
     get_mf_task,
     mf_task_names,
 )
-from benchmarks.runner import select_methods  # noqa: E402
+from benchmarks.runner import collect, select_methods  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results"
 # Cheap methods first, so a partial cache is useful early.
@@ -86,32 +85,22 @@ def fill_cache(todo: list[tuple[str, str, int, int]], jobs: int, out: Path) -> l
                 fut.set_result(run_and_store(str(out), t, m, s, b))
             except Exception as exc:
                 fut.set_exception(exc)
-            futures[fut] = (t, m, s)
-        _collect(futures, len(todo), t_start, failures)
+            futures[fut] = f"{t} {m} seed {s}"
+        collect(futures, t_start, failures, _describe)
         return failures
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked thread pools
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(run_and_store, str(out), t, m, s, b): (t, m, s)
+        futures = {pool.submit(run_and_store, str(out), t, m, s, b): f"{t} {m} seed {s}"
                    for t, m, s, b in todo}
-        _collect(futures, len(todo), t_start, failures)
+        collect(futures, t_start, failures, _describe)
     return failures
 
 
-def _collect(futures: dict, total: int, t_start: float, failures: list[str]) -> None:
-    for done, fut in enumerate(as_completed(futures), 1):
-        t, m, s = futures[fut]
-        try:
-            _, rec = fut.result()
-            res = (f"{rec['epochs_to_target']} epochs" if rec["reached"]
-                   else f"> {rec['budget']} (censored)")
-            print(f"[{done}/{total} {time.time() - t_start:6.0f}s] {t} {m} seed {s}: "
-                  f"{res}, {rec['wall_s']:.1f}s", flush=True)
-        except Exception as exc:  # a method failing must not stop the others
-            line = f"{t} {m} seed {s}: {type(exc).__name__}: {exc}"
-            failures.append(line)
-            print(f"[{done}/{total}] FAILED {line}", flush=True)
-            if os.environ.get("BENCH_DEBUG"):
-                traceback.print_exception(exc)
+def _describe(result: tuple[str, dict]) -> str:
+    rec = result[1]
+    reached = (f"{rec['epochs_to_target']} epochs" if rec["reached"]
+               else f"> {rec['budget']} (censored)")
+    return f"{reached}, {rec['wall_s']:.1f}s"
 
 
 def dehb_versions() -> str | None:
