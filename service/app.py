@@ -14,9 +14,10 @@ from service.admission import RateLimiter
 from service.api import docs, problems
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.deadline import DeadlineMiddleware
-from service.api.routes import health, pruner, studies, trials
+from service.api.routes import health, insights, pruner, studies, trials
 from service.api.telemetry import Telemetry, TelemetryMiddleware
 from service.config import Settings, get_settings
+from service.dashboard import pages as dashboard
 from service.db import key_queries, migrate
 from service.db.session import make_engine, make_sessionmaker, transaction
 from service.retraining import make_retrainer
@@ -93,9 +94,10 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     app.state.local_owner_id = None
     problems.install(app)
     problems.document_problems(app)
-    for module in (studies, trials, pruner, health):
+    for module in (studies, trials, pruner, insights, health):
         app.include_router(module.router)
     docs.install(app)
+    dashboard.install(app)
     app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(DeadlineMiddleware, timeout_s=settings.request_timeout_s)  # outermost

@@ -198,10 +198,15 @@ class StudyOut(BaseModel):
     fidelity: FidelityOut | None = None
     deterministic: bool = False
     user_attrs: dict[str, Any] = Field(default_factory=dict)
+    revision: int = Field(0, description=(
+        "bumped by every change to the study's trials: poll it to know when to re-read"))
+    last_activity: datetime | None = Field(None, description=(
+        "the newest trial event (created, heartbeat, finished); null before any trial"))
 
 
 class StudyList(BaseModel):
-    """One page of studies, oldest first (``total`` counts them all)."""
+    """One page of studies in creation order (``order=-created``: newest first); ``total`` counts
+    all that match."""
 
     studies: list[StudyOut]
     total: int
@@ -454,3 +459,129 @@ class PrunerReport(BaseModel):
     retraining: str
     versions: list[PrunerVersionOut]  # newest first, one page (``versions_total`` counts all)
     versions_total: int = 0
+
+
+# The dashboard's reads (``usecases.insights``). Every list is bounded by a request parameter,
+# never by the study's size; ``note`` says in words how the data was sampled or binned.
+MAX_INSIGHT_POINTS = 5000
+
+
+class HistoryPoints(BaseModel):
+    """Columns of the sampled finished trials (parallel lists)."""
+
+    number: list[int]
+    value: list[float | None]
+    state: list[str]
+    strategy: list[str]
+    predicted: list[float | None]
+
+
+class BestLine(BaseModel):
+    """The best value so far, at each trial that improved it (thinned past the point limit)."""
+
+    number: list[int]
+    value: list[float]
+
+
+class HistoryBin(BaseModel):
+    """Consecutive finished trials: how many each strategy proposed, how many of those set a new
+    best (the credit the scheduler rewards), and the mean exploration degree they were asked at."""
+
+    first: int
+    last: int
+    count: int
+    by_strategy: dict[str, int]
+    improved_by: dict[str, int]
+    exploration: float | None
+
+
+class HistoryInsight(BaseModel):
+    direction: Literal["minimize", "maximize"]
+    revision: int
+    total: int
+    shown: int
+    sampled: bool
+    note: str
+    points: HistoryPoints
+    best: BestLine
+    bins: list[HistoryBin]
+    strategies: list[str]
+
+
+class ParamsInsight(BaseModel):
+    """A sample of complete trials (for parallel coordinates and slice plots) and importance."""
+
+    direction: Literal["minimize", "maximize"]
+    revision: int
+    total: int
+    shown: int
+    sampled: bool
+    note: str
+    params: list[dict[str, Any]]
+    trial_ids: list[int]
+    numbers: list[int]
+    values: list[float]
+    columns: dict[str, list[Any]]
+    importance: dict[str, float]
+    importance_method: str
+
+
+class CurveOut(BaseModel):
+    trial_id: int
+    number: int
+    state: str
+    value: float | None
+    points: list[tuple[int, float]]
+    thinned: bool
+
+
+class CurvesInsight(BaseModel):
+    revision: int
+    note: str
+    curves: list[CurveOut]
+
+
+class MapPoints(BaseModel):
+    x: list[float]
+    y: list[float]
+    value: list[float]
+    number: list[int]
+    trial_id: list[int]
+    cluster: list[int]
+    label: list[str]
+
+
+class MapPruned(BaseModel):
+    x: list[float]
+    y: list[float]
+    predicted: list[float]
+    label: list[str]
+
+
+class MapCluster(BaseModel):
+    x: float
+    y: float
+    size: int
+    median_value: float
+
+
+class BestRegion(BaseModel):
+    """Where the best tenth of the shown trials lie: their centre and the radius holding them."""
+
+    x: float
+    y: float
+    radius: float
+    count: int
+
+
+class MapInsight(BaseModel):
+    revision: int
+    method: str
+    explained: tuple[float, float]
+    total: int
+    shown: int
+    note: str
+    points: MapPoints
+    pruned: MapPruned
+    clusters: list[MapCluster]
+    best_region: BestRegion | None

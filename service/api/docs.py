@@ -1,15 +1,14 @@
-"""The human entry points: a home page at `/` and API docs that work offline.
+"""API docs that work offline (the dashboard, ``service.dashboard``, is at `/` and `/ui`).
 
 FastAPI's own `/docs` and `/redoc` load Swagger UI and ReDoc from a CDN, so on an offline or
 air-gapped machine they render blank. Here the same pages (FastAPI's documented self-hosting
 recipe) load the files fastapi-offline ships: a small MIT package, kept current with Swagger UI 5
-and ReDoc 2, that depends on FastAPI alone. The home page says where everything is; the dashboard
-will live there. None of these routes needs a key, shows data, or appears in the OpenAPI schema.
+and ReDoc 2, that depends on FastAPI alone. None of these routes needs a key, shows data, or
+appears in the OpenAPI schema.
 """
 
 from __future__ import annotations
 
-from html import escape
 from pathlib import Path
 
 import fastapi_offline
@@ -25,41 +24,13 @@ from fastapi.staticfiles import StaticFiles
 ASSETS_URL = "/docs-assets"
 _ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
-_HOME = """<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>{title}</title>
-<link rel="icon" href="{assets}/favicon.png"></head>
-<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto; line-height: 1.5">
-<h1>{title} {version}</h1>
-<p>{summary}</p>
-<p>This is an API server. A dashboard of studies and trials will live at this address.
-Until then:</p>
-<ul>
-<li><a href="{root}/docs">/docs</a>: interactive API documentation (Swagger UI)</li>
-<li><a href="{root}/redoc">/redoc</a>: the same reference, for reading (ReDoc)</li>
-<li><a href="{root}/openapi.json">/openapi.json</a>: the OpenAPI document</li>
-<li><a href="{root}/healthz">/healthz</a>: liveness and the database's state</li>
-</ul>
-<p>Requests under <code>/v1</code> take <code>Authorization: Bearer &lt;key&gt;</code>
-(<code>dyesp keys create NAME</code> makes one); with auth off on loopback, none is needed.</p>
-</body>
-</html>
-"""
-
 
 def install(app: FastAPI) -> None:
-    """Add `/`, `/docs`, its OAuth2 redirect and `/redoc` to an app made with ``docs_url=None``
+    """Add `/docs`, its OAuth2 redirect and `/redoc` to an app made with ``docs_url=None``
     and ``redoc_url=None``, and serve their assets under ``ASSETS_URL``."""
     app.mount(ASSETS_URL, StaticFiles(directory=_ASSETS), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
     redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
-    home = _HOME.format(title=escape(app.title), version=escape(app.version),
-                        summary=escape(app.summary or ""),
-                        assets=ASSETS_URL, root="{root}")
-
-    @app.get("/", include_in_schema=False)
-    async def home_page(request: Request) -> HTMLResponse:
-        return HTMLResponse(home.replace("{root}", _root(request)))
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:

@@ -48,7 +48,9 @@ def trial_out(trial: Trial, curve: list[tuple[int, float]] | None = None) -> Tri
 
 
 def studies_out(session: Session, studies: list[Study]) -> list[StudyOut]:
-    counts = study_queries.state_counts(session, [s.id for s in studies])
+    ids = [s.id for s in studies]
+    counts = study_queries.state_counts(session, ids)
+    activity = trial_queries.last_activity(session, ids)
     out = []
     for study in studies:
         best = trial_queries.best(session, study.id, study.direction)
@@ -63,5 +65,6 @@ def studies_out(session: Session, studies: list[Study]) -> list[StudyOut]:
             else None,
             fidelity=FidelityOut(**study.fidelity) if study.fidelity else None,
             deterministic=study.deterministic, user_attrs=study.user_attrs or {},
+            revision=study.revision, last_activity=activity.get(study.id),
         ))
     return out

@@ -60,13 +60,19 @@ def row_locked(session: Session, study_id: str) -> Study:
 
 
 def list_studies(session: Session, owner_id: int, name: str | None = None, offset: int = 0,
-                 limit: int = 100) -> tuple[list[Study], int]:
-    """One page of the owner's studies in creation order, and how many there are in all."""
+                 limit: int = 100, search: str | None = None,
+                 newest_first: bool = False) -> tuple[list[Study], int]:
+    """One page of the owner's studies in creation order, and how many there are in all;
+    ``name`` matches exactly, ``search`` anywhere in the name, ignoring case."""
     where = [Study.owner_id == owner_id]
     if name is not None:
         where.append(Study.name == name)
+    if search:
+        where.append(Study.name.icontains(search, autoescape=True))
     total = session.scalar(select(func.count()).select_from(Study).where(*where)) or 0
-    rows = session.scalars(select(Study).where(*where).order_by(Study.created_at, Study.id)
+    order = ((Study.created_at.desc(), Study.id.desc()) if newest_first
+             else (Study.created_at, Study.id))
+    rows = session.scalars(select(Study).where(*where).order_by(*order)
                            .offset(offset).limit(limit))
     return list(rows), total
 

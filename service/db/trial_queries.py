@@ -206,3 +206,123 @@ def complete_results(session: Session,
                Trial.value.is_not(None))
         .order_by(Trial.number))
     return [(params, float(value), metrics or {}) for params, value, metrics in rows]
+
+
+# The dashboard's reads (``usecases.insights``): each bounded by its arguments, in number order.
+FINISHED_STATES = ("complete", "stopped", "failed", "infeasible")
+
+
+def count_finished(session: Session, study_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(Trial).where(
+        Trial.study_id == study_id, Trial.state.in_(FINISHED_STATES))) or 0
+
+
+def finished_digest_batches(session: Session, study_id: str, batch: int = 5000):
+    """Finished trials in number order as column batches (number, value, state, strategy,
+    exploration, predicted): the proposal's fields are read in SQL, so no row object is built."""
+    proposal = Trial.proposal
+    columns = (Trial.number, Trial.value, Trial.state, proposal["strategy"].as_string(),
+               proposal["exploration"].as_float(), proposal["predicted"].as_float())
+    last = -1
+    while True:
+        rows = session.execute(
+            select(*columns).where(Trial.study_id == study_id,
+                                   Trial.state.in_(FINISHED_STATES), Trial.number > last)
+            .order_by(Trial.number).limit(batch)).all()
+        if not rows:
+            return
+        yield [list(column) for column in zip(*rows, strict=True)]
+        last = rows[-1][0]
+
+
+def sample_complete(session: Session, study_id: str, direction: str, every: int,
+                    best: int) -> list[tuple[int, int, dict[str, Any], float]]:
+    """(id, number, params, value) of complete trials whose number is a multiple of ``every``,
+    plus the ``best`` best ones: a sample whose size the caller bounds."""
+    where = (Trial.study_id == study_id, Trial.state == TrialState.COMPLETE.value,
+             Trial.value.is_not(None))
+    columns = (Trial.id, Trial.number, Trial.params, Trial.value)
+    order = Trial.value.asc() if direction == "minimize" else Trial.value.desc()
+    top = session.execute(select(*columns).where(*where).order_by(order, Trial.number)
+                          .limit(best)).all()
+    spread = session.execute(select(*columns).where(*where, Trial.number % every == 0)
+                             .order_by(Trial.number)).all() if every else []
+    seen: set[int] = set()
+    out = []
+    for row in [*spread, *top]:
+        if row[0] not in seen:
+            seen.add(row[0])
+            out.append((row[0], row[1], row[2], float(row[3])))
+    return out
+
+
+def max_number(session: Session, study_id: str) -> int:
+    return session.scalar(select(func.max(Trial.number)).where(Trial.study_id == study_id)) or 0
+
+
+def filtered_page(session: Session, study_id: str, *, state: str | None,
+                  ranges: list[tuple[str, float, float]], choices: list[tuple[str, Any]],
+                  sort: str, descending: bool, offset: int,
+                  limit: int) -> tuple[list[Trial], int]:
+    """A page of trials filtered by state, numeric parameter ranges and categorical choices,
+    sorted by number or value (trials without a value last), and how many match."""
+    where = [Trial.study_id == study_id]
+    if state is not None:
+        where.append(Trial.state == state)
+    for name, low, high in ranges:
+        where.append(Trial.params[name].as_float().between(low, high))
+    for name, choice in choices:
+        field = Trial.params[name]
+        if isinstance(choice, bool):
+            where.append(field.as_boolean() == choice)
+        elif isinstance(choice, int | float):
+            where.append(field.as_float() == float(choice))
+        else:
+            where.append(field.as_string() == str(choice))
+    total = session.scalar(select(func.count()).select_from(Trial).where(*where)) or 0
+    key = Trial.value if sort == "value" else Trial.number
+    order = key.desc() if descending else key.asc()
+    query = select(Trial).where(*where)
+    if sort == "value":
+        query = query.order_by(Trial.value.is_(None), order, Trial.number)
+    else:
+        query = query.order_by(order)
+    return list(session.scalars(query.offset(offset).limit(limit))), total
+
+
+def reported(session: Session, study_id: str, direction: str, best: int,
+             recent: int) -> list[Trial]:
+    """Trials with a curve: the ``best`` best finished ones and the ``recent`` newest ones."""
+    where = (Trial.study_id == study_id, Trial.last_step.is_not(None))
+    order = Trial.value.asc() if direction == "minimize" else Trial.value.desc()
+    top = list(session.scalars(select(Trial).where(*where, Trial.value.is_not(None))
+                               .order_by(order, Trial.number).limit(best)))
+    newest = list(session.scalars(select(Trial).where(*where).order_by(Trial.number.desc())
+                                  .limit(recent)))
+    by_id = {t.id: t for t in [*top, *newest]}
+    return sorted(by_id.values(), key=lambda t: t.number)
+
+
+def pruned_sample(session: Session, study_id: str,
+                  limit: int) -> list[tuple[dict[str, Any], float]]:
+    """(params, predicted) of the newest ``limit`` candidates the pruner discarded."""
+    rows = session.execute(select(PrunedCandidate.params, PrunedCandidate.predicted)
+                           .where(PrunedCandidate.study_id == study_id)
+                           .order_by(PrunedCandidate.id.desc()).limit(limit))
+    return [(params, float(predicted)) for params, predicted in rows]
+
+
+def last_activity(session: Session, study_ids: list[str]) -> dict[str, datetime]:
+    """The newest trial event (created, heartbeat, finished) of each study, in one query."""
+    if not study_ids:
+        return {}
+    rows = session.execute(
+        select(Trial.study_id, func.max(Trial.created_at), func.max(Trial.heartbeat_at),
+               func.max(Trial.completed_at))
+        .where(Trial.study_id.in_(study_ids)).group_by(Trial.study_id))
+    out: dict[str, datetime] = {}
+    for study_id, *times in rows:
+        present = [t for t in times if t is not None]
+        if present:
+            out[study_id] = max(present)
+    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import AfterValidator
@@ -37,9 +37,13 @@ def create_study(body: StudyCreate, owner: CurrentOwner, ctx: ContextDep,
 def list_studies(owner: CurrentOwner, session: SessionDep,
                  name: Annotated[str | None, Query(max_length=256),
                                  AfterValidator(reject_unstorable)] = None,
+                 search: Annotated[str | None, Query(max_length=256, description=(
+                     "part of the name, any case")), AfterValidator(reject_unstorable)] = None,
+                 order: Literal["created", "-created"] = "created",
                  offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> StudyList:
-    rows, total = study_queries.list_studies(session, owner, name, offset, limit)
+    rows, total = study_queries.list_studies(session, owner, name, offset, limit, search,
+                                             newest_first=order == "-created")
     return StudyList(studies=studies_out(session, rows), total=total, offset=offset, limit=limit)
 
 
