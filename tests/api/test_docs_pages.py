@@ -1,5 +1,5 @@
-"""The home page and the API docs: no key needed, nothing fetched from another host (they must
-render offline), and none of them in the OpenAPI schema."""
+"""The dashboard's page shells and the API docs: no key needed, nothing fetched from another
+host (they must render offline), and none of them in the OpenAPI schema."""
 
 from __future__ import annotations
 
@@ -18,14 +18,38 @@ def references(html: str) -> list[str]:
     return [a or b for a, b in _REFERENCES.findall(html)]
 
 
-def test_home_page_links_the_docs_and_needs_no_key(http: TestClient) -> None:
+def test_home_redirects_to_the_dashboard_which_needs_no_key(http: TestClient) -> None:
     assert "authorization" not in http.headers  # the app runs with auth on
-    response = http.get("/")
+    home = http.get("/", follow_redirects=False)
+    assert (home.status_code, home.headers["location"]) == (307, "/ui")
+    response = http.get("/ui")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert {"/docs", "/redoc", "/openapi.json", "/healthz"} <= set(references(response.text))
-    assert "dashboard" in response.text
-    assert "/" not in http.get("/openapi.json").json()["paths"]
+    assert "/docs" in references(response.text)
+    assert not {"/", "/ui"} & set(http.get("/openapi.json").json()["paths"])
+
+
+@pytest.mark.parametrize("page", ["/ui", "/ui/studies/abc", "/ui/studies/abc/engine",
+                                  "/ui/studies/abc/map", "/ui/studies/abc/trials/3"])
+def test_dashboard_pages_load_only_local_files_and_carry_no_data(http: TestClient,
+                                                                 page: str) -> None:
+    """A page is a shell (no key needed, no study data in it: its script reads /v1 with the
+    key); everything it loads, Plotly included, comes from this server."""
+    response = http.get(page)
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    urls = references(response.text)
+    assert any(url.endswith("plotly.min.js") for url in urls)
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), f"{page} fetches {url}"
+        if url.endswith((".js", ".css", ".png")):
+            asset = http.get(url)
+            assert asset.status_code == 200 and asset.content, url
+
+
+@pytest.mark.parametrize("page", ["/ui/studies/" + "x" * 65, "/ui/studies/abc/trials/-1"])
+def test_dashboard_page_ids_are_checked_like_the_api(http: TestClient, page: str) -> None:
+    assert http.get(page).status_code == 422
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])

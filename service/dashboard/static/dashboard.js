@@ -139,7 +139,7 @@ async function studiesPage() {
       s.trials_by_state.stopped || 0,
       (s.trials_by_state.failed || 0) + (s.trials_by_state.infeasible || 0),
       s.best_trial ? fmt(s.best_trial.value) : "", when(s.last_activity)])));
-    setText("studies-total", `${page.total} studies` +
+    setText("studies-total", `${page.total} ${page.total === 1 ? "study" : "studies"}` +
       (page.total > limit ? ` · ${offset + 1}-${offset + page.studies.length}` : ""));
     document.getElementById("prev").disabled = offset === 0;
     document.getElementById("next").disabled = offset + limit >= page.total;
@@ -244,7 +244,7 @@ async function drawCurves() {
 
 function trialsTable(study) {
   const params = study.space.params;
-  const state = { offset: 0, limit: 20, filters: [] };
+  const state = { offset: 0, limit: 20, filters: [], latest: 0 };
   const head = document.querySelector("#trials thead");
   head.replaceChildren(row(["#", "state", "value", "strategy", ...params.map((p) => p.name), "last step", "finished"]));
   head.querySelectorAll("td").forEach((td) => { const th = el("th", td.textContent); td.replaceWith(th); });
@@ -295,7 +295,9 @@ function trialsTable(study) {
     const st = document.getElementById("state-filter").value;
     if (st) q.set("state", st);
     for (const f of state.filters) q.append(f.kind, f.text);
+    const mine = ++state.latest;
     const page = await api(studyPath("/insights/trials?" + q));
+    if (mine !== state.latest) return;  // a newer request (another filter, page) answers later
     fill(document.querySelector("#trials tbody"), page.trials.map((t) => {
       const tr = row([link(String(t.number), uiStudy(`/trials/${t.id}`)), t.state, fmt(t.value),
         t.proposal ? t.proposal.strategy : "", ...params.map((p) => fmt(t.params[p.name])),
