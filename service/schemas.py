@@ -566,12 +566,14 @@ class MapCluster(BaseModel):
 
 
 class BestRegion(BaseModel):
-    """Where the best tenth of the shown trials lie: their centre and the radius holding them."""
+    """Where the best tenth of the shown trials lie: their centre, the radius holding the half of
+    them nearest to it, and which trials they are."""
 
     x: float
     y: float
     radius: float
     count: int
+    trial_ids: list[int]
 
 
 class MapInsight(BaseModel):

@@ -125,7 +125,8 @@ def architecture_map(ctx: UseCaseContext, session: Session, owner_id: int, study
     return MapInsight(
         revision=study.revision, explained=layout.explained, total=total, shown=shown,
         method="classical MDS of the engine's encoding (its two principal axes); clusters by "
-               "k-means on the layout; the best region holds the best tenth of the shown trials",
+               "k-means on the layout; the best tenth of the shown trials ringed in red, the circle around "
+               "their centre holds the nearer half of them",
         note=note,
         points=MapPoints(x=layout.xy[:, 0].tolist(), y=layout.xy[:, 1].tolist(),
                          value=values.tolist(), number=[r[1] for r in rows],
@@ -133,7 +134,8 @@ def architecture_map(ctx: UseCaseContext, session: Session, owner_id: int, study
                          label=[_label(r[2]) for r in rows]),
         pruned=MapPruned(x=pruned_xy[:, 0].tolist(), y=pruned_xy[:, 1].tolist(),
                          predicted=[p for _, p in pruned], label=[_label(p) for p, _ in pruned]),
-        clusters=clusters, best_region=_best_region(layout.xy, values, study.direction))
+        clusters=clusters, best_region=_best_region(layout.xy, values, [r[0] for r in rows],
+                                                    study.direction))
 
 
 def table_filters(space: SearchSpace, ranges: list[str], choices: list[str]
@@ -183,14 +185,18 @@ def _sample(session: Session, study: Study, total: int,
     return rows[: max_points + BEST_IN_SAMPLE], every
 
 
-def _best_region(xy: np.ndarray, values: np.ndarray, direction: str) -> BestRegion | None:
+def _best_region(xy: np.ndarray, values: np.ndarray, trial_ids: list[int],
+                 direction: str) -> BestRegion | None:
+    """The best tenth's centre and median distance to it: a radius holding all of them would
+    cover the whole map whenever good configurations lie in several places."""
     if len(values) < 10:
         return None
     k = max(1, len(values) // 10)
     order = np.argsort(values if direction == "minimize" else -values, kind="stable")[:k]
     centre = xy[order].mean(axis=0)
-    radius = float(np.max(np.linalg.norm(xy[order] - centre, axis=1)))
-    return BestRegion(x=float(centre[0]), y=float(centre[1]), radius=radius, count=k)
+    radius = float(np.median(np.linalg.norm(xy[order] - centre, axis=1)))
+    return BestRegion(x=float(centre[0]), y=float(centre[1]), radius=radius, count=k,
+                      trial_ids=[trial_ids[i] for i in order])
 
 
 def _label(params: dict[str, Any]) -> str:

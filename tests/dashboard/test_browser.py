@@ -190,8 +190,9 @@ def test_engine_and_map_pages_plot_what_the_engine_recorded(tab: Page, client: h
 
     m = client.get(f"/v1/studies/{sid}/insights/map").json()
     tab.open(f"/ui/studies/{sid}/map")
+    best = len(m["best_region"]["trial_ids"]) if m["best_region"] else 0
     assert tab.count("#map-plot .scatterlayer .point") == (
-        len(m["pruned"]["x"]) + m["shown"] + len(m["clusters"]))
+        len(m["pruned"]["x"]) + m["shown"] + best + len(m["clusters"]))
     assert tab.count("#clusters tbody tr") == len(m["clusters"])
     assert tab.count("#map-plot .shapelayer path") == (m["best_region"] is not None)
 

@@ -102,17 +102,25 @@ function plot(id, traces, layout) {
   return Plotly.react(id, traces, Object.assign(base, layout || {}), PLOT_CONFIG);
 }
 
-// Re-run `refresh` when the study's revision changes (polled; no full reload).
+// Re-run `refresh` when the study's revision changes (polled; no full reload). A redraw of a
+// large study costs the server a pass over its trials, so the next one waits at least five times
+// as long as the last took: an open tab never keeps a busy server busier than a fifth.
 function live(refresh, getRevision) {
   const badge = document.getElementById("live");
   let last = null;
   let busy = false;
+  let notBefore = 0;
   async function tick() {
     if (busy || document.hidden) return;
     busy = true;
     try {
       const study = await api(studyPath());
-      if (last !== null && study.revision !== last) await refresh(study);
+      if (last !== null && study.revision !== last) {
+        if (Date.now() < notBefore) return;  // `last` stays: the change is drawn next time
+        const started = Date.now();
+        await refresh(study);
+        notBefore = Date.now() + 4 * (Date.now() - started);
+      }
       last = study.revision;
       badge.className = "live on";
       badge.textContent = "live · " + new Date().toLocaleTimeString();
@@ -405,6 +413,13 @@ async function mapPage() {
         marker: { color: m.points.value, colorscale: "Viridis", reversescale: study.direction === "minimize",
                   size: 7, showscale: true, colorbar: { title: { text: "value" } } },
         hovertemplate: "%{text}<extra>#%{customdata}</extra>" },
+      ...(m.best_region ? [(() => {
+        const best = new Set(m.best_region.trial_ids);
+        const k = m.points.trial_id.map((_, i) => i).filter((i) => best.has(m.points.trial_id[i]));
+        return { type: "scatter", mode: "markers", name: "best tenth", x: k.map((i) => m.points.x[i]),
+                 y: k.map((i) => m.points.y[i]), hoverinfo: "skip",
+                 marker: { size: 13, color: "rgba(0,0,0,0)", line: { color: "#ef4444", width: 1.5 } } };
+      })()] : []),
       { type: "scatter", mode: "markers+text", name: "cluster centres", x: m.clusters.map((c) => c.x),
         y: m.clusters.map((c) => c.y), text: m.clusters.map((_, i) => "C" + (i + 1)), textposition: "top center",
         marker: { symbol: "x", size: 11, color: "#111827" }, hoverinfo: "text" },
@@ -416,7 +431,7 @@ async function mapPage() {
       xaxis: { title: { text: `axis 1 (${(100 * m.explained[0]).toFixed(0)}% of the encoding's variance)` }, zeroline: false },
       yaxis: { title: { text: `axis 2 (${(100 * m.explained[1]).toFixed(0)}%)` }, zeroline: false,
                scaleanchor: "x", scaleratio: 1 } });
-    setText("map-note", `${m.note}. ${m.method}` + (m.best_region ? ` (red circle: ${m.best_region.count} trials).` : "."));
+    setText("map-note", `${m.note}. ${m.method}` + (m.best_region ? ` (${m.best_region.count} trials).` : "."));
     fill(document.querySelector("#clusters tbody"), m.clusters.map((c, i) => row(["C" + (i + 1), c.size, fmt(c.median_value)])));
   }
   await draw();
