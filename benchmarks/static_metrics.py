@@ -84,7 +84,7 @@ def features(cells: Cells, which: str) -> tuple[np.ndarray, str, tuple[str, ...]
     X = featurize(encoder, cells.configs, cells.metrics, PROXIES)
     if which == "both":
         return X, feature_fingerprint(encoder, PROXIES), PROXIES
-    return X[:, encoder.dim:], "proxies-only", PROXIES
+    return X[:, encoder.dim + encoder.structure_dim:], "proxies-only", PROXIES
 
 
 def rank_correlation(cells: Cells, which: str, n: int, seed: int,

@@ -16,6 +16,7 @@ from service.config import get_settings
 _BENCHMARKS = {
     "quality": "benchmarks.quality",  # engine vs. peers, trials to target
     "static-metrics": "benchmarks.static_metrics",  # pruner from proxies (naslib_zc)
+    "cell-features": "benchmarks.cell_features",  # cells' structure features (naslib_zc)
     "zc-service": "benchmarks.zc_service",  # proxies' search gain through service and SDK
     "retraining": "benchmarks.retraining",  # training time; ask latency during retraining
     "ask-time": "benchmarks.ask_time",  # the engine's time per ask as history grows

@@ -62,6 +62,15 @@ class ConditionSpec(Strict):
     values: list[ChoiceValue] = Field(min_length=1, max_length=1024)
 
 
+class CellSpec(Strict):
+    """A categorical that is the operation on an edge of a DAG cell (``service.engine.cells``):
+    ``edge`` is ``[from, to]`` with from < to; ``zero`` the choice meaning "no connection"."""
+
+    name: str = Field(min_length=1, max_length=128)
+    edge: list[StrictInt] = Field(min_length=2, max_length=2)
+    zero: ChoiceValue | None = None
+
+
 class ParamSpec(Strict):
     """One parameter. Semantic rules (ranges, steps, conditions) are checked by the engine's
     space parser, whose errors name the field the same way."""
@@ -74,6 +83,7 @@ class ParamSpec(Strict):
     step: Number | None = None
     choices: list[ChoiceValue] | None = Field(default=None, min_length=1, max_length=1024)
     condition: ConditionSpec | None = None
+    cell: CellSpec | None = None
 
 
 class SpaceSpec(Strict):

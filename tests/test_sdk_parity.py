@@ -44,6 +44,8 @@ def test_create_with_a_taken_name_is_a_409_unless_load_if_exists(client_factory)
     ({"space": [*SPACE[:3], {**SPACE[3], "high": 1.0}]}, "param 'lr': high differs"),
     ({"space": [SPACE[0], SPACE[1], {**SPACE[2], "choices": ["relu"]}, SPACE[3]]},
      "param 'activation': choices differs"),
+    ({"space": [SPACE[0], SPACE[1], {**SPACE[2], "cell": {"name": "c", "edge": [0, 1]}},
+                SPACE[3]]}, "param 'activation': cell differs"),
 ])
 def test_load_if_exists_refuses_a_study_that_differs(client_factory, changes: dict,
                                                      words: str) -> None:

@@ -6,6 +6,10 @@ Layout, param by param in space order:
 - categorical: one-hot over the choices (all zeros when inactive), then the active bit likewise.
 Strategies, pruner inference and worker training all use this module, and stored weights carry
 ``Encoder.fingerprint`` so a model trained for another layout is never applied.
+
+A space whose categoricals are a cell's edges (``service.engine.cells``) also has structure
+features (``Encoder.structure``): the pruner and the GP read them after the vector; the vector
+itself, which strategies decode and step in, is the same with or without them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from service.engine.cells import CELL_FEATURES_VERSION, CellGraph
 from service.engine.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace
 
 ENCODING_VERSION = 1
@@ -49,8 +54,22 @@ class Encoder:
                 self.active_bit[param.name] = offset
                 offset += 1
         self.dim = offset
+        self.cells = _cell_graphs(space)
+        self.structure_dim = sum(graph.width for _, _, graph in self.cells)
         layout = f"v{ENCODING_VERSION}:{space.fingerprint}:{self.dim}"
+        if self.cells:  # a space without cells keeps the fingerprint its stored weights carry
+            layout += f":cells{CELL_FEATURES_VERSION}:{self.structure_dim}"
         self.fingerprint = hashlib.sha256(layout.encode()).hexdigest()[:16]
+
+    def structure(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The cells' structure features of each configuration (``CellGraph.features``, cells in
+        space order), ``(len(configs), structure_dim)``; no columns for a space without cells."""
+        parts = [np.zeros((len(configs), 0))]
+        for _, params, graph in self.cells:
+            ops = np.array([[p.index(c[p.name]) if p.name in c else -1 for p in params]
+                            for c in configs], dtype=int).reshape(len(configs), len(params))
+            parts.append(graph.features(ops))
+        return np.concatenate(parts, axis=1)
 
     def encode(self, config: Mapping[str, Any]) -> np.ndarray:
         vector = np.zeros(self.dim, dtype=np.float64)
@@ -83,6 +102,21 @@ class Encoder:
             else:
                 config[param.name] = from_unit(param, float(vector[where.start]))
         return config
+
+
+def _cell_graphs(space: SearchSpace) -> list[tuple[str, list[CategoricalParam], CellGraph]]:
+    """Each cell's name, edge params (space order) and graph, cells in order of first edge."""
+    members: dict[str, list[CategoricalParam]] = {}
+    for param in space.params:
+        if isinstance(param, CategoricalParam) and param.cell is not None:
+            members.setdefault(param.cell.cell, []).append(param)
+    out = []
+    for name, params in members.items():
+        head = params[0]
+        zero = None if head.cell.zero is None else head.index(head.cell.zero)  # type: ignore[union-attr]
+        edges = [(p.cell.source, p.cell.target) for p in params]  # type: ignore[union-attr]
+        out.append((name, params, CellGraph(edges, len(head.choices), zero)))
+    return out
 
 
 @functools.lru_cache(maxsize=256)

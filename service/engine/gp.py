@@ -35,10 +35,14 @@ _SQRT5 = math.sqrt(5.0)
 
 
 class Features:
-    """Encoder vectors with each ordinal categorical's one-hot block replaced by its position."""
+    """Encoder vectors with each ordinal categorical's one-hot block replaced by its position,
+    then the cells' structure features (``Encoder.structure``; none without cells), each cell's
+    four kinds of column (edge shares, pure paths, counts on live paths, live share) sharing
+    one lengthscale per kind. ``structure=False`` leaves them out (for measuring them)."""
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: Encoder, structure: bool = True) -> None:
         self.encoder = encoder
+        self.structure = structure and bool(encoder.cells)
         keep: list[int] = []
         self.ordinal: list[tuple[slice, np.ndarray]] = []
         for param in encoder.space.params:
@@ -51,7 +55,8 @@ class Features:
             if param.name in encoder.active_bit:
                 keep.append(encoder.active_bit[param.name])
         self.keep = np.array(sorted(keep), dtype=int)
-        self.dim = len(self.keep) + len(self.ordinal)
+        self.dim = len(self.keep) + len(self.ordinal) + (
+            encoder.structure_dim if self.structure else 0)
         # One lengthscale per param: its one-hot columns and its active bit share it.
         owner = np.zeros(encoder.dim, dtype=int)
         for i, param in enumerate(encoder.space.params):
@@ -62,6 +67,13 @@ class Features:
             i for i, p in enumerate(encoder.space.params)
             if isinstance(p, CategoricalParam) and ordinal_positions(p) is not None]]).astype(int)
         _, self.groups = np.unique(by_param, return_inverse=True)
+        if self.structure:
+            kinds = []
+            for _, _, graph in encoder.cells:
+                k = graph.n_ops
+                kinds += [np.repeat(np.arange(4), [k, k, k, 1]) + 4 * len(kinds)]
+            self.groups = np.concatenate([self.groups, np.concatenate(kinds) + (
+                int(self.groups.max()) + 1 if len(self.groups) else 0)])
 
     def __call__(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         X = self.encoder.encode_many(list(configs))
@@ -70,6 +82,8 @@ class Features:
             block = X[:, where]
             # An inactive ordinal (all zeros) sits mid-range, as the encoder does for numbers.
             parts.append(np.where(block.any(axis=1), block @ positions, 0.5)[:, None])
+        if self.structure:
+            parts.append(self.encoder.structure(list(configs)))
         return np.hstack(parts)
 
 

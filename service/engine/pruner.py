@@ -42,7 +42,8 @@ FEATURE_CLIP = 5.0
 # --- features --------------------------------------------------------------------------------
 
 def feature_fingerprint(encoder: Encoder, metric_names: Sequence[str]) -> str:
-    """Hash of the feature layout: the encoder's layout plus the static metrics, in order."""
+    """Hash of the feature layout: the encoder's layout (its cells' structure features included)
+    plus the static metrics, in order."""
     layout = json.dumps([FEATURE_VERSION, encoder.fingerprint, list(metric_names)])
     return hashlib.sha256(layout.encode()).hexdigest()[:16]
 
@@ -57,14 +58,18 @@ def signed_log1p(x: np.ndarray) -> np.ndarray:
 def featurize(encoder: Encoder, configs: Sequence[Mapping[str, Any]],
               metrics: Sequence[Mapping[str, float]] | None,
               metric_names: Sequence[str]) -> np.ndarray:
-    """Feature rows: ``encoder.encode(config)`` ++ one transformed value per static metric ++ one
-    missing bit per static metric.
+    """Feature rows: ``encoder.encode(config)`` ++ the cells' structure features
+    (``encoder.structure``, none without cells; in [0, 1] like the encoding) ++ one transformed
+    value per static metric ++ one missing bit per static metric.
 
     Values go through ``signed_log1p``; a missing or NaN metric is written as NaN with its missing
     bit set, and the model replaces NaN by its column's centre (``standardize``), so a candidate
     without metrics is predicted from its configuration alone. ``metrics`` None means none known.
     """
-    encoded = encoder.encode_many(list(configs))
+    configs = list(configs)
+    encoded = encoder.encode_many(configs)
+    if encoder.cells:
+        encoded = np.concatenate([encoded, encoder.structure(configs)], axis=1)
     k = len(metric_names)
     if metrics is not None and len(metrics) != len(configs):
         raise ValueError(f"`len(metrics) == len(configs)` must hold, got {len(metrics)} metrics "
@@ -85,9 +90,10 @@ def featurize(encoder: Encoder, configs: Sequence[Mapping[str, Any]],
 def fit_scaling(X: np.ndarray, n_metrics: int) -> tuple[np.ndarray, np.ndarray]:
     """Centre and scale per feature column, for ``standardize``.
 
-    Encoded columns and missing bits live in [0, 1]: centre 0.5, scale 0.5. Static-metric columns
-    get a robust centre (median) and scale (1.4826 x MAD, else IQR, else std, else 1), because
-    proxies carry sentinels (-1e8, -inf) that would swamp a mean and standard deviation.
+    Encoded columns (structure features too) and missing bits live in [0, 1]: centre 0.5, scale
+    0.5. Static-metric columns get a robust centre (median) and scale (1.4826 x MAD, else IQR,
+    else std, else 1), because proxies carry sentinels (-1e8, -inf) that would swamp a mean and
+    standard deviation.
     """
     X = np.asarray(X, dtype=np.float64)
     d = X.shape[1]

@@ -17,6 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from service.engine.cells import (
+    FEATURES_PER_OP,
+    MAX_CELL_EDGES,
+    MAX_CELLS,
+    CellEdge,
+    CellError,
+    parse_cell_edge,
+)
+
 # Limits a real HAS space never needs, so every ask costs time and memory polynomial in what a
 # client may declare (docs/api-contract.md, "Limits of a space").
 MAX_PARAMS = 256
@@ -25,6 +34,8 @@ MAX_CHOICES = 1024  # of one categorical
 # conditional param. It sizes every candidate matrix and the pruner's first layer (and so its
 # stored weights): 2,048 covers a DARTS cell (14 edges x 8 operations, twice) many times over.
 MAX_ENCODED_WIDTH = 2048
+# A cell annotation's limits (cells per space, edges per cell, node numbers) live beside its
+# parser in ``service.engine.cells``; its structure features count in the encoded width below.
 MAX_CONDITION_DEPTH = 8  # params on one parent chain (a child of a child of ... of a root)
 MAX_NAME_LENGTH = 128
 # Numbers must be exact in float64, which the engine computes in: integers within +-(2**53 - 1);
@@ -117,11 +128,13 @@ class IntParam:
 
 @dataclass(frozen=True)
 class CategoricalParam:
-    """One of a finite, unordered set of choices (strings, numbers or booleans)."""
+    """One of a finite, unordered set of choices (strings, numbers or booleans); ``cell`` says
+    it is the operation on an edge of a DAG cell (``service.engine.cells``), None for most."""
 
     name: str
     choices: tuple[Choice, ...]
     condition: Condition | None = None
+    cell: CellEdge | None = None
 
     def sample(self, rng: np.random.Generator) -> Choice:
         return self.choices[int(rng.integers(len(self.choices)))]
@@ -349,7 +362,7 @@ def _coerce(param: Param, value: Any, path: str) -> Any:
 _KEYS = {
     "float": {"name", "type", "low", "high", "log", "step", "condition"},
     "int": {"name", "type", "low", "high", "log", "step", "condition"},
-    "categorical": {"name", "type", "choices", "condition"},
+    "categorical": {"name", "type", "choices", "condition", "cell"},
 }
 
 
@@ -377,17 +390,60 @@ def parse_space(data: Mapping[str, Any]) -> SearchSpace:
         seen[param.name] = i
         params.append(param)
     ordered = tuple(_order_by_condition(params, seen))
+    _check_cells(params, seen)
     _check_size(ordered, seen)
     return SearchSpace(ordered)
 
 
+def _check_cells(params: list[Param], index: dict[str, int]) -> None:
+    """The edges of one cell share their choices (in order) and their zero, each edge appears
+    once, and the cells and their edges stay within ``MAX_CELLS`` and ``MAX_CELL_EDGES``."""
+    first: dict[str, CategoricalParam] = {}
+    edges: dict[str, dict[tuple[int, int], str]] = {}
+    for p in params:
+        if not isinstance(p, CategoricalParam) or p.cell is None:
+            continue
+        path = f"space.params[{index[p.name]}]"
+        cell = p.cell
+        if cell.zero is not None and not _value_possible(p, cell.zero):
+            raise SpaceError(f"{path}.cell.zero", f"must be one of the param's choices "
+                             f"{list(p.choices)}, got {cell.zero!r}")
+        head = first.setdefault(cell.cell, p)
+        if len(first) > MAX_CELLS:
+            raise SpaceError(f"{path}.cell.name", f"at most {MAX_CELLS} cells in a space, got "
+                             f"{cell.cell!r} as cell {len(first)}")
+        if [_choice_token(c) for c in p.choices] != [_choice_token(c) for c in head.choices]:
+            raise SpaceError(f"{path}.choices", f"the edges of cell {cell.cell!r} must have the "
+                             f"same choices in the same order: {head.name!r} has "
+                             f"{list(head.choices)}, got {list(p.choices)}")
+        zero = head.cell.zero  # type: ignore[union-attr]
+        if (cell.zero is None) != (zero is None) or (
+                zero is not None and not _same_choice(cell.zero, zero)):
+            raise SpaceError(f"{path}.cell.zero", f"the edges of cell {cell.cell!r} must share "
+                             f"one zero: {head.name!r} has {zero!r}, got {cell.zero!r}")
+        seen = edges.setdefault(cell.cell, {})
+        edge = (cell.source, cell.target)
+        if edge in seen:
+            raise SpaceError(f"{path}.cell.edge", f"edge {list(edge)} of cell {cell.cell!r} is "
+                             f"already {seen[edge]!r}")
+        seen[edge] = p.name
+        if len(seen) > MAX_CELL_EDGES:
+            raise SpaceError(f"{path}.cell", f"at most {MAX_CELL_EDGES} edges in a cell, got "
+                             f"{len(seen)} in {cell.cell!r}")
+
+
 def _check_size(params: tuple[Param, ...], index: dict[str, int]) -> None:
-    """The limits on what a space costs the engine: its encoded width and condition depth."""
+    """The limits on what a space costs the engine: its encoded width (with the cells'
+    structure features, which the pruner and the GP read beside it) and condition depth."""
     width = 0
+    cells: set[str] = set()
     depth: dict[str, int] = {}
     for p in params:  # parents come first
         width += (len(p.choices) if isinstance(p, CategoricalParam) else 1) + \
             (p.condition is not None)
+        if isinstance(p, CategoricalParam) and p.cell is not None and p.cell.cell not in cells:
+            cells.add(p.cell.cell)
+            width += FEATURES_PER_OP * len(p.choices) + 1
         depth[p.name] = 1 if p.condition is None else depth[p.condition.parent] + 1
         if depth[p.name] > MAX_CONDITION_DEPTH:
             raise SpaceError(f"space.params[{index[p.name]}].condition",
@@ -396,8 +452,8 @@ def _check_size(params: tuple[Param, ...], index: dict[str, int]) -> None:
     if width > MAX_ENCODED_WIDTH:
         raise SpaceError("space.params",
                          f"the encoded width (all categorical choices + one per numeric param + "
-                         f"one per conditional param) must be at most {MAX_ENCODED_WIDTH}, "
-                         f"got {width}")
+                         f"one per conditional param + {FEATURES_PER_OP} per choice of a cell + "
+                         f"one per cell) must be at most {MAX_ENCODED_WIDTH}, got {width}")
 
 
 def _parse_param(item: Any, path: str) -> Param:
@@ -416,8 +472,14 @@ def _parse_param(item: Any, path: str) -> Param:
         raise SpaceError(f"{path}.{sorted(unknown)[0]}", f"is not a field of a {kind} param")
     condition = _parse_condition(item.get("condition"), f"{path}.condition")
     if kind == "categorical":
+        cell = None
+        if item.get("cell") is not None:
+            try:
+                cell = parse_cell_edge(item["cell"], MAX_NAME_LENGTH)
+            except CellError as error:
+                raise SpaceError(f"{path}.{error.field}", error.reason) from None
         return CategoricalParam(name, _parse_choices(item.get("choices"), f"{path}.choices"),
-                                condition)
+                                condition, cell)
     log = item.get("log", False)
     if log is None:
         log = False
@@ -564,6 +626,8 @@ def param_to_dict(param: Param) -> dict[str, Any]:
     if param.condition is not None:
         out["condition"] = {"parent": param.condition.parent,
                             "values": list(param.condition.values)}
+    if isinstance(param, CategoricalParam) and param.cell is not None:
+        out["cell"] = param.cell.to_dict()
     return out
 
 

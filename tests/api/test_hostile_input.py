@@ -220,6 +220,18 @@ SPECIFIC: dict[str, list[Case]] = {
              json={"name": "a", "space": ONE_PARAM, "transfer_from": ["ab\x00"]}),
         Case("transfer_from: number", 422, "transfer_from[0]",
              json={"name": "a", "space": ONE_PARAM, "transfer_from": [5]}),
+        Case("cell edge: 100k nodes", 422, "space.params[0].cell.edge",
+             json={"name": "a", "space": {"params": [
+                 {"name": "c", "type": "categorical", "choices": ["a", "b"],
+                  "cell": {"name": "n", "edge": list(range(100_000))}}]}}),
+        Case("cell edge: node 2**70", 422, "space.params[0].cell.edge[1]",
+             json={"name": "a", "space": {"params": [
+                 {"name": "c", "type": "categorical", "choices": ["a", "b"],
+                  "cell": {"name": "n", "edge": [0, 2**70]}}]}}),
+        Case("cell zero: an object", 422, "space.params[0].cell.zero",
+             json={"name": "a", "space": {"params": [
+                 {"name": "c", "type": "categorical", "choices": ["a", "b"],
+                  "cell": {"name": "n", "edge": [0, 1], "zero": {"a": 1}}}]}}),
         Case("choices: 1025", 422, "space.params[0].choices",
              json={"name": "a", "space": {"params": [
                  {"name": "c", "type": "categorical", "choices": list(range(1025))}]}}),

@@ -150,3 +150,47 @@ def test_deterministic_defaults_to_whether_a_seed_is_given(api: TestClient, extr
     assert response.status_code == 201, response.text
     assert response.json()["deterministic"] is expected
     assert api.get(f"/v1/studies/{response.json()['id']}").json()["deterministic"] is expected
+
+
+NB201_EDGES = [(1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4)]
+
+
+def cell_space(**cell: object) -> dict:
+    """NAS-Bench-201's six edges as one annotated cell; ``cell`` overrides the last edge's."""
+    params = [{"name": f"e{a}{b}", "type": "categorical",
+               "choices": ["skip", "none", "conv3", "conv1", "pool"],
+               "cell": {"name": "normal", "edge": [a, b], "zero": "none"}}
+              for a, b in NB201_EDGES]
+    params[-1]["cell"] = {**params[-1]["cell"], **cell}
+    return {"params": params}
+
+
+def test_cell_annotation_is_stored_and_asks_work(api: TestClient) -> None:
+    response = create(api, cell_space(), seed=1)
+    assert response.status_code == 201, response.text
+    stored = response.json()["space"]["params"]
+    assert stored[0]["cell"] == {"name": "normal", "edge": [1, 2], "zero": "none"}
+    trials = api.post(f"/v1/studies/{response.json()['id']}/ask", json={"count": 3}).json()
+    assert len(trials["trials"]) == 3
+
+
+@pytest.mark.parametrize(("space", "field", "words"), [
+    (cell_space(edge=[4, 3]), "space.params[5].cell.edge", "`from < to` must hold"),
+    (cell_space(edge=[3, 64]), "space.params[5].cell.edge[1]", "0..63"),
+    (cell_space(edge=[3, 4, 5]), "space.params[5].cell.edge", ""),
+    (cell_space(edge=["3", 4]), "space.params[5].cell.edge[0]", ""),
+    (cell_space(edge=[1, 2]), "space.params[5].cell.edge", "already 'e12'"),
+    (cell_space(zero="zero"), "space.params[5].cell.zero", "one of the param's choices"),
+    (cell_space(zero="skip"), "space.params[5].cell.zero", "share one zero"),
+    (cell_space(name=""), "space.params[5].cell.name", ""),
+    (cell_space(colour="red"), "space.params[5].cell.colour", ""),
+    ({"params": [*cell_space()["params"][:5],
+                 {**cell_space()["params"][5], "choices": ["skip", "none", "conv3"]}]},
+     "space.params[5].choices", "same choices in the same order"),
+    ({"params": [{"name": "w", "type": "int", "low": 1, "high": 4,
+                  "cell": {"name": "normal", "edge": [0, 1]}}]}, "space.params[0].cell",
+     "not a field of a int param"),
+])
+def test_bad_cell_annotation_is_422_naming_the_field(api: TestClient, space: dict, field: str,
+                                                     words: str) -> None:
+    test_invalid_space_is_422_naming_the_field(api, space, field, words)

@@ -37,6 +37,10 @@ def _normal(param: Mapping[str, Any]) -> dict[str, Any]:
     condition = param.get("condition")
     out["condition"] = None if not condition else (
         condition["parent"], sorted(_choice(v) for v in condition["values"]))
+    cell = param.get("cell")
+    out["cell"] = None if not cell else (
+        cell["name"], tuple(cell["edge"]),
+        None if cell.get("zero") is None else _choice(cell["zero"]))
     return out
 
 
