@@ -219,13 +219,16 @@ def count_finished(session: Session, study_id: str) -> int:
 
 def finished_digest_batches(session: Session, study_id: str, batch: int = 5000):
     """Finished trials in number order as column batches (number, value, state, strategy,
-    exploration, predicted): the proposal's fields are read in SQL, so no row object is built."""
+    exploration, predicted): the proposal's fields are read in SQL, so no row object is built,
+    and through the session's connection (Core), not the ORM's result machinery: at 100,000
+    rows the ORM's per-row handling was a fifth of the history insight's time."""
     proposal = Trial.proposal
     columns = (Trial.number, Trial.value, Trial.state, proposal["strategy"].as_string(),
                proposal["exploration"].as_float(), proposal["predicted"].as_float())
+    connection = session.connection()
     last = -1
     while True:
-        rows = session.execute(
+        rows = connection.execute(
             select(*columns).where(Trial.study_id == study_id,
                                    Trial.state.in_(FINISHED_STATES), Trial.number > last)
             .order_by(Trial.number).limit(batch)).all()
