@@ -166,6 +166,11 @@ def seed_study(database_url: str, study_id: str, n: int, reported: int, pruned: 
                      "metrics": {"spearman_holdout": 0.3 + 0.1 * v}, "device": "cpu",
                      "seconds": 2.0 + v, "active": True, "created_at": start}
                     for v in range(versions)])
+        # What autovacuum does to a table that grew over days: the planner's statistics (the
+        # first pages would otherwise be planned on an empty table's).
+        with engine.connect() as connection:
+            connection.exec_driver_sql("ANALYZE trials, trial_reports, pruned_candidates")
+            connection.commit()
     finally:
         engine.dispose()
     return {"trials": n, "reports": reports, "pruned": pruned, "versions": versions,
