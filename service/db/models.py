@@ -113,6 +113,8 @@ class Trial(Base):
         UniqueConstraint("study_id", "number", name="uq_trials_study_number"),
         Index("ix_trials_study_revision", "study_id", "revision"),
         Index("ix_trials_study_state", "study_id", "state"),
+        # A study's best complete trials: the first entries of one range (``best``).
+        Index("ix_trials_study_state_value", "study_id", "state", "value", "number"),
         Index("ix_trials_study_client", "study_id", "client_id"),
         Index("ix_trials_state_deadline", "state", "deadline_at"),
     )

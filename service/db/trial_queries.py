@@ -219,20 +219,26 @@ def count_finished(session: Session, study_id: str) -> int:
 
 def finished_digest_batches(session: Session, study_id: str, batch: int = 5000):
     """Finished trials in number order as column batches (number, value, state, strategy,
-    exploration, predicted): the proposal's fields are read in SQL, so no row object is built."""
+    exploration, predicted): the proposal's fields are read in SQL, so no row object is built,
+    and through the session's connection (Core), not the ORM's result machinery.
+
+    Each batch is a range of ``batch`` trial numbers, not "the next ``batch`` rows": whatever
+    plan PostgreSQL picks (without fresh statistics it picked the (study, state) index, then
+    sorted and parsed the JSON of every finished trial past the cursor, each batch: 9 s at
+    100,000 trials instead of 1), a batch reads at most ``batch`` rows."""
     proposal = Trial.proposal
     columns = (Trial.number, Trial.value, Trial.state, proposal["strategy"].as_string(),
                proposal["exploration"].as_float(), proposal["predicted"].as_float())
-    last = -1
-    while True:
-        rows = session.execute(
+    connection = session.connection()
+    end = max_number(session, study_id)
+    for low in range(0, end + 1, batch):
+        rows = connection.execute(
             select(*columns).where(Trial.study_id == study_id,
-                                   Trial.state.in_(FINISHED_STATES), Trial.number > last)
-            .order_by(Trial.number).limit(batch)).all()
-        if not rows:
-            return
-        yield [list(column) for column in zip(*rows, strict=True)]
-        last = rows[-1][0]
+                                   Trial.state.in_(FINISHED_STATES),
+                                   Trial.number >= low, Trial.number < low + batch)
+            .order_by(Trial.number)).all()
+        if rows:
+            yield [list(column) for column in zip(*rows, strict=True)]
 
 
 def sample_complete(session: Session, study_id: str, direction: str, every: int,

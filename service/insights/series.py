@@ -8,6 +8,7 @@ the best-so-far line at each improvement (thinned past ``max_points``), and per-
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,36 +61,54 @@ class HistoryDigest:
         self.strategies: set[str] = set()
 
     def add(self, numbers, values, states, strategies, explorations, predicted) -> None:
-        """One batch: parallel sequences of equal length, ``values`` possibly None."""
-        for i, number in enumerate(numbers):
-            value = values[i]
-            state = states[i]
-            strategy = strategies[i] or "enqueued"
-            position = self.seen
-            self.seen += 1
-            self.strategies.add(strategy)
-            b = self.bins[min(position * self.n_bins // max(self.total, 1), self.n_bins - 1)]
+        """One batch: parallel sequences of equal length, ``values`` possibly None.
+
+        Row by row in effect (bins, best-so-far and sample as a loop over the rows would leave
+        them), computed per batch with numpy: at 100,000 rows a Python loop per row was a third
+        of the history insight's time."""
+        n = len(numbers)
+        if n == 0:
+            return
+        names = [name or "enqueued" for name in strategies]
+        self.strategies.update(names)
+        positions = np.arange(self.seen, self.seen + n)
+        self.seen += n
+        # The best-so-far: a row improves when its loss is below the running minimum of the
+        # rows before it (NaN never improves; as +inf it never lowers the minimum either).
+        loss = np.array([self.sign * float(v) if v is not None and s == "complete" else math.inf
+                         for v, s in zip(values, states, strict=True)])
+        loss[np.isnan(loss)] = math.inf
+        running = np.minimum.accumulate(np.concatenate(([self.best], loss)))
+        improved = np.flatnonzero(loss < running[:-1])
+        self.best = float(running[-1])
+        for i in improved:
+            self.best_number.append(int(numbers[i]))
+            self.best_value.append(float(values[i]))
+        bins = np.minimum(positions * self.n_bins // max(self.total, 1), self.n_bins - 1)
+        edges = np.flatnonzero(np.diff(bins)) + 1  # positions rise: each bin is one run
+        for begin, end in zip([0, *edges.tolist()], [*edges.tolist(), n], strict=True):
+            b = self.bins[int(bins[begin])]
             if b.first < 0:
-                b.first = int(number)
-            b.last = int(number)
-            b.count += 1
-            b.by_strategy[strategy] = b.by_strategy.get(strategy, 0) + 1
-            if explorations[i] is not None:
-                b.exploration_sum += float(explorations[i])
-                b.exploration_n += 1
-            if value is not None and state == "complete":
-                loss = self.sign * float(value)
-                if loss < self.best:
-                    self.best = loss
-                    self.best_number.append(int(number))
-                    self.best_value.append(float(value))
-                    b.improved_by[strategy] = b.improved_by.get(strategy, 0) + 1
-            if position % self.stride == 0:
-                self.points["number"].append(int(number))
-                self.points["value"].append(None if value is None else float(value))
-                self.points["state"].append(state)
-                self.points["strategy"].append(strategy)
-                self.points["predicted"].append(predicted[i])
+                b.first = int(numbers[begin])
+            b.last = int(numbers[end - 1])
+            b.count += int(end - begin)
+            for name, count in Counter(names[begin:end]).items():
+                b.by_strategy[name] = b.by_strategy.get(name, 0) + count
+            total, counted = b.exploration_sum, b.exploration_n
+            for x in explorations[begin:end]:
+                if x is not None:
+                    total += float(x)
+                    counted += 1
+            b.exploration_sum, b.exploration_n = total, counted
+            for i in improved[(improved >= begin) & (improved < end)]:
+                b.improved_by[names[i]] = b.improved_by.get(names[i], 0) + 1
+        for i in np.flatnonzero(positions % self.stride == 0):
+            value = values[i]
+            self.points["number"].append(int(numbers[i]))
+            self.points["value"].append(None if value is None else float(value))
+            self.points["state"].append(states[i])
+            self.points["strategy"].append(names[i])
+            self.points["predicted"].append(predicted[i])
 
     def summary(self) -> dict[str, Any]:
         numbers, values = self.best_number, self.best_value
