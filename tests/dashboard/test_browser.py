@@ -161,12 +161,15 @@ def test_study_page_plots_hold_the_points_the_api_sent(tab: Page, client: httpx.
     page = tab.open(f"/ui/studies/{sid}")
     with_value = sum(v is not None for v in history["points"]["value"])
     assert tab.count("#history-plot .scatterlayer .point") == with_value
-    assert tab.count("#parcoords-plot canvas") > 0  # parallel coordinates draw on canvas
-    assert page.evaluate("document.getElementById('parcoords-plot').data[0]"
-                         ".dimensions[0].values.length") == params["shown"]
+    # parallel coordinates: one polyline per trial shown, each ending with a null separator
+    lines = page.evaluate("document.getElementById('parcoords-plot').data"
+                          ".reduce((n, t) => n + t.x.filter(v => v === null).length, 0)")
+    assert lines == params["shown"]
+    assert tab.count("#parcoords-plot .scatterlayer .trace path.js-line") >= 1
     assert tab.count("#importance-plot .bars .point") == len(SPACE["params"])
-    assert tab.count("#slices .plot") == len(SPACE["params"])
-    assert tab.count("#slice-0 .scatterlayer .point") == params["shown"]  # every param is set
+    assert tab.count("#slices-plot .scatterlayer .trace") == len(SPACE["params"])
+    assert tab.count("#slices-plot .scatterlayer .point") == params["shown"] * len(
+        SPACE["params"])  # every param is set in every trial
     curves = client.get(f"/v1/studies/{sid}/insights/curves").json()["curves"]
     assert curves and tab.count("#curves-plot .scatterlayer .trace") == len(curves)
     assert page.inner_text("#study-name") == "browser-study"

@@ -99,7 +99,11 @@ function colors(i) {
 function plot(id, traces, layout) {
   const base = { margin: { l: 55, r: 20, t: 10, b: 45 }, hovermode: "closest",
                  legend: { orientation: "h", y: -0.2 }, font: { size: 11 } };
-  return Plotly.react(id, traces, Object.assign(base, layout || {}), PLOT_CONFIG);
+  const started = performance.now();  // window.__plotTimings: each draw's time, for profiling
+  return Plotly.react(id, traces, Object.assign(base, layout || {}), PLOT_CONFIG).then((gd) => {
+    (window.__plotTimings = window.__plotTimings || []).push([id, performance.now() - started]);
+    return gd;
+  });
 }
 
 // Re-run `refresh` when the study's revision changes (polled; no full reload). A redraw of a
@@ -198,43 +202,93 @@ async function drawHistory() {
   return h;
 }
 
-function paramAxis(p, column) {
+// Parallel coordinates drawn as SVG lines, one trace per value band: Plotly's own parcoords is
+// WebGL, which a machine without a GPU draws in software (seconds for a thousand lines).
+const BANDS = ["#440154", "#414487", "#2a788e", "#22a884", "#7ad151", "#fde725"];  // viridis
+
+function axisPosition(p, v) {
+  if (v === null || v === undefined) return null;
   if (p.type === "categorical") {
-    const labels = p.choices.map(String);
-    return { label: p.name, values: column.map((v) => (v === null || v === undefined ? -1 : labels.indexOf(String(v)))),
-             tickvals: labels.map((_, i) => i), ticktext: labels };
+    const k = p.choices.map(String).indexOf(String(v));
+    return p.choices.length > 1 ? k / (p.choices.length - 1) : 0.5;
   }
-  if (p.log) return { label: `log10(${p.name})`, values: column.map((v) => (v === null || v === undefined ? null : Math.log10(v))) };
-  return { label: p.name, values: column };
+  const [lo, hi, x] = p.log ? [Math.log10(p.low), Math.log10(p.high), Math.log10(v)] : [p.low, p.high, v];
+  return hi > lo ? (x - lo) / (hi - lo) : 0.5;
+}
+
+function parallelCoordinates(d) {
+  const axes = d.params.length;
+  const lo = Math.min(...d.values), hi = Math.max(...d.values);
+  const rank = d.values.map((v, k) => k).sort((a, b) => d.values[a] - d.values[b]);
+  const band = new Array(d.values.length);
+  rank.forEach((k, r) => { band[k] = Math.min(BANDS.length - 1, Math.floor(r * BANDS.length / rank.length)); });
+  const minimize = d.direction === "minimize";
+  const traces = BANDS.map((color, b) => ({ type: "scatter", mode: "lines", hoverinfo: "skip",
+    name: "", showlegend: false, line: { color: minimize ? BANDS[BANDS.length - 1 - b] : color, width: 1 },
+    opacity: 0.55, x: [], y: [] }));
+  d.values.forEach((value, k) => {
+    const t = traces[band[k]];
+    d.params.forEach((p, a) => { t.x.push(a); t.y.push(axisPosition(p, d.columns[p.name][k])); });
+    t.x.push(axes, null);
+    t.y.push(hi > lo ? (value - lo) / (hi - lo) : 0.5, null);
+  });
+  // The better bands are drawn last, on top.
+  const ordered = minimize ? traces.reverse() : traces;
+  const annotations = [];
+  const shapes = [];
+  const tick = (x, y, text, anchor) => annotations.push({ x, y, text, showarrow: false, xanchor: anchor || "right",
+    font: { size: 9, color: "#6b7280" }, xshift: anchor === "left" ? 4 : -4 });
+  d.params.forEach((p, a) => {
+    shapes.push({ type: "line", x0: a, x1: a, y0: 0, y1: 1, line: { color: "#9ca3af", width: 1 } });
+    annotations.push({ x: a, y: 1.06, text: p.log ? `log ${p.name}` : p.name, showarrow: false, font: { size: 11 } });
+    if (p.type === "categorical") {
+      p.choices.forEach((c) => tick(a, axisPosition(p, c), String(c)));
+    } else {
+      tick(a, 0, fmt(p.low)); tick(a, 1, fmt(p.high));
+    }
+  });
+  shapes.push({ type: "line", x0: axes, x1: axes, y0: 0, y1: 1, line: { color: "#111827", width: 1.5 } });
+  annotations.push({ x: axes, y: 1.06, text: "value", showarrow: false, font: { size: 11 } });
+  tick(axes, 0, fmt(lo), "left"); tick(axes, 1, fmt(hi), "left");
+  return plot("parcoords-plot", ordered.filter((t) => t.x.length), {
+    shapes, annotations, hovermode: false, showlegend: false, margin: { l: 70, r: 50, t: 30, b: 10 },
+    xaxis: { visible: false, range: [-0.3, axes + 0.3] }, yaxis: { visible: false, range: [-0.05, 1.1] } });
+}
+
+// One figure with a subplot per parameter: one Plotly call instead of one per plot.
+function slicePlots(d) {
+  const ranked = [...d.params].sort((a, b) => (d.importance[b.name] || 0) - (d.importance[a.name] || 0)).slice(0, 12);
+  const columns = Math.min(3, ranked.length);
+  const rows = Math.ceil(ranked.length / columns);
+  document.getElementById("slices-plot").style.height = `${Math.max(1, rows) * 240}px`;
+  const layout = { grid: { rows, columns, pattern: "independent", ygap: 0.35, xgap: 0.08 },
+                   showlegend: false, margin: { l: 45, r: 10, t: 25, b: 30 }, annotations: [] };
+  const traces = ranked.map((p, i) => {
+    const xs = d.columns[p.name];
+    const keep = xs.map((v, k) => k).filter((k) => xs[k] !== null && xs[k] !== undefined);
+    const suffix = i === 0 ? "" : String(i + 1);
+    layout["xaxis" + suffix] = { type: p.type === "categorical" ? "category" : (p.log ? "log" : "linear"),
+                                 title: { text: p.name, font: { size: 11 }, standoff: 2 } };
+    return { type: "scatter", mode: "markers", xaxis: "x" + suffix, yaxis: "y" + suffix, name: p.name,
+      x: keep.map((k) => (p.type === "categorical" ? String(xs[k]) : xs[k])), y: keep.map((k) => d.values[k]),
+      marker: { size: 5, color: keep.map((k) => d.numbers[k]), colorscale: "Blues", opacity: 0.8 },
+      hovertemplate: p.name + "=%{x}<br>value %{y}<extra></extra>" };
+  });
+  return plot("slices-plot", traces, layout);
 }
 
 async function drawParams() {
   const d = await api(studyPath("/insights/params?max_points=1000"));
-  setText("params-note", d.note + " · line colour: value");
-  const dims = d.params.map((p) => paramAxis(p, d.columns[p.name]));
-  dims.push({ label: "value", values: d.values });
-  const reversed = d.direction === "minimize";
-  await plot("parcoords-plot", [{ type: "parcoords", dimensions: dims,
-    line: { color: d.values, colorscale: "Viridis", reversescale: reversed, showscale: true } }],
-    { margin: { l: 60, r: 60, t: 40, b: 20 } });
+  setText("params-note", d.note + " · one line per trial, its colour the value's band (sixths of "
+    + "the shown trials, yellow the best)");
   const order = Object.entries(d.importance).sort((a, b) => a[1] - b[1]);
-  await plot("importance-plot", [{ type: "bar", orientation: "h", x: order.map((e) => e[1]),
-    y: order.map((e) => e[0]), marker: { color: "#2563eb" } }],
-    { margin: { l: 120, r: 20, t: 10, b: 40 }, xaxis: { title: { text: "share of importance" }, range: [0, 1] } });
+  await Promise.all([
+    d.values.length ? parallelCoordinates(d) : Promise.resolve(),
+    plot("importance-plot", [{ type: "bar", orientation: "h", x: order.map((e) => e[1]),
+      y: order.map((e) => e[0]), marker: { color: "#2563eb" } }],
+      { margin: { l: 120, r: 20, t: 10, b: 40 }, xaxis: { title: { text: "share of importance" }, range: [0, 1] } }),
+    slicePlots(d)]);
   setText("importance-note", "Method: " + d.importance_method + ", over the " + d.shown + " trials shown above.");
-  const slices = document.getElementById("slices");
-  const ranked = [...d.params].sort((a, b) => (d.importance[b.name] || 0) - (d.importance[a.name] || 0)).slice(0, 12);
-  slices.replaceChildren(...ranked.map((p, i) => el("div", null, { id: "slice-" + i, class: "plot" })));
-  await Promise.all(ranked.map((p, i) => {
-    const xs = d.columns[p.name];
-    const keep = xs.map((v, k) => k).filter((k) => xs[k] !== null && xs[k] !== undefined);
-    return plot("slice-" + i, [{ type: "scatter", mode: "markers", x: keep.map((k) => (p.type === "categorical" ? String(xs[k]) : xs[k])),
-      y: keep.map((k) => d.values[k]), customdata: keep.map((k) => d.trial_ids[k]),
-      marker: { size: 5, color: keep.map((k) => d.numbers[k]), colorscale: "Blues", opacity: 0.8 },
-      hovertemplate: p.name + "=%{x}<br>value %{y}<extra></extra>" }],
-      { margin: { l: 50, r: 10, t: 25, b: 40 }, title: { text: p.name, font: { size: 12 } },
-        xaxis: { type: p.type === "categorical" ? "category" : (p.log ? "log" : "linear") } });
-  }));
   return d;
 }
 
