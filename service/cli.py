@@ -26,6 +26,7 @@ _BENCHMARKS = {
     "multifidelity": "benchmarks.multifidelity",  # early stopping: epochs to target vs. peers
     "report-latency": "benchmarks.report_latency",  # a report's cost at 100 / 10,000 trials
     "multi-server": "benchmarks.multi_server",  # servers sharing PostgreSQL + Redis, checked
+    "parallel": "benchmarks.parallel",  # 8 asynchronous workers vs. sequential, simulated time
 }
 
 
