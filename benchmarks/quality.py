@@ -22,15 +22,20 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import multiprocessing  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from benchmarks.optimizers import ENGINE, METHODS, PEERS  # noqa: E402
-from benchmarks.runner import collect, run_and_store, run_path, select_methods  # noqa: E402
-from benchmarks.tasks import task_names  # noqa: E402
+from benchmarks.runner import (  # noqa: E402
+    add_cache_options,
+    finish,
+    run_and_store,
+    run_path,
+    run_pool,
+    select_methods,
+    tasks_or_exit,
+)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 # Cheap methods first, so a partial cache is useful early; SMAC (~0.5 s per ask) last.
@@ -58,10 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "on runs it was not tuned on; use a separate --out, as the report "
                          "aggregates every cached seed")
     ap.add_argument("--budget", type=int, default=200, help="trials per run (default 200)")
-    ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
-    ap.add_argument("--force", action="store_true", help="recompute cached runs")
-    ap.add_argument("--report-only", action="store_true", help="only aggregate the cache")
+    add_cache_options(ap, DEFAULT_OUT)
     ap.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     return ap.parse_args(argv)
 
@@ -72,25 +74,16 @@ def fill_cache(tasks: list[str], methods: list[str], seeds: range, budget: int, 
     todo = [(t, m, s) for m in methods for t in tasks for s in seeds
             if force or not run_path(out, t, m, s, budget).exists()]
     todo.sort(key=lambda x: (COST_ORDER.get(x[1], 5), x[1], x[0], x[2]))
-    failures: list[str] = []
     if not todo:
-        return failures
+        return []
     print(f"{len(todo)} runs to compute with {jobs} worker(s)", flush=True)
-    t_start = time.time()
-    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked thread pools
-    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
-        futures = {pool.submit(run_and_store, str(out), t, m, s, budget): f"{t} {m} seed {s}"
-                   for t, m, s in todo}
-        collect(futures, t_start, failures, lambda result: f"{result[1]:.1f}s")
-    return failures
+    return run_pool([(run_and_store, (str(out), t, m, s, budget), f"{t} {m} seed {s}")
+                     for t, m, s in todo], jobs, time.time())
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        tasks = task_names(args.tasks)
-    except KeyError as exc:
-        raise SystemExit(str(exc)) from None
+    tasks = tasks_or_exit(args.tasks)
     methods = method_names(args.methods)
     failures: list[str] = []
     if not args.report_only:
@@ -102,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     table = build_report(args.out, tasks, methods, args.budget, plots=not args.no_plots,
                          failures=failures)
-    print(table)
-    if failures:
-        print(f"\n{len(failures)} run(s) failed:", *failures[:20], sep="\n  ", file=sys.stderr)
-    return 1 if failures else 0
+    return finish(table, failures)
 
 
 if __name__ == "__main__":

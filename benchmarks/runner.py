@@ -8,14 +8,17 @@ library versions it ran with; the report lists them.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.metadata
 import json
+import multiprocessing
 import os
+import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, as_completed
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,16 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def read_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """The cached runs among ``paths``, in order; a path not computed yet is passed over."""
+    runs = []
+    for path in paths:
+        if path.exists():
+            with open(path) as fh:
+                runs.append(json.load(fh))
+    return runs
+
+
 def load_runs(root: Path, tasks: list[str], methods: list[str], budget: int) -> list[dict]:
     """Every cached run of these tasks and methods at this budget (any seed)."""
     runs = []
@@ -113,3 +126,53 @@ def collect(futures: Mapping[Future, str], t_start: float, failures: list[str],
             continue
         print(f"[{done}/{total} {time.time() - t_start:7.0f}s] {label}: {describe(result)}",
               flush=True)
+
+
+Job = tuple[Callable[..., tuple[str, float]], tuple, str]  # (entry point, its arguments, label)
+
+
+def run_pool(jobs: Sequence[Job], n_workers: int, t_start: float) -> list[str]:
+    """Run each job's entry point (returning (path, wall seconds)) in a pool of fresh, spawned
+    interpreters (no forked thread pools), reported by `collect`; one line per failed job. The
+    children inherit one BLAS/OpenMP thread each (unless set otherwise): timings stay comparable
+    and the shared cores are not oversubscribed."""
+    failures: list[str] = []
+    if not jobs:
+        return failures
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, n_workers), mp_context=ctx) as pool:
+        futures = {pool.submit(fn, *args): label for fn, args, label in jobs}
+        collect(futures, t_start, failures, lambda result: f"{result[1]:.1f}s")
+    return failures
+
+
+# The command lines' common parts: every cached benchmark reads and ends the same way.
+
+def add_cache_options(ap: argparse.ArgumentParser, out: Path, jobs: int = 2) -> None:
+    """--jobs, --out, --force and --report-only: how many worker processes fill the cache, where
+    it and the report go, what to recompute."""
+    ap.add_argument("--jobs", type=int, default=jobs, help=f"worker processes (default {jobs})")
+    ap.add_argument("--out", type=Path, default=out, help="results folder")
+    ap.add_argument("--force", action="store_true", help="recompute cached runs")
+    ap.add_argument("--report-only", action="store_true", help="only aggregate the cache")
+
+
+def tasks_or_exit(spec: str | None) -> list[str]:
+    """The tasks a ``--tasks`` spec names (the dev suite for none); an unknown one ends the
+    command with the known ones listed."""
+    from benchmarks.tasks import task_names
+
+    try:
+        return task_names(spec)
+    except KeyError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def finish(table: str, failures: Sequence[str]) -> int:
+    """Print the report's table and the failed runs; the command's exit status."""
+    print(table)
+    if failures:
+        print(f"\n{len(failures)} run(s) failed:", *failures[:20], sep="\n  ", file=sys.stderr)
+    return 1 if failures else 0

@@ -122,6 +122,12 @@ def active_only(params: list[Param], config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def clean(params: list[Param], raw: dict[str, Any]) -> dict[str, Any]:
+    """What the objective sees of an optimizer's `raw` configuration: the active params only,
+    snapped to their grid, as plain Python scalars (identically for every method)."""
+    return {k: to_builtin(v) for k, v in active_only(params, raw).items()}
+
+
 def sample(params: list[Param], rng: np.random.Generator) -> dict[str, Any]:
     """A uniform random configuration holding exactly the active params."""
     config: dict[str, Any] = {}

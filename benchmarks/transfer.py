@@ -42,11 +42,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import multiprocessing  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -55,7 +53,14 @@ import numpy as np  # noqa: E402
 from benchmarks import scores  # noqa: E402
 from benchmarks import space as sp  # noqa: E402
 from benchmarks.optimizers.optuna_tpe import OptunaTPE  # noqa: E402
-from benchmarks.runner import collect, select_methods  # noqa: E402
+from benchmarks.runner import (  # noqa: E402
+    add_cache_options,
+    finish,
+    read_records,
+    run_pool,
+    select_methods,
+    tasks_or_exit,
+)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 METHODS: tuple[str, ...] = ("dyesp-cold", "dyesp-transfer", "dyesp-negative", "tpe-warm",
@@ -253,7 +258,7 @@ def run_to_target(optimizer: Any, task: Any, budget: int, min_trials: int = 0,
         t0 = time.perf_counter()
         raw = optimizer.ask()
         ask_s.append(time.perf_counter() - t0)
-        params = {k: sp.to_builtin(v) for k, v in sp.active_only(params_list, raw).items()}
+        params = sp.clean(params_list, raw)
         value = float(task.objective(params))
         optimizer.tell(raw, value)
         info = getattr(optimizer, "last_info", None)
@@ -302,20 +307,6 @@ def run_and_store(root: str, task_name: str, method: str, seed: int, budget: int
     return str(path), rec["wall_s"]
 
 
-# ------------------------------------------------------------------------------------- the pool
-
-def _pool_run(jobs: list[tuple[Callable[..., tuple[str, float]], tuple, str]],
-              n_workers: int, t_start: float) -> list[str]:
-    failures: list[str] = []
-    if not jobs:
-        return failures
-    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked thread pools
-    with ProcessPoolExecutor(max_workers=max(1, n_workers), mp_context=ctx) as pool:
-        futures = {pool.submit(fn, *args): label for fn, args, label in jobs}
-        collect(futures, t_start, failures, lambda result: f"{result[1]:.1f}s")
-    return failures
-
-
 def fill_cache(tasks: list[str], methods: list[str], seeds: int, budget: int, prior_budget: int,
                jobs: int, out: Path, force: bool = False,
                prior_seed: int = PRIOR_SEED) -> list[str]:
@@ -333,7 +324,7 @@ def fill_cache(tasks: list[str], methods: list[str], seeds: int, budget: int, pr
                                                               prior_seed).exists()]
     if todo_p:
         print(f"{len(todo_p)} prior runs to compute with {jobs} worker(s)", flush=True)
-    failures = _pool_run(todo_p, jobs, t_start)
+    failures = run_pool(todo_p, jobs, t_start)
     missing = {s for s in prior_tasks if not prior_path(out, s, prior_budget, prior_seed).exists()}
     todo = []
     for t in tasks:  # task by task, so a partial cache already holds complete rows
@@ -349,7 +340,7 @@ def fill_cache(tasks: list[str], methods: list[str], seeds: int, budget: int, pr
                                  f"{t} {m} seed {seed}"))
     if todo:
         print(f"{len(todo)} evaluation runs to compute with {jobs} worker(s)", flush=True)
-    failures += _pool_run(todo, jobs, t_start)
+    failures += run_pool(todo, jobs, t_start)
     return failures
 
 
@@ -368,12 +359,8 @@ def summarise(out: Path, tasks: list[str], methods: list[str], seeds: int, budge
     for t in tasks:
         per: dict[str, Any] = {}
         for m in methods:
-            recs = []
-            for seed in range(seeds):
-                path = run_file(out, t, m, seed, budget, prior_budget, prior_seed)
-                if path.exists():
-                    with open(path) as fh:
-                        recs.append(json.load(fh))
+            recs = read_records(run_file(out, t, m, seed, budget, prior_budget, prior_seed)
+                                for seed in range(seeds))
             if not recs:
                 continue
             ttt = [r["trials_to_target"] for r in recs]
@@ -627,21 +614,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="trials per prior study (default 200)")
     ap.add_argument("--prior-seed", type=int, default=PRIOR_SEED,
                     help=f"seed of the prior runs (default {PRIOR_SEED})")
-    ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
-    ap.add_argument("--force", action="store_true", help="recompute cached runs")
-    ap.add_argument("--report-only", action="store_true", help="only aggregate the cache")
+    add_cache_options(ap, DEFAULT_OUT)
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from benchmarks.tasks import task_names
-
-    try:
-        tasks = task_names(args.tasks)
-    except KeyError as exc:
-        raise SystemExit(str(exc)) from None
+    tasks = tasks_or_exit(args.tasks)
     methods = select_methods(args.methods, list(METHODS))
     failures: list[str] = []
     if not args.report_only:
@@ -649,10 +628,7 @@ def main(argv: list[str] | None = None) -> int:
                               args.jobs, args.out, args.force, args.prior_seed)
     md = build_report(args.out, tasks, methods, args.seeds, args.budget, args.prior_budget,
                       args.prior_seed, failures)
-    print(md)
-    if failures:
-        print(f"\n{len(failures)} run(s) failed:", *failures[:20], sep="\n  ", file=sys.stderr)
-    return 1 if failures else 0
+    return finish(md, failures)
 
 
 if __name__ == "__main__":

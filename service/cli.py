@@ -28,6 +28,7 @@ _BENCHMARKS = {
     "report-latency": "benchmarks.report_latency",  # a report's cost at 100 / 10,000 trials
     "multi-server": "benchmarks.multi_server",  # servers sharing PostgreSQL + Redis, checked
     "dashboard": "benchmarks.dashboard",  # every dashboard page of a 100,000-trial study
+    "parallel": "benchmarks.parallel",  # 8 asynchronous workers vs. sequential, simulated time
 }
 
 

@@ -39,7 +39,7 @@ from benchmarks.multifidelity.tasks import (  # noqa: E402
     get_mf_task,
     mf_task_names,
 )
-from benchmarks.runner import collect, select_methods  # noqa: E402
+from benchmarks.runner import collect, finish, select_methods  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results"
 # Cheap methods first, so a partial cache is useful early.
@@ -145,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     table, result = build(args.out, tasks, methods, budgets, args.seeds, command.strip(),
                           failures, notes, dehb_versions=dehb_versions())
     write(args.out, result)
-    print(table)
-    if failures:
-        print(f"\n{len(failures)} run(s) failed:", *failures[:20], sep="\n  ", file=sys.stderr)
-    return 1 if failures else 0
+    return finish(table, failures)
 
 
 if __name__ == "__main__":

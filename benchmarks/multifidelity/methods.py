@@ -11,7 +11,6 @@ Imports are lazy so the harness loads without the bench extras.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -23,15 +22,11 @@ from benchmarks.optimizers.optuna_tpe import suggest
 Driver = Callable[[MFTask, Ledger, int], None]
 
 
-def clean(params_list: list[sp.Param], raw: dict[str, Any]) -> dict[str, Any]:
-    return {k: sp.to_builtin(v) for k, v in sp.active_only(params_list, raw).items()}
-
-
 def random_full(task: MFTask, ledger: Ledger, seed: int) -> None:
     params_list = sp.parse(task.space)
     rng = np.random.default_rng(seed)
     while True:
-        ledger.start(clean(params_list, sp.sample(params_list, rng))).advance(task.fmax)
+        ledger.start(sp.clean(params_list, sp.sample(params_list, rng))).advance(task.fmax)
 
 
 # -- Optuna -----------------------------------------------------------------------------------
@@ -54,7 +49,7 @@ def optuna_driver(sampler: str, pruner: str | None) -> Driver:
         params_list = sp.parse(task.space)
         while True:
             trial = study.ask()
-            run = ledger.start(clean(params_list, suggest(trial, params_list)))
+            run = ledger.start(sp.clean(params_list, suggest(trial, params_list)))
             if pruner is None:
                 value = run.advance(task.fmax)
                 study.tell(trial, value)
@@ -88,7 +83,7 @@ def dyesp_driver(early_stopping: bool) -> Driver:
         params_list = sp.parse(task.space)
         while True:
             suggestion = opt.ask()
-            run = ledger.start(clean(params_list, suggestion.params))
+            run = ledger.start(sp.clean(params_list, suggestion.params))
             if not early_stopping:
                 value = run.advance(task.fmax)
                 opt.tell(suggestion, value)

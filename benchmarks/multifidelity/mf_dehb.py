@@ -92,8 +92,7 @@ def drive(task: MFTask, ledger: Ledger, seed: int) -> None:
     try:
         while True:
             job = dehb.ask()
-            params = {k: sp.to_builtin(v)
-                      for k, v in sp.active_only(params_list, job["config"]).items()}
+            params = sp.clean(params_list, job["config"])
             step = task.nearest_step(job["fidelity"])
             value = ledger.evaluate(params, step)
             dehb.tell(job["id"], task.sign * value, float(step))

@@ -44,8 +44,7 @@ def drive(task: MFTask, ledger: Ledger, seed: int) -> None:
                                    overwrite=True, logging_level=40)
         while True:
             info = smac.ask()
-            params = {k: sp.to_builtin(v) for k, v in
-                      sp.active_only(params_list, dict(info.config)).items()}
+            params = sp.clean(params_list, dict(info.config))
             step = task.nearest_step(float(info.budget if info.budget is not None
                                            else task.fmax))
             value = ledger.evaluate(params, step)

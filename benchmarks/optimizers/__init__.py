@@ -23,6 +23,8 @@ ENGINE: tuple[str, ...] = ("dyesp", "dyesp-scheduler-only", "dyesp-pruner-only")
 METHODS: dict[str, str | Factory] = {
     "random": "benchmarks.optimizers.random_search:RandomSearch",
     "optuna-tpe": "benchmarks.optimizers.optuna_tpe:OptunaTPE",
+    # TPE with constant_liar=True, for parallel workers (`benchmarks.parallel`).
+    "optuna-tpe-liar": "benchmarks.optimizers.optuna_tpe:OptunaTPEConstantLiar",
     "optuna-gp": "benchmarks.optimizers.optuna_gp:OptunaGP",
     "flaml-cfo": "benchmarks.optimizers.flaml_cfo:FlamlCFO",
     "flaml-blendsearch": "benchmarks.optimizers.flaml_blendsearch:FlamlBlendSearch",

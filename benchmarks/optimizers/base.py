@@ -42,7 +42,7 @@ def run_trials(optimizer: Optimizer, task: Any, budget: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         raw = optimizer.ask()
         t1 = time.perf_counter()
-        params = {k: sp.to_builtin(v) for k, v in sp.active_only(params_list, raw).items()}
+        params = sp.clean(params_list, raw)
         value = float(task.objective(params))
         t2 = time.perf_counter()
         optimizer.tell(raw, value)
