@@ -19,7 +19,6 @@ approximation, mean ± 1.96 standard errors over the splits) and the paired diff
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.runner import write_results
 from benchmarks.static_metrics import DATASETS, EDGES, OPS, PROXIES, RESULTS, SPACE, Cells, load
 from service.engine import gp
 from service.engine.encoding import Encoder
@@ -168,13 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     result = run(args.datasets, args.n_observed, args.splits)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     slim = {**result, "rows": [{k: v for k, v in row.items() if k != "raw"}
                                for row in result["rows"]]}
-    args.out.with_suffix(".json").write_text(json.dumps(slim, indent=1) + "\n")
-    markdown = to_markdown(result)
-    args.out.with_suffix(".md").write_text(markdown)
-    print(markdown)
+    write_results(args.out, slim, to_markdown(result))
     return 0
 
 

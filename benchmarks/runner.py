@@ -170,6 +170,14 @@ def tasks_or_exit(spec: str | None) -> list[str]:
         raise SystemExit(str(exc)) from None
 
 
+def write_results(out: Path, result: dict, markdown: str) -> None:
+    """``out``.json (the result) and ``out``.md (its table), then the table printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+
+
 def finish(table: str, failures: Sequence[str]) -> int:
     """Print the report's table and the failed runs; the command's exit status."""
     print(table)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.runner import write_results
 from service.engine.encoding import Encoder
 from service.engine.pruner import (
     TrainingSet,
@@ -286,11 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = correlation_table(args.datasets, args.n_observed, args.seeds)
     if args.search:
         result["search"] = search_gain(args.datasets, args.search_seeds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    markdown = to_markdown(result)
-    args.out.with_suffix(".md").write_text(markdown)
-    print(markdown)
+    write_results(args.out, result, to_markdown(result))
     return 0
 
 

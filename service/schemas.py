@@ -505,28 +505,27 @@ class HistoryBin(BaseModel):
     exploration: float | None
 
 
-class HistoryInsight(BaseModel):
+class SampledInsight(BaseModel):
+    """What every sampled insight says: at which revision, how many rows stood for how many."""
+
     direction: Literal["minimize", "maximize"]
     revision: int
     total: int
     shown: int
     sampled: bool
     note: str
+
+
+class HistoryInsight(SampledInsight):
     points: HistoryPoints
     best: BestLine
     bins: list[HistoryBin]
     strategies: list[str]
 
 
-class ParamsInsight(BaseModel):
+class ParamsInsight(SampledInsight):
     """A sample of complete trials (for parallel coordinates and slice plots) and importance."""
 
-    direction: Literal["minimize", "maximize"]
-    revision: int
-    total: int
-    shown: int
-    sampled: bool
-    note: str
     params: list[dict[str, Any]]
     trial_ids: list[int]
     numbers: list[int]

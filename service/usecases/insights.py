@@ -41,6 +41,7 @@ BEST_IN_SAMPLE = 50  # the best trials always in a parameter sample (the region 
 CURVE_POINTS = 200  # points per curve shown; longer curves are thinned evenly
 MAX_PRUNED_ON_MAP = 500
 MAP_CLUSTERS = 6
+SampleRow = tuple[int, int, dict[str, Any], float]  # a complete trial's id, number, params, value
 
 
 def history(ctx: UseCaseContext, session: Session, owner_id: int, study_id: str,
@@ -61,10 +62,8 @@ def history(ctx: UseCaseContext, session: Session, owner_id: int, study_id: str,
 def parameters(ctx: UseCaseContext, session: Session, owner_id: int, study_id: str,
                max_points: int) -> ParamsInsight:
     """Complete trials sampled evenly by number plus the best ones; importance on the sample."""
-    study = find_study(session, owner_id, study_id)
-    space = ctx.spaces.get(study)
-    total = trial_queries.count_in_state(session, study_id, TrialState.COMPLETE)
-    rows, every = _sample(session, study, total, max_points)
+    study, space, total, rows, every = _complete_sample(ctx, session, owner_id, study_id,
+                                                        max_points)
     names = [p.name for p in space.params]
     columns = {name: [r[2].get(name) for r in rows] for name in names}
     numeric = {p.name: not isinstance(p, CategoricalParam) for p in space.params}
@@ -101,10 +100,8 @@ def curves(ctx: UseCaseContext, session: Session, owner_id: int, study_id: str,
 def architecture_map(ctx: UseCaseContext, session: Session, owner_id: int, study_id: str,
                      max_points: int) -> MapInsight:
     """Sampled complete trials and the newest pruned candidates in one 2-D layout."""
-    study = find_study(session, owner_id, study_id)
-    space = ctx.spaces.get(study)
-    total = trial_queries.count_in_state(session, study_id, TrialState.COMPLETE)
-    rows, every = _sample(session, study, total, max_points)
+    study, space, total, rows, every = _complete_sample(ctx, session, owner_id, study_id,
+                                                        max_points)
     encoder = encoder_for(space)
     layout = projection.classical_mds(encoder.encode_many([r[2] for r in rows])
                                       if rows else np.zeros((0, encoder.dim)))
@@ -175,14 +172,17 @@ def table_filters(space: SearchSpace, ranges: list[str], choices: list[str]
     return out_ranges, out_choices
 
 
-def _sample(session: Session, study: Study, total: int,
-            max_points: int) -> tuple[list[tuple[int, int, dict[str, Any], float]], int]:
-    """Complete trials whose number is a multiple of a stride sized from the numbers issued."""
+def _complete_sample(ctx: UseCaseContext, session: Session, owner_id: int, study_id: str,
+                     max_points: int) -> tuple[Study, SearchSpace, int, list[SampleRow], int]:
+    """The study, its space, its complete trials' count, and a sample of them: those whose
+    number is a multiple of a stride sized from the numbers issued, plus the best ones."""
+    study = find_study(session, owner_id, study_id)
+    total = trial_queries.count_in_state(session, study_id, TrialState.COMPLETE)
     numbers = trial_queries.max_number(session, study.id) + 1
     every = max(1, math.ceil(numbers / max_points)) if total > max_points else 1
     rows = trial_queries.sample_complete(session, study.id, study.direction, every,
                                          min(BEST_IN_SAMPLE, max_points))
-    return rows[: max_points + BEST_IN_SAMPLE], every
+    return study, ctx.spaces.get(study), total, rows[: max_points + BEST_IN_SAMPLE], every
 
 
 def _best_region(xy: np.ndarray, values: np.ndarray, trial_ids: list[int],
