@@ -68,7 +68,8 @@ def screenshots(base_url: str, pages: dict[str, str], out: Path) -> list[Path]:
             page.wait_for_selector("body[data-ready]", timeout=60_000)
             page.wait_for_timeout(800)  # Plotly's transitions
             target = out / f"{name}.png"
-            page.screenshot(path=str(target), full_page=name != "study")
+            # the whole page only where the first screen shows too little; PNGs stay small
+            page.screenshot(path=str(target), full_page=name in ("engine", "map"))
             saved.append(target)
         browser.close()
     return saved
