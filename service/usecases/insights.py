@@ -125,8 +125,8 @@ def architecture_map(ctx: UseCaseContext, session: Session, owner_id: int, study
     return MapInsight(
         revision=study.revision, explained=layout.explained, total=total, shown=shown,
         method="classical MDS of the engine's encoding (its two principal axes); clusters by "
-               "k-means on the layout; the best tenth of the shown trials ringed in red, the circle around "
-               "their centre holds the nearer half of them",
+               "k-means on the layout; the best tenth of the shown trials ringed in red, the "
+               "circle around their centre holds the nearer half of them",
         note=note,
         points=MapPoints(x=layout.xy[:, 0].tolist(), y=layout.xy[:, 1].tolist(),
                          value=values.tolist(), number=[r[1] for r in rows],
