@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import cell_search
-from benchmarks.runner import run_path, write_record
 from benchmarks.tasks import registry
 from benchmarks.tasks.base import Task
+from tests.bench.runs import store_run
 
 PLAIN, CELL = "toy-plain/{}", "toy-cell/{}"
 for _name in (PLAIN.format("a"), CELL.format("a")):
@@ -18,22 +18,13 @@ for _name in (PLAIN.format("a"), CELL.format("a")):
         median=0.5, n_configs=0))
 
 
-def _store(root, task: str, method: str, seed: int, reached_at: int | None,
-           budget: int = 20) -> None:
-    best = [1.0] * budget
-    if reached_at is not None:
-        best[reached_at - 1:] = [0.05] * (budget - reached_at + 1)
-    write_record(run_path(root, task, method, seed, budget),
-                 {"task": task, "method": method, "seed": seed, "budget": budget, "best": best})
-
-
 def test_pairs_by_seed_and_compares_with_the_best_peer(tmp_path) -> None:
     base, cell = tmp_path / "base", tmp_path / "cell"
     for seed, (plain_at, cell_at) in enumerate([(8, 4), (10, 5), (None, 7)]):
-        _store(base, PLAIN.format("a"), "dyesp", seed, plain_at)
-        _store(cell, CELL.format("a"), "dyesp", seed, cell_at)
-        _store(base, PLAIN.format("a"), "local-search", seed, 6)
-        _store(base, PLAIN.format("a"), "optuna-tpe", seed, 12)
+        store_run(base, PLAIN.format("a"), "dyesp", seed, plain_at)
+        store_run(cell, CELL.format("a"), "dyesp", seed, cell_at)
+        store_run(base, PLAIN.format("a"), "local-search", seed, 6)
+        store_run(base, PLAIN.format("a"), "optuna-tpe", seed, 12)
     out = cell_search.analyse(base, cell, ["a"], 20, plain=PLAIN, cell_task=CELL)
     row = out["datasets"]["a"]
     assert row["paired"]["pairs"] == 3 and row["paired"]["faster"] == 3
@@ -47,7 +38,7 @@ def test_pairs_by_seed_and_compares_with_the_best_peer(tmp_path) -> None:
 
 
 def test_reference_fills_only_the_seeds_the_folder_lacks(tmp_path) -> None:
-    _store(tmp_path, PLAIN.format("a"), "optuna-gp", 0, 3)
+    store_run(tmp_path, PLAIN.format("a"), "optuna-gp", 0, 3)
     reference = {"budget": 20, "results": {PLAIN.format("a"): {"optuna-gp": {
         "seeds": [0, 1, 2], "trials_to_target": [9, None, 4]}}}}
     got = cell_search.ttt_by_seed(tmp_path, PLAIN.format("a"), "optuna-gp", 20, reference)

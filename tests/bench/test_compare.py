@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 from benchmarks import compare
-from benchmarks.runner import run_path, write_record
 from benchmarks.tasks import registry
 from benchmarks.tasks.base import Task
+from tests.bench.runs import store_run
 
 TASK = "toy/compare"
 registry.register(TASK, lambda: Task(
@@ -17,11 +17,7 @@ registry.register(TASK, lambda: Task(
 
 
 def _store(root, method: str, seed: int, reached_at: int | None, budget: int = 20) -> None:
-    best = [1.0] * budget
-    if reached_at is not None:
-        best[reached_at - 1:] = [0.05] * (budget - reached_at + 1)
-    write_record(run_path(root, TASK, method, seed, budget),
-                 {"task": TASK, "method": method, "seed": seed, "budget": budget, "best": best})
+    store_run(root, TASK, method, seed, reached_at, budget)
 
 
 def test_pairs_only_common_seeds_and_counts_failures_at_budget_plus_one(tmp_path) -> None:
