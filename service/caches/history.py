@@ -37,6 +37,10 @@ class _Entry:
     # by row: recomputing them over 10,000 trials on every ask was a tenth of its time.
     seen: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The History last handed out, until a row changes: an ask loads twice (its draft, then
+    # under the lock), and each load copied every trial and key of the study again; sharing
+    # the frozen object also shares its derived views (complete, running, losses).
+    history: History | None = None
 
 
 class HistoryCache:
@@ -74,9 +78,12 @@ class HistoryCache:
                     entry.pruned.append(to_pruned(row))
                     entry.last_pruned_id = row.id
                 entry.revision = revision
-            trials = tuple(t for t in entry.trials if t is not None)
-            return History(direction=direction, trials=trials, pruned=tuple(entry.pruned),
-                           seen=frozenset(entry.seen))
+                entry.history = None
+            if entry.history is None or entry.history.direction != direction:
+                trials = tuple(t for t in entry.trials if t is not None)
+                entry.history = History(direction=direction, trials=trials,
+                                        pruned=tuple(entry.pruned), seen=frozenset(entry.seen))
+            return entry.history
 
 
 def _put(entry: _Entry, number: int, observation: Observation) -> None:

@@ -16,6 +16,7 @@ Without stopped trials the history is returned as it is, so full-fidelity studie
 from __future__ import annotations
 
 import dataclasses
+import operator
 
 import numpy as np
 
@@ -39,8 +40,7 @@ def with_partial_results(history: History) -> History:
     if not stopped:
         return history
     sign = 1.0 if history.direction == "minimize" else -1.0
-    anchors = _anchors(history.complete, sign)
-    estimates = {t.number: _estimate(t, anchors, sign) for t in stopped}
+    estimates = _estimates(stopped, _anchors(history.complete, sign), sign)
     trials = tuple(
         dataclasses.replace(t, state=TrialState.COMPLETE, value=estimates[t.number])
         if t.number in estimates and t.state is TrialState.STOPPED else t
@@ -56,38 +56,89 @@ class _Anchor:
     final_losses: np.ndarray  # ascending (a quantile map, not paired)
     correlation: float
     slope: float  # spread of finals over spread of rung values: extrapolation past the worst
+    median: float  # of the finals: where an estimate is pulled as the correlation falls short
 
 
 def _anchors(complete: tuple[Observation, ...], sign: float) -> dict[int, _Anchor]:
-    pairs: dict[int, list[tuple[float, float]]] = {}
-    for t in complete:
-        for step, value in t.curve:
-            pairs.setdefault(step, []).append((sign * value, sign * t.value))
     out = {}
-    for step, rows in pairs.items():
-        if len(rows) < MIN_ANCHORS:
+    for step, (rung_list, final_list) in _rung_pairs(complete, sign).items():
+        if len(rung_list) < MIN_ANCHORS:
             continue
-        rung = np.array([r[0] for r in rows])
-        final = np.array([r[1] for r in rows])
+        rung = np.array(rung_list)
+        final = np.array(final_list)
         spread = float(np.std(rung))
-        out[step] = _Anchor(np.sort(rung), np.sort(final), spearman(rung, final),
-                            float(np.std(final)) / spread if spread > 0 else 0.0)
+        finals = np.sort(final)
+        out[step] = _Anchor(np.sort(rung), finals, spearman(rung, final),
+                            float(np.std(final)) / spread if spread > 0 else 0.0,
+                            float(np.median(finals)))
     return out
 
 
-def _estimate(trial: Observation, anchors: dict[int, _Anchor], sign: float) -> float:
-    """The estimated final value (not a loss) of a stopped trial."""
-    usable = [(step, v) for step, v in trial.curve if step in anchors]
-    if not usable:
-        return float(trial.value)
-    step, value = max(usable)  # the highest rung it reached that complete trials also reported
-    anchor, loss = anchors[step], sign * value
-    n = anchor.rung_losses.size
-    rank = int(np.searchsorted(anchor.rung_losses, loss, side="left"))  # complete ones better
-    if rank >= n:  # worse than every complete trial at the rung: extrapolate past the worst
-        mapped = anchor.final_losses[-1] + (loss - anchor.rung_losses[-1]) * anchor.slope
-    else:
-        mapped = float(np.quantile(anchor.final_losses, rank / max(n - 1, 1)))
+Pairs = dict[int, tuple[list[float], list[float]]]  # rung -> (rung losses, final losses), paired
+# The last few collections: (the complete trials read, sign, their pairs). The service re-sends
+# the same Observation objects every ask and results mostly arrive at the end, so an ask reads
+# the curves of the new results only, not all 10,000 (same pairs, in the same order).
+_PAIRS: list[tuple[tuple[Observation, ...], float, Pairs]] = []
+_PAIRS_KEPT = 4
+
+
+def _rung_pairs(complete: tuple[Observation, ...], sign: float) -> Pairs:
+    """(rung loss, final loss) of each complete trial at each rung it reported, in trial order."""
+    start, kept = 0, {}
+    for trials, kept_sign, pairs in _PAIRS:
+        if (kept_sign == sign and start < len(trials) <= len(complete)
+                and all(map(operator.is_, trials, complete))):
+            start, kept = len(trials), pairs
+    if start == len(complete) and start:
+        return kept
+    out: Pairs = {step: (list(rung), list(final)) for step, (rung, final) in kept.items()}
+    for t in complete[start:]:
+        final = sign * t.value
+        for step, value in t.curve:
+            rung, finals = out.setdefault(step, ([], []))
+            rung.append(sign * value)
+            finals.append(final)
+    if complete:
+        _PAIRS.insert(0, (complete, sign, out))
+        del _PAIRS[_PAIRS_KEPT:]
+    return out
+
+
+def _estimates(stopped: list[Observation], anchors: dict[int, _Anchor],
+               sign: float) -> dict[int, float]:
+    """The estimated final value (not a loss) of each stopped trial, by trial number.
+
+    Each rung's quantiles are taken in one ``np.quantile`` call and its median once: per
+    trial they were two passes over the rung's finals each, quadratic in the study's size (a
+    tenth of a second per ask at 10,000 trials with 5 % stopped). Same values: a quantile
+    depends only on the sorted finals and its own q.
+    """
+    out: dict[int, float] = {}
+    quantiles: dict[int, list[tuple[int, float]]] = {}  # rung -> (trial number, q)
+    for trial in stopped:
+        usable = [(step, v) for step, v in trial.curve if step in anchors]
+        if not usable:
+            out[trial.number] = float(trial.value)
+            continue
+        step, value = max(usable)  # the highest rung it reached that complete ones also reported
+        anchor, loss = anchors[step], sign * value
+        n = anchor.rung_losses.size
+        rank = int(np.searchsorted(anchor.rung_losses, loss, side="left"))  # complete ones better
+        if rank >= n:  # worse than every complete trial at the rung: extrapolate past the worst
+            mapped = anchor.final_losses[-1] + (loss - anchor.rung_losses[-1]) * anchor.slope
+            out[trial.number] = _blend(anchor, mapped, sign)
+        else:
+            quantiles.setdefault(step, []).append((trial.number, rank / max(n - 1, 1)))
+    for step, rows in quantiles.items():
+        anchor = anchors[step]
+        mapped = np.quantile(anchor.final_losses, np.array([q for _, q in rows]))
+        for (number, _), value in zip(rows, mapped.tolist(), strict=True):
+            out[number] = _blend(anchor, value, sign)
+    return out
+
+
+def _blend(anchor: _Anchor, mapped: float, sign: float) -> float:
+    """The mapped loss pulled towards the rung's median final as its correlation falls short."""
     weight = max(0.0, anchor.correlation)
-    estimate = weight * mapped + (1 - weight) * float(np.median(anchor.final_losses))
+    estimate = weight * mapped + (1 - weight) * anchor.median
     return float(sign * estimate)

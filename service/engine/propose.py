@@ -79,6 +79,12 @@ class _Ask:
     pruned: list[PrunedCandidate] = field(default_factory=list)
     design: list[Config] | None = None
 
+    def frozen_seen(self) -> frozenset[Key]:
+        """``seen`` for a strategy: the history's own frozenset while this batch has added
+        nothing to it (``seen`` starts as its copy and only grows), else a copy."""
+        kept = self.history.seen
+        return kept if kept is not None and len(kept) == len(self.seen) else frozenset(self.seen)
+
     def take(self, slot: int, config: Config, info: ProposalInfo) -> Proposal:
         """Record a pick: later slots must not propose it again and see it as pending."""
         self.seen.add(config_key(config))
@@ -168,7 +174,7 @@ def _strategy_pick(ask: _Ask, name: str) -> Pick:
     which is how that trust is measured."""
     plan, scorer = ask.plan, ask.scorer
     context = Context(ask.encoder, plan.exploration, plan.pool_size, ask.history.best(),
-                      frozenset(ask.seen),
+                      ask.frozen_seen(),
                       scorer if pruning.is_trusted(ask.trust, ask.options) else None,
                       ask.transfer)
     prunes = scorer is not None and plan.prune_quantile > 0

@@ -244,6 +244,14 @@ def observed_goodness(history: History) -> tuple[list[Observation], np.ndarray]:
     return observations, np.array(labels, dtype=np.float64)
 
 
+def observed_labels(history: History) -> np.ndarray:
+    """The labels of ``observed_goodness`` without their trials, in no particular order: what a
+    quantile of them needs (``pruning.prune_mask``), without a pass over every trial in Python
+    on each ask."""
+    goodness = rank_goodness(history.complete_losses)
+    return np.concatenate([goodness, np.zeros(len(history.infeasible))])
+
+
 def make_training_set(encoder: Encoder, history: History, metric_names: Sequence[str],
                       prior: Prior | None = None) -> TrainingSet:
     """Complete and infeasible trials as feature rows and goodness labels, plus, for a study that

@@ -24,7 +24,7 @@ import numpy as np
 from service.engine.encoding import Encoder
 from service.engine.history import History, Key, PrunedCandidate
 from service.engine.options import EngineOptions
-from service.engine.pruner import featurize, observed_goodness
+from service.engine.pruner import featurize, observed_labels
 from service.engine.space import config_key
 from service.engine.transfer import PRETRAINED_FORECASTS, TransferView
 from service.engine.trust import measure_trust, trust_strength
@@ -124,7 +124,7 @@ def prune_mask(predicted: np.ndarray, history: History, trust: float | None, qua
     strength = trust_strength(trust)
     if n == 0 or strength == 0.0 or quantile == 0.0:
         return keep
-    _, observed = observed_goodness(history)
+    observed = observed_labels(history)
     if observed.size < min_history:
         return keep
     threshold = float(np.quantile(observed, quantile * strength))

@@ -64,6 +64,7 @@ WEIGHT_HALVING = 5  # results after which the prior's weight has halved: it shap
 # kept pulling towards the siblings' optimum: 20 was 1.17x slower than 5, geometric mean of 5
 # HPOBench/HPOLib tasks on 6 fresh seeds 10-15, never the reported seeds)
 POOL_TOP = 24  # the prior's best configurations offered to the surrogate's candidate pool
+TRIAL_SCORES_LIMIT = 200_000  # trials' scores a prior model keeps (one study's, in practice)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,10 @@ class PriorModel:
             rows = gp.subset(study.scores, PRIOR_POINTS)
             X = self.features([study.configs[i] for i in rows])
             self.models.append(gp.fit(X, study.scores[rows], self.features.groups))
+        # Scores of a study's own trials by identity (the service re-sends the same Observation
+        # objects every ask): trust is measured on every result, and scoring 10,000 of them
+        # anew on each ask was a quarter of a second. Bounded like the GP's feature rows.
+        self._trial_scores: dict[int, tuple[Any, float]] = {}
 
     def score(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Predicted goodness (higher is better) on a common scale across studies: each study's
@@ -188,6 +193,20 @@ class PriorModel:
             precisions.append(1.0 / np.maximum(std, 1e-6) ** 2)
         weights = np.array(precisions)
         return -(weights * np.array(means)).sum(0) / weights.sum(0)
+
+    def score_trials(self, trials: Sequence[Any]) -> np.ndarray:
+        """``score`` of each trial's params, scoring only trials not scored before (a GP's
+        prediction for a row does not depend on the other rows scored with it)."""
+        cache = self._trial_scores
+        missing = [t for t in trials if (hit := cache.get(id(t))) is None or hit[0] is not t]
+        if missing:
+            if len(cache) + len(missing) > TRIAL_SCORES_LIMIT:
+                cache.clear()
+                missing = list(trials)
+            for t, value in zip(missing, self.score([t.params for t in missing]).tolist(),
+                                strict=True):
+                cache[id(t)] = (t, value)
+        return np.array([cache[id(t)][1] for t in trials], dtype=float)
 
 
 def prior_model(prior: Prior, encoder: Encoder) -> PriorModel:
@@ -248,7 +267,7 @@ def prior_trust(prior: Prior | None, space: SearchSpace, history: History) -> fl
 
 
 def _predicted(model: PriorModel, done: Sequence[Any]) -> np.ndarray:
-    return model.score([t.params for t in done])
+    return model.score_trials(done)
 
 
 @functools.lru_cache(maxsize=64)
@@ -276,14 +295,14 @@ def incumbents(prior: Prior, encoder: Encoder, seen: set[Any] | frozenset[Any],
     the prior lacks are sampled)."""
     space = encoder.space
     out: list[dict[str, Any]] = []
-    taken = set(seen)
+    taken: set[Any] = set()  # beside ``seen``, which holds every trial's key: never copied
     for config in _ranked_incumbents(prior, encoder):
         # Missing params are sampled from the configuration's own seed: the same incumbent is
         # the same configuration on every ask, so "already tried" recognises it.
         own = np.random.default_rng(zlib.crc32(repr(config_key(config)).encode()))
         full = space.complete(config, own)
         key = config_key(full)
-        if key in taken:
+        if key in seen or key in taken:
             continue
         taken.add(key)
         out.append(full)

@@ -32,9 +32,14 @@ def measure_trust(history: History, window: int = TRUST_WINDOW,
     one (recorded before it ran, in ``proposal.predicted``) and how it then scored; infeasible
     trials count as worst. None while fewer than MIN_TRUST_SAMPLES such trials exist. Trials
     proposed by a strategy in ``skip`` don't count (predictions made by an earlier model)."""
-    complete = {t.number for t in history.complete}
-    return rank_trust(*prediction_pairs(history, reversed(history.trials),
-                                        lambda t: t.number in complete, window, skip))
+    # A trial is in ``history.complete`` exactly when it is complete with a finite value: asked
+    # of the few trials the window reads, not by collecting every complete trial's number.
+    return rank_trust(*prediction_pairs(history, reversed(history.trials), _is_scored,
+                                        window, skip))
+
+
+def _is_scored(t: Observation) -> bool:
+    return t.state is TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
 
 
 def prediction_pairs(history: History, newest_first: Iterable[Observation],

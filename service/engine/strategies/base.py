@@ -95,13 +95,14 @@ def ranked_complete(history: History) -> list[Observation]:
 
 
 def take_unseen(candidates: Iterable[Mapping[str, Any]], seen: frozenset[Key] | set[Key],
-                n: int) -> list[Config]:
-    """The first ``n`` candidates that are neither in ``seen`` nor repeated, in order."""
+                n: int, also: frozenset[Key] | set[Key] = frozenset()) -> list[Config]:
+    """The first ``n`` candidates that are neither in ``seen`` or ``also`` nor repeated, in
+    order (``also``: a few more keys, so callers never copy the history-sized ``seen``)."""
     out: list[Config] = []
     taken: set[Key] = set()
     for config in candidates:
         key = config_key(config)
-        if key in seen or key in taken:
+        if key in seen or key in also or key in taken:
             continue
         taken.add(key)
         out.append(dict(config))
@@ -113,14 +114,15 @@ def take_unseen(candidates: Iterable[Mapping[str, Any]], seen: frozenset[Key] | 
 def fill_random(space: SearchSpace, chosen: list[Config], n: int, rng: np.random.Generator,
                 seen: frozenset[Key] | set[Key], attempts: int = 64) -> list[Config]:
     """Top ``chosen`` up to ``n`` with uniform samples that are not seen, so a strategy whose own
-    generator is stuck (a converged neighbourhood) still returns fresh points when there are any."""
-    taken = set(seen) | {config_key(c) for c in chosen}
+    generator is stuck (a converged neighbourhood) still returns fresh points when there are any.
+    ``seen`` is read, never copied: it holds every trial's key."""
+    taken = {config_key(c) for c in chosen}
     for _ in range(attempts * max(1, n - len(chosen))):
         if len(chosen) >= n:
             break
         config = space.sample(rng)
         key = config_key(config)
-        if key not in taken:
+        if key not in seen and key not in taken:
             taken.add(key)
             chosen.append(config)
     return chosen

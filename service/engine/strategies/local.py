@@ -13,6 +13,7 @@ proposed (``Observation.proposal.strategy == "local"``), in trial order.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,16 +52,54 @@ def patience(space: SearchSpace) -> int:
     return max(3, math.ceil(len(space.params) / 2))
 
 
+@dataclass(frozen=True)
+class _Fold:
+    """The replay's state after a prefix of the complete trials (``replay`` resumes from it)."""
+
+    step: float = STEP_INIT
+    fails: int = 0
+    restarts: int = 0
+    best_loss: float = math.inf
+    converged: frozenset[Key] = frozenset()
+    epoch_best: Observation | None = None
+    epoch_best_loss: float = math.inf  # loss of epoch_best (history.loss, read once per trial)
+
+
+# The last few replays: (patience, the complete trials replayed, the state after them). The
+# service re-sends the same Observation objects every ask and results mostly arrive at the end,
+# so an ask replays only the trials that are new since the last one instead of all of them
+# (a pure function still: a cached state is used only for an identical prefix of trials).
+_FOLDS: list[tuple[int, tuple[Observation, ...], _Fold]] = []
+_FOLDS_KEPT = 8
+
+
 def replay(space: SearchSpace, history: History) -> LocalState:
     """Re-derive step, centre and converged optima from the trials (see the module docstring)."""
     limit = patience(space)
-    step, fails, restarts = STEP_INIT, 0, 0
-    best_loss = math.inf
-    converged: set[Key] = set()
-    epoch_best: Observation | None = None
-    epoch_best_loss = math.inf  # loss of epoch_best (history.loss, read once per trial)
     done = history.complete
-    for trial, loss in zip(done, history.complete_losses.tolist(), strict=True):
+    start, fold = 0, _Fold()
+    for kept_limit, prefix, state in _FOLDS:
+        if (kept_limit == limit and start < len(prefix) <= len(done)
+                and all(map(operator.is_, prefix, done))):
+            start, fold = len(prefix), state
+    fold = _replay_from(fold, done[start:], history.complete_losses[start:].tolist(), limit)
+    if len(done) > start:
+        _FOLDS.insert(0, (limit, done, fold))
+        del _FOLDS[_FOLDS_KEPT:]
+    center, converged = fold.epoch_best, fold.converged
+    if center is None:
+        candidates = [t for t in history.complete if config_key(t.params) not in converged]
+        center = min(candidates, key=history.loss) if candidates else history.best()
+    return LocalState(center, fold.step, fold.restarts, converged)
+
+
+def _replay_from(fold: _Fold, done: tuple[Observation, ...], losses: list[float],
+                 limit: int) -> _Fold:
+    """``fold`` carried on over the complete trials ``done`` with their ``losses``."""
+    step, fails, restarts, best_loss = fold.step, fold.fails, fold.restarts, fold.best_loss
+    converged = set(fold.converged)
+    epoch_best, epoch_best_loss = fold.epoch_best, fold.epoch_best_loss
+    for trial, loss in zip(done, losses, strict=True):
         if trial.proposal is not None and trial.proposal.strategy == LocalStrategy.name:
             if loss < best_loss:
                 step, fails = min(step * GROW, STEP_MAX), 0
@@ -79,11 +118,8 @@ def replay(space: SearchSpace, history: History) -> LocalState:
                 converged and config_key(trial.params) in converged):
             epoch_best, epoch_best_loss = trial, loss
         best_loss = min(best_loss, loss)
-    center = epoch_best
-    if center is None:
-        candidates = [t for t in history.complete if config_key(t.params) not in converged]
-        center = min(candidates, key=history.loss) if candidates else history.best()
-    return LocalState(center, step, restarts, frozenset(converged))
+    return _Fold(step, fails, restarts, best_loss, frozenset(converged), epoch_best,
+                 epoch_best_loss)
 
 
 class LocalStrategy(Strategy):
@@ -98,7 +134,8 @@ class LocalStrategy(Strategy):
                 context: Context) -> list[Config]:
         state = replay(space, history)
         center, step = state.center, state.step
-        seen = set(context.seen)
+        seen = context.seen  # read, never copied: it holds every trial's key
+        picked: set[Key] = set()
         # A discrete centre whose whole one-notch neighbourhood is tried is a local optimum: move
         # to the best trial that is not (stateless, so re-checked on every call).
         skipped: set[Key] = set(state.converged)
@@ -121,12 +158,12 @@ class LocalStrategy(Strategy):
             grow = 2.0 ** (attempt // (8 * n))  # crowded neighbourhood: widen the step
             config = neighbour(context.encoder, center.params, min(step * grow, 1.0) * scale, rng)
             key = config_key(config)
-            if key not in seen and (attempt >= 16 * n or not avoid(config)):
-                seen.add(key)
+            if key not in seen and key not in picked and (attempt >= 16 * n or not avoid(config)):
+                picked.add(key)
                 chosen.append(config)
                 if len(chosen) == n:
                     break
-        return fill_random(space, chosen, n, rng, frozenset(seen))
+        return fill_random(space, chosen, n, rng, seen)  # it skips ``chosen`` itself
 
 
 class _InfeasibleCells:

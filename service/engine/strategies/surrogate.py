@@ -159,8 +159,8 @@ class SurrogateStrategy(Strategy):
         per = max(1, size // (4 * REFINE_TOP))
         refined = [neighbour(context.encoder, c, REFINE_STEP * math.sqrt(len(c)), rng)
                    for c in best for _ in range(per)]
-        taken = set(context.seen) | {config_key(c) for c in fresh}
-        refined = take_unseen(refined, frozenset(taken), len(refined))
+        refined = take_unseen(refined, context.seen, len(refined),
+                              also={config_key(c) for c in fresh})
         if refined:
             fresh += refined
             scores = np.concatenate([scores, rank(refined)])
