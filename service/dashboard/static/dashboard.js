@@ -15,6 +15,14 @@ const STATES = ["complete", "running", "waiting", "stopped", "failed", "infeasib
 
 class AuthNeeded extends Error {}
 
+// Plotly loads asynchronously (base.html) while the page fetches its data; drawing waits for it.
+const plotlyReady = new Promise((resolve, reject) => {
+  const tag = document.getElementById("plotly-js");
+  if (window.Plotly || !tag) { resolve(); return; }  // loaded already, or a page without plots
+  tag.addEventListener("load", () => resolve());
+  tag.addEventListener("error", () => reject(new Error("Plotly.js failed to load")));
+});
+
 async function api(path) {
   const headers = { Accept: "application/json" };
   const key = sessionStorage.getItem(KEY);
@@ -99,8 +107,12 @@ function colors(i) {
 function plot(id, traces, layout) {
   const base = { margin: { l: 55, r: 20, t: 10, b: 45 }, hovermode: "closest",
                  legend: { orientation: "h", y: -0.2 }, font: { size: 11 } };
+  return plotlyReady.then(() => drawPlot(id, traces, Object.assign(base, layout || {})));
+}
+
+function drawPlot(id, traces, layout) {
   const started = performance.now();  // window.__plotTimings: each draw's time, for profiling
-  return Plotly.react(id, traces, Object.assign(base, layout || {}), PLOT_CONFIG).then((gd) => {
+  return Plotly.react(id, traces, layout, PLOT_CONFIG).then((gd) => {
     (window.__plotTimings = window.__plotTimings || []).push([id, performance.now() - started]);
     return gd;
   });
