@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, Text, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import PrunedCandidate, Study, Trial
@@ -217,7 +217,7 @@ def count_finished(session: Session, study_id: str) -> int:
         Trial.study_id == study_id, Trial.state.in_(FINISHED_STATES))) or 0
 
 
-def finished_digest_batches(session: Session, study_id: str, batch: int = 5000):
+def finished_digest_batches(session: Session, study_id: str, numbers: int, batch: int = 5000):
     """Finished trials in number order as column batches (number, value, state, strategy,
     exploration, predicted): the proposal's fields are read in SQL, so no row object is built,
     and through the session's connection (Core), not the ORM's result machinery.
@@ -225,13 +225,13 @@ def finished_digest_batches(session: Session, study_id: str, batch: int = 5000):
     Each batch is a range of ``batch`` trial numbers, not "the next ``batch`` rows": whatever
     plan PostgreSQL picks (without fresh statistics it picked the (study, state) index, then
     sorted and parsed the JSON of every finished trial past the cursor, each batch: 9 s at
-    100,000 trials instead of 1), a batch reads at most ``batch`` rows."""
+    100,000 trials instead of 1), a batch reads at most ``batch`` rows. ``numbers``: how many
+    trial numbers the study has issued (``Study.next_number``)."""
     proposal = Trial.proposal
     columns = (Trial.number, Trial.value, Trial.state, proposal["strategy"].as_string(),
                proposal["exploration"].as_float(), proposal["predicted"].as_float())
     connection = session.connection()
-    end = max_number(session, study_id)
-    for low in range(0, end + 1, batch):
+    for low in range(0, numbers, batch):
         rows = connection.execute(
             select(*columns).where(Trial.study_id == study_id,
                                    Trial.state.in_(FINISHED_STATES),
@@ -262,10 +262,6 @@ def sample_complete(session: Session, study_id: str, direction: str, every: int,
     return out
 
 
-def max_number(session: Session, study_id: str) -> int:
-    return session.scalar(select(func.max(Trial.number)).where(Trial.study_id == study_id)) or 0
-
-
 def filtered_page(session: Session, study_id: str, *, state: str | None,
                   ranges: list[tuple[str, float, float]], choices: list[tuple[str, Any]],
                   sort: str, descending: bool, offset: int,
@@ -278,13 +274,7 @@ def filtered_page(session: Session, study_id: str, *, state: str | None,
     for name, low, high in ranges:
         where.append(Trial.params[name].as_float().between(low, high))
     for name, choice in choices:
-        field = Trial.params[name]
-        if isinstance(choice, bool):
-            where.append(field.as_boolean() == choice)
-        elif isinstance(choice, int | float):
-            where.append(field.as_float() == float(choice))
-        else:
-            where.append(field.as_string() == str(choice))
+        where.append(_is_choice(session, name, choice))
     total = session.scalar(select(func.count()).select_from(Trial).where(*where)) or 0
     key = Trial.value if sort == "value" else Trial.number
     order = key.desc() if descending else key.asc()
@@ -294,6 +284,21 @@ def filtered_page(session: Session, study_id: str, *, state: str | None,
     else:
         query = query.order_by(order)
     return list(session.scalars(query.offset(offset).limit(limit))), total
+
+
+def _is_choice(session: Session, name: str, choice: Any) -> ColumnElement[bool]:
+    """The categorical param ``name`` equals ``choice``, its JSON type included. A choice list may
+    mix strings, numbers and booleans: PostgreSQL compares the stored JSON text (casting every
+    row's value to the choice's type would raise on the others: a 500), SQLite's JSON_EXTRACT
+    compares typed values and never raises."""
+    field = Trial.params[name]
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(field, Text) == json.dumps(choice)  # stored with json.dumps, as written
+    if isinstance(choice, bool):
+        return field.as_boolean() == choice
+    if isinstance(choice, int | float):
+        return field.as_float() == float(choice)
+    return field.as_string() == str(choice)
 
 
 def reported(session: Session, study_id: str, direction: str, best: int,

@@ -50,7 +50,7 @@ def history(ctx: UseCaseContext, session: Session, owner_id: int, study_id: str,
     study = find_study(session, owner_id, study_id)
     total = trial_queries.count_finished(session, study_id)
     digest = HistoryDigest(total, study.direction == "minimize", max_points, HISTORY_BINS)
-    for batch in trial_queries.finished_digest_batches(session, study_id):
+    for batch in trial_queries.finished_digest_batches(session, study_id, study.next_number):
         digest.add(*batch)
     s = digest.summary()
     note = (f"showing every {s['stride']}th of {s['total']:,} finished trials; the best-so-far "
@@ -178,8 +178,7 @@ def _complete_sample(ctx: UseCaseContext, session: Session, owner_id: int, study
     number is a multiple of a stride sized from the numbers issued, plus the best ones."""
     study = find_study(session, owner_id, study_id)
     total = trial_queries.count_in_state(session, study_id, TrialState.COMPLETE)
-    numbers = trial_queries.max_number(session, study.id) + 1
-    every = max(1, math.ceil(numbers / max_points)) if total > max_points else 1
+    every = max(1, math.ceil(study.next_number / max_points)) if total > max_points else 1
     rows = trial_queries.sample_complete(session, study.id, study.direction, every,
                                          min(BEST_IN_SAMPLE, max_points))
     return study, ctx.spaces.get(study), total, rows[: max_points + BEST_IN_SAMPLE], every

@@ -247,3 +247,22 @@ def test_studies_search_order_revision_and_last_activity(api: TestClient) -> Non
     after = api.get(f"/v1/studies/{ids[2]}").json()
     assert after["revision"] > before["revision"]
     assert after["last_activity"] is not None
+
+
+def test_a_choice_filter_on_mixed_type_choices_matches_only_its_own(api: TestClient) -> None:
+    """A categorical may mix strings, booleans and numbers (conftest's MIXED_SPACE): filtering by
+    one must not try to read the others as its type (a database error on PostgreSQL)."""
+    from tests.conftest import MIXED_SPACE
+
+    sid = api.post("/v1/studies", json={"name": "mixed-choices", "direction": "minimize",
+                                        "space": MIXED_SPACE}).json()["id"]
+    cells = ["conv3", True, 7, "skip", 7]
+    response = api.post(f"/v1/studies/{sid}/trials:batch", json={"trials": [
+        {"params": {"depth": 1, "cell": cell, "lr": 0.01, "dropout": 0.1}, "value": float(i)}
+        for i, cell in enumerate(cells)]})
+    assert response.status_code == 201, response.text
+    for text, wanted in (("cell:7", 7), ("cell:True", True), ("cell:conv3", "conv3")):
+        page = api.get(f"/v1/studies/{sid}/insights/trials", params={"choice": text})
+        assert page.status_code == 200, page.text
+        found = [t["params"]["cell"] for t in page.json()["trials"]]
+        assert found == [c for c in cells if c == wanted and type(c) is type(wanted)]

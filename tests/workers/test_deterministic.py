@@ -87,13 +87,19 @@ def test_one_seed_gives_the_same_trials_with_retraining_in_a_child(database_url:
     """The issue's scenario without Redis: the server trains in its spawned child. The first
     run asks at once after each tell (its asks wait for each due retraining); the second gives
     each retraining time to land first. The trials are the same."""
-    app = create_app(make_settings(database_url, retrain_enabled=True,
-                                   retrain_min_trials=MIN_TRIALS))
+    eager_and_patient_runs_agree(make_settings(database_url, retrain_enabled=True,
+                                               retrain_min_trials=MIN_TRIALS), "thread", "det")
+
+
+def eager_and_patient_runs_agree(settings, retraining: str, prefix: str) -> None:
+    """One seed run twice on a server retraining by ``retraining``: asking at once after each
+    tell, then leaving each retraining time to land; the trials must be the same."""
+    app = create_app(settings)
     with TestClient(app) as api:
         api.headers["Authorization"] = f"Bearer {new_key(app)}"
-        assert api.get("/healthz").json()["retraining"] == "thread"
-        first = run(api, "det-eager")
-        second = run(api, "det-patient", pause_s=0.3)
+        assert api.get("/healthz").json()["retraining"] == retraining
+        first = run(api, f"{prefix}-eager")
+        second = run(api, f"{prefix}-patient", pause_s=0.3)
         assert_same_runs(api, first, second)
 
 
@@ -118,15 +124,10 @@ def rq_worker(database_url: str, redis) -> Iterator[subprocess.Popen]:  # noqa: 
 
 def test_one_seed_gives_the_same_trials_with_an_rq_worker(database_url: str,
                                                           rq_worker: subprocess.Popen) -> None:
-    app = create_app(make_settings(database_url, retrain_enabled=True,
-                                   retrain_min_trials=MIN_TRIALS, redis_url=REDIS_URL))
-    with TestClient(app) as api:
-        api.headers["Authorization"] = f"Bearer {new_key(app)}"
-        assert api.get("/healthz").json()["retraining"] == "rq"
-        first = run(api, "rq-eager")
-        second = run(api, "rq-patient", pause_s=0.3)
-        assert_same_runs(api, first, second)
-        assert rq_worker.poll() is None
+    eager_and_patient_runs_agree(make_settings(database_url, retrain_enabled=True,
+                                               retrain_min_trials=MIN_TRIALS,
+                                               redis_url=REDIS_URL), "rq", "rq")
+    assert rq_worker.poll() is None
 
 
 def tell_results(api: TestClient, study_id: str, n: int) -> None:

@@ -107,15 +107,8 @@ function colors(i) {
 function plot(id, traces, layout) {
   const base = { margin: { l: 55, r: 20, t: 10, b: 45 }, hovermode: "closest",
                  legend: { orientation: "h", y: -0.2 }, font: { size: 11 } };
-  return plotlyReady.then(() => drawPlot(id, traces, Object.assign(base, layout || {})));
-}
-
-function drawPlot(id, traces, layout) {
-  const started = performance.now();  // window.__plotTimings: each draw's time, for profiling
-  return Plotly.react(id, traces, layout, PLOT_CONFIG).then((gd) => {
-    (window.__plotTimings = window.__plotTimings || []).push([id, performance.now() - started]);
-    return gd;
-  });
+  return plotlyReady.then(() => Plotly.react(id, traces, Object.assign(base, layout || {}),
+                                             PLOT_CONFIG));
 }
 
 // Re-run `refresh` when the study's revision changes (polled; no full reload). A redraw of a
