@@ -3,6 +3,9 @@
 Times `engine.propose` for one configuration on a HAS-like space with histories of 100, 1,000
 and 10,000 finished trials (plus a few running ones), with and without a trained pruner, in one
 run so the sizes compare as ratios. Single-threaded BLAS, as the service runs it.
+``--baseline DIR`` also times another checkout of the engine (e.g. a worktree of the commit
+before a change) in the same run: each round measures both, alternating, in fresh processes, and
+the table gains the ratio this / baseline.
 Writes benchmarks/results/ask_time.md and .json.
 """
 
@@ -12,29 +15,84 @@ import argparse
 import json
 import os
 import statistics
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
-from benchmarks.retraining import HAS_SPACE, history_of  # noqa: E402
-from service.engine.encoding import Encoder  # noqa: E402
-from service.engine.history import History, Observation, TrialState  # noqa: E402
-from service.engine.propose import propose  # noqa: E402
-from service.engine.pruner import make_training_set  # noqa: E402
-from service.engine.space import SearchSpace  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
+# The measurement, as a script run against a checkout's own engine in a fresh process (this one,
+# and the ``--baseline``, which may predate this file: it only uses what every version has).
+CHILD = """
+import json, os, statistics, sys, time
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+import numpy as np
+from benchmarks.retraining import HAS_SPACE, history_of
+from service.engine.encoding import Encoder
+from service.engine.history import History, Observation, TrialState
+from service.engine.propose import propose
+from service.engine.pruner import make_training_set
+from service.engine.space import SearchSpace
+from service.training import train_pruner
+space, rows = SearchSpace.from_dict(HAS_SPACE), []
+for n in [int(s) for s in sys.argv[1].split(",")]:
+    done = history_of(space, n)
+    running = tuple(Observation(n + i, space.sample(np.random.default_rng(i)),
+                                TrialState.RUNNING) for i in range(4))
+    history = History("minimize", done.trials + running)
+    model = train_pruner(make_training_set(Encoder(space), done, ()), device="cpu")
+    for label, pruner in (("no pruner", None), ("with pruner", model)):
+        propose(space, history, 1, seed=0, pruner=pruner)
+        samples = []
+        for i in range(int(sys.argv[2])):
+            start = time.perf_counter()
+            propose(space, history, 1, seed=i, pruner=pruner)
+            samples.append(time.perf_counter() - start)
+        rows.append({"trials": n, "mode": label, "median_ms": 1000 * statistics.median(samples),
+                     "max_ms": 1000 * max(samples)})
+print(json.dumps(rows))
+"""
 
-def time_asks(space: SearchSpace, history: History, repeats: int, pruner) -> list[float]:  # type: ignore[no-untyped-def]
-    samples = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        propose(space, history, 1, seed=i, pruner=pruner)
-        samples.append(time.perf_counter() - start)
-    return samples
+
+def measure_in(code: Path, sizes: str, repeats: int) -> list[dict]:
+    """The rows of ``CHILD`` run against the engine of checkout ``code``."""
+    done = subprocess.run([sys.executable, "-c", CHILD, sizes, str(repeats)], cwd=code,
+                          env={**os.environ, "PYTHONPATH": str(code)}, check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare(baseline: Path, sizes: str, repeats: int, rounds: int, out: Path) -> None:
+    """This checkout against ``baseline``, alternating per round; medians over rounds."""
+    here = Path(__file__).resolve().parents[1]
+    runs: dict[str, list[list[dict]]] = {"baseline": [], "this": []}
+    for r in range(rounds):
+        for name, code in (("baseline", baseline), ("this", here)):
+            runs[name].append(measure_in(code, sizes, repeats))
+            print(f"round {r + 1}/{rounds}: {name} done", flush=True)
+    rows = []
+    for i, row in enumerate(runs["this"][0]):
+        base = statistics.median(run[i]["median_ms"] for run in runs["baseline"])
+        this = statistics.median(run[i]["median_ms"] for run in runs["this"])
+        rows.append({"trials": row["trials"], "mode": row["mode"], "baseline_ms": base,
+                     "this_ms": this, "ratio": this / base})
+    lines = ["# Engine time per ask: this checkout against a baseline", "",
+             f"`engine.propose` for one configuration, {repeats} asks per row and checkout, "
+             f"median of {rounds} alternating rounds (fresh processes), one BLAS thread. "
+             f"Command: `python -m benchmarks.ask_time --baseline <checkout> --rounds {rounds}`.",
+             "", "| trials | mode | baseline p50 (ms) | this p50 (ms) | this / baseline |",
+             "|---:|---|---:|---:|---:|"]
+    lines += [f"| {r['trials']:,} | {r['mode']} | {r['baseline_ms']:.1f} | {r['this_ms']:.1f} | "
+              f"{r['ratio']:.2f}x |" for r in rows]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ask_time_vs_baseline.md").write_text(table)
+    (out / "ask_time_vs_baseline.json").write_text(json.dumps(rows, indent=1))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,25 +100,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--baseline", type=Path,
+                        help="another checkout to time side by side (writes "
+                             "ask_time_vs_baseline.md)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (--baseline)")
     args = parser.parse_args(argv)
-    from service.training import train_pruner
-
-    space = SearchSpace.from_dict(HAS_SPACE)
-    rows = []
-    for n in [int(s) for s in args.sizes.split(",")]:
-        done = history_of(space, n)
-        running = tuple(Observation(n + i, space.sample(__import__("numpy").random.default_rng(i)),
-                                    TrialState.RUNNING) for i in range(4))
-        history = History("minimize", done.trials + running)
-        model = train_pruner(make_training_set(Encoder(space), done, ()), device="cpu")
-        for label, pruner in (("no pruner", None), ("with pruner", model)):
-            propose(space, history, 1, seed=0, pruner=pruner)  # warm caches
-            samples = time_asks(space, history, args.repeats, pruner)
-            rows.append({"trials": n, "mode": label,
-                         "median_ms": 1000 * statistics.median(samples),
-                         "max_ms": 1000 * max(samples)})
-            print(f"{n:>6} trials, {label:11s}: median {rows[-1]['median_ms']:.1f} ms, "
-                  f"max {rows[-1]['max_ms']:.1f} ms", flush=True)
+    if args.baseline is not None:
+        compare(args.baseline.resolve(), args.sizes, args.repeats, args.rounds, args.out)
+        return
+    rows = measure_in(Path(__file__).resolve().parents[1], args.sizes, args.repeats)
+    for row in rows:
+        print(f"{row['trials']:>6} trials, {row['mode']:11s}: median {row['median_ms']:.1f} ms, "
+              f"max {row['max_ms']:.1f} ms", flush=True)
     base = {r["mode"]: r["median_ms"] for r in rows if r["trials"] == rows[0]["trials"]}
     lines = ["# Engine time per ask", "",
              f"`engine.propose` for one configuration, {args.repeats} asks per row, one BLAS "

@@ -102,6 +102,19 @@ class History:
     # (the service's history cache does); None: the engine computes them from ``trials``.
     seen: frozenset[Key] | None = field(default=None, compare=False, repr=False)
 
+    @functools.cached_property
+    def own_keys(self) -> frozenset[Key]:
+        """``config_key`` of every trial but the failed ones (``seen_keys`` without ``seen``)."""
+        cache, failed = _KEY_CACHE, TrialState.FAILED  # _key_of inlined: one pass per History
+        out: set[Key] = set()
+        add = out.add
+        for t in self.trials:
+            if t.state is failed:
+                continue
+            hit = cache.get(id(t))
+            add(hit[1] if hit is not None and hit[0] is t else _key_of(t))
+        return frozenset(out)
+
     def loss(self, obs: Observation) -> float:
         """The objective turned into a loss (lower is better) so strategies need one convention."""
         assert obs.value is not None
@@ -168,17 +181,33 @@ def _key_of(obs: Observation) -> Key:
     return key
 
 
-def seen_keys(history: History) -> set[Key]:
-    """Configurations not to propose again: complete, running, waiting or infeasible ones."""
+def seen_keys(history: History) -> frozenset[Key]:
+    """Configurations not to propose again: complete, running, waiting or infeasible ones.
+    The caller's ``history.seen`` when it keeps one (the service), else computed once per
+    History object; read-only either way (an ask's own picks go in ``SeenOverlay``)."""
     if history.seen is not None:
-        return set(history.seen)
-    # _key_of inlined: this pass runs over every trial on every ask.
-    cache, failed = _KEY_CACHE, TrialState.FAILED
-    out: set[Key] = set()
-    add = out.add
-    for t in history.trials:
-        if t.state is failed:
-            continue
-        hit = cache.get(id(t))
-        add(hit[1] if hit is not None and hit[0] is t else _key_of(t))
-    return out
+        return history.seen
+    return history.own_keys
+
+
+class SeenOverlay:
+    """A history's seen keys plus the few an ask adds, without copying the history's set (at
+    10,000 trials the copy was a tenth of an ask's engine time)."""
+
+    def __init__(self, base: frozenset[Key]) -> None:
+        self.base = base
+        self.added: set[Key] = set()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.base or key in self.added
+
+    def add(self, key: Key) -> None:
+        if key not in self.base:
+            self.added.add(key)
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.added)
+
+    def frozen(self) -> frozenset[Key]:
+        """All of it as one frozenset: the base itself while nothing was added."""
+        return self.base if not self.added else self.base | self.added

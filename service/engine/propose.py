@@ -35,6 +35,7 @@ from service.engine.history import (
     Observation,
     ProposalInfo,
     PrunedCandidate,
+    SeenOverlay,
     TrialState,
     seen_keys,
 )
@@ -74,16 +75,15 @@ class _Ask:
     prior: Prior | None
     transfer: TransferView | None  # None without a prior or with one measured to mislead
     offset: int  # slots the prior's first incumbents take before the initial design
-    seen: set[Key]
+    seen: SeenOverlay
     working: History  # the history plus this batch's picks so far, as running trials
     pruned: list[PrunedCandidate] = field(default_factory=list)
     design: list[Config] | None = None
 
     def frozen_seen(self) -> frozenset[Key]:
         """``seen`` for a strategy: the history's own frozenset while this batch has added
-        nothing to it (``seen`` starts as its copy and only grows), else a copy."""
-        kept = self.history.seen
-        return kept if kept is not None and len(kept) == len(self.seen) else frozenset(self.seen)
+        nothing to it, else a copy with the batch's picks."""
+        return self.seen.frozen()
 
     def take(self, slot: int, config: Config, info: ProposalInfo) -> Proposal:
         """Record a pick: later slots must not propose it again and see it as pending."""
@@ -134,7 +134,7 @@ def _start(space: SearchSpace, history: History, n: int, seed: int, pruner: Prun
     return _Ask(space, history, encoder, rng, seed, options, plan, scorer, trust, prior,
                 transfer=view if view is not None and view.active else None,
                 offset=transfer.INCUMBENTS if prior is not None and prior.studies else 0,
-                seen=seen_keys(history), working=history)
+                seen=SeenOverlay(seen_keys(history)), working=history)
 
 
 def _prior_incumbent(ask: _Ask, index: int) -> Pick | None:
@@ -206,7 +206,7 @@ def _candidates(ask: _Ask, name: str, k: int, context: Context) -> tuple[list[Co
     return _repeat(ask.space, ask.history, ask.rng), REPEAT
 
 
-def _untried(space: SearchSpace, seen: set[Key], rng: np.random.Generator) -> list[Config]:
+def _untried(space: SearchSpace, seen: SeenOverlay, rng: np.random.Generator) -> list[Config]:
     """The untried configurations of a small space, in random order (exhaustion is near)."""
     every = enumerate_configs(space, ENUMERATE_LIMIT)
     if every is None:

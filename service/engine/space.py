@@ -235,17 +235,22 @@ class SearchSpace:
                 config[param.name] = param.sample(rng)
         return config
 
-    def complete(self, partial: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    def complete(self, partial: Mapping[str, Any], rng: np.random.Generator, *,
+                 checked: bool = False) -> dict[str, Any]:
         """Keep the active values of ``partial``, drop inactive ones and sample what is missing.
 
         Strategies that change one value (a parent, say) use this to repair the rest.
+        ``checked``: the values are known to be on their params' domains (the encoder made
+        them), so they are kept as they are instead of validated again.
         """
         config: dict[str, Any] = {}
         for param in self.params:
             if not self.is_active(param, config):
                 continue
             if param.name in partial:
-                config[param.name] = _coerce(param, partial[param.name], f"params.{param.name}")
+                value = partial[param.name]
+                config[param.name] = value if checked else _coerce(param, value,
+                                                                   f"params.{param.name}")
             else:
                 config[param.name] = param.sample(rng)
         return config
@@ -642,7 +647,12 @@ def config_key(config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     items = []
     for name in sorted(config):
         value = config[name]
-        if isinstance(value, (bool, str)):
+        kind = type(value)  # exact types first: a key per candidate, hundreds per ask
+        if kind is float:
+            items.append((name, int(value) if value.is_integer() else float(f"{value:.12g}")))
+        elif kind is int:
+            items.append((name, int(float(value))))  # as the general path: via float
+        elif isinstance(value, (bool, str)):
             items.append((name, value))
         elif _is_number(value):
             number = float(value)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,7 +289,7 @@ def _ranked_incumbents(prior: Prior, encoder: Encoder) -> tuple[dict[str, Any], 
     return tuple(ordered)
 
 
-def incumbents(prior: Prior, encoder: Encoder, seen: set[Any] | frozenset[Any],
+def incumbents(prior: Prior, encoder: Encoder, seen: Container[Any],
                n: int) -> list[dict[str, Any]]:
     """The ``n`` best prior configurations not tried yet, completed in the new space (parameters
     the prior lacks are sampled)."""

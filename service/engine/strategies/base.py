@@ -98,6 +98,14 @@ def take_unseen(candidates: Iterable[Mapping[str, Any]], seen: frozenset[Key] | 
                 n: int, also: frozenset[Key] | set[Key] = frozenset()) -> list[Config]:
     """The first ``n`` candidates that are neither in ``seen`` or ``also`` nor repeated, in
     order (``also``: a few more keys, so callers never copy the history-sized ``seen``)."""
+    return unseen_with_keys(candidates, seen, n, also)[0]
+
+
+def unseen_with_keys(candidates: Iterable[Mapping[str, Any]], seen: frozenset[Key] | set[Key],
+                     n: int, also: frozenset[Key] | set[Key] = frozenset()
+                     ) -> tuple[list[Config], set[Key]]:
+    """``take_unseen`` and the keys of what it took: a caller that adds more candidates later
+    passes them as ``also`` instead of computing every key again."""
     out: list[Config] = []
     taken: set[Key] = set()
     for config in candidates:
@@ -108,7 +116,7 @@ def take_unseen(candidates: Iterable[Mapping[str, Any]], seen: frozenset[Key] | 
         out.append(dict(config))
         if len(out) == n:
             break
-    return out
+    return out, taken
 
 
 def fill_random(space: SearchSpace, chosen: list[Config], n: int, rng: np.random.Generator,

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from service.engine.encoding import from_unit, ordinal_positions, to_unit
+from service.engine.encoding import from_units, ordinal_positions, to_unit, to_units
 from service.engine.history import History
-from service.engine.space import CategoricalParam, Param, SearchSpace, n_values
+from service.engine.space import CategoricalParam, IntParam, Param, SearchSpace, n_values
 from service.engine.stats import erf
 from service.engine.strategies.base import (
     Config,
@@ -71,13 +71,19 @@ class _Dim:
     def column(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Index (-1 inactive) or unit value (NaN inactive) of each configuration."""
         name, param = self.param.name, self.param
+        rows = [i for i, c in enumerate(configs) if name in c]
         if self.values is None:
-            return np.array([to_unit(param, c[name]) if name in c else np.nan  # type: ignore[arg-type]
-                             for c in configs], dtype=float)
+            out = np.full(len(configs), np.nan)
+            values = np.array([configs[i][name] for i in rows], dtype=np.float64)
+            out[rows] = to_units(param, values)  # type: ignore[arg-type]
+            return out
         out = np.full(len(configs), -1, dtype=np.int64)
-        for i, config in enumerate(configs):
-            if name in config:
-                out[i] = self._index(config[name])
+        if isinstance(param, CategoricalParam):
+            out[rows] = [self._index(configs[i][name]) for i in rows]
+            return out
+        step = param.step if param.step is not None else 1
+        values = np.array([configs[i][name] for i in rows], dtype=np.float64)
+        out[rows] = np.clip(np.round((values - param.low) / step), 0, len(self.values) - 1)
         return out
 
     def _index(self, value: Any) -> int:
@@ -159,40 +165,56 @@ class _Mixture:
         return top + np.log(np.exp(parts - top).sum(axis=0))
 
     def sample(self, space: SearchSpace, k: int, rng: np.random.Generator) -> list[Config]:
+        """``k`` draws from the mixture, one numpy pass per param over all of them (params in
+        space order, so a child's activity follows its parent's drawn value)."""
         m = len(self.log_weights)
         components = rng.choice(m + 1, size=k, p=self.sampling_p)
         uniforms = rng.random((k, len(self.dims)))
         normals = rng.standard_normal((k, len(self.dims)))
-        cumulative = [np.cumsum(np.exp(mx), axis=1) if mx is not None else None
-                      for mx in self.matrices]
-        out: list[Config] = []
-        for i, comp in enumerate(components):
-            config: Config = {}
-            for j, dim in enumerate(self.dims):
-                param = dim.param
-                if not space.is_active(param, config):
-                    continue
-                column = self.columns[j]
-                value_active = comp < m and (column[comp] >= 0 if dim.indexed
-                                             else not np.isnan(column[comp]))
-                if not value_active:
-                    config[param.name] = param.sample(rng)
-                elif dim.indexed:
-                    assert dim.values is not None
-                    row = cumulative[j][int(column[comp])]  # type: ignore[index]
-                    index = int(np.searchsorted(row, uniforms[i, j] * row[-1], side="right"))
-                    config[param.name] = dim.values[min(index, len(dim.values) - 1)]
-                else:
-                    unit = float(column[comp]) + self.real_sigma * float(normals[i, j])
-                    unit = abs(unit) if unit < 0 else (2.0 - unit if unit > 1 else unit)
-                    config[param.name] = _from_unit(param, unit)
-            out.append(config)
-        return out
-
-
-def _from_unit(param: Param, unit: float) -> Any:
-    assert not isinstance(param, CategoricalParam)
-    return from_unit(param, min(max(unit, 0.0), 1.0))
+        from_mixture = components < m
+        at = np.minimum(components, max(m - 1, 0))  # a valid row for every draw; masked below
+        out: list[Config] = [{} for _ in range(k)]
+        active: dict[str, np.ndarray] = {}
+        for j, dim in enumerate(self.dims):
+            param = dim.param
+            condition = param.condition
+            if condition is None:
+                here = np.ones(k, dtype=bool)
+            else:
+                parent = active.get(condition.parent, np.zeros(k, dtype=bool))
+                here = parent & np.fromiter(
+                    (bool(p) and condition.holds(c[condition.parent])
+                     for p, c in zip(parent.tolist(), out, strict=True)), dtype=bool, count=k)
+            active[param.name] = here
+            if not here.any():
+                continue
+            column = self.columns[j]
+            if m:
+                picked = column[at]
+                valid = from_mixture & (picked >= 0 if dim.indexed else ~np.isnan(picked))
+            else:
+                picked, valid = np.zeros(k), np.zeros(k, dtype=bool)
+            drawn = here & valid
+            rows = np.flatnonzero(drawn)
+            if rows.size and dim.indexed:
+                assert dim.values is not None
+                cumulative = np.cumsum(np.exp(self.matrices[j]), axis=1)[  # type: ignore[arg-type]
+                    picked[rows].astype(np.intp)]
+                limit = uniforms[rows, j] * cumulative[:, -1]
+                index = np.minimum((cumulative <= limit[:, None]).sum(axis=1),
+                                   len(dim.values) - 1)
+                for i, v in zip(rows.tolist(), index.tolist(), strict=True):
+                    out[i][param.name] = dim.values[v]
+            elif rows.size:
+                unit = picked[rows] + self.real_sigma * normals[rows, j]
+                unit = np.where(unit < 0, np.abs(unit), np.where(unit > 1, 2.0 - unit, unit))
+                values = from_units(param, unit)  # type: ignore[arg-type]
+                cast = int if isinstance(param, IntParam) else float
+                for i, v in zip(rows.tolist(), values.tolist(), strict=True):
+                    out[i][param.name] = cast(v)
+            for i in np.flatnonzero(here & ~valid).tolist():  # the prior's share: uniform
+                out[i][param.name] = param.sample(rng)
+        return out  # each draw's params were set in space order
 
 
 def good_fraction(exploration: float) -> float:

@@ -20,10 +20,10 @@ from collections.abc import Callable
 import numpy as np
 
 from service.engine import gp, transfer
-from service.engine.encoding import Encoder, neighbour, notch_neighbours
+from service.engine.encoding import Encoder, neighbours, notch_neighbours
 from service.engine.gp import Features
 from service.engine.history import History, Observation
-from service.engine.space import SearchSpace, config_key
+from service.engine.space import SearchSpace
 from service.engine.stats import normal_scores, scaled_ranks
 from service.engine.strategies.base import (
     Config,
@@ -32,6 +32,7 @@ from service.engine.strategies.base import (
     fill_random,
     ranked_complete,
     take_unseen,
+    unseen_with_keys,
 )
 from service.engine.strategies.parzen import DensityRatio
 from service.engine.strategies.random import latin_hypercube
@@ -136,11 +137,10 @@ class SurrogateStrategy(Strategy):
         top = ranked_complete(history)[:TOP_K]
         if top:
             per = max(1, (size // 3) // (len(top) * len(STEPS)))
-            for trial in top:
-                scale = math.sqrt(len(trial.params))
-                for step in STEPS:
-                    pool += [neighbour(context.encoder, trial.params, step * scale, rng)
-                             for _ in range(per)]
+            centres = [t.params for t in top for _ in STEPS for _ in range(per)]
+            steps = [step * math.sqrt(len(t.params)) for t in top for step in STEPS
+                     for _ in range(per)]
+            pool += neighbours(context.encoder, centres, steps, rng)
             # The incumbent's whole one-notch neighbourhood, when finite: on a grid the next best
             # configuration is most often right there, and the model should see all of it.
             pool += (notch_neighbours(space, top[0].params) or [])[:MAX_NOTCH]
@@ -148,7 +148,7 @@ class SurrogateStrategy(Strategy):
             pool += transfer.incumbents(context.transfer.prior, context.encoder, context.seen,
                                         transfer.POOL_TOP)
         pool += latin_hypercube(space, max(size // 6, 1), rng)
-        fresh = take_unseen(pool, context.seen, len(pool))
+        fresh, fresh_keys = unseen_with_keys(pool, context.seen, len(pool))
         if not fresh:
             return fill_random(space, [], n, rng, context.seen)
         rank = self._ranker(space, history, context, ratio)
@@ -157,10 +157,10 @@ class SurrogateStrategy(Strategy):
         # so a continuous optimum is approached closer than a random pool reaches.
         best = [fresh[i] for i in np.argsort(-scores, kind="stable")[:REFINE_TOP]]
         per = max(1, size // (4 * REFINE_TOP))
-        refined = [neighbour(context.encoder, c, REFINE_STEP * math.sqrt(len(c)), rng)
-                   for c in best for _ in range(per)]
-        refined = take_unseen(refined, context.seen, len(refined),
-                              also={config_key(c) for c in fresh})
+        refined = neighbours(context.encoder, [c for c in best for _ in range(per)],
+                             [REFINE_STEP * math.sqrt(len(c)) for c in best for _ in range(per)],
+                             rng)
+        refined = take_unseen(refined, context.seen, len(refined), also=fresh_keys)
         if refined:
             fresh += refined
             scores = np.concatenate([scores, rank(refined)])
