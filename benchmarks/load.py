@@ -6,8 +6,10 @@ Optuna runs its default TPE sampler in the client processes on an RDBStorage in 
 PostgreSQL server. Both are driven by the same harness: spawned client processes (threads inside
 them past ``--max-procs``) each loop ask -> instant synthetic objective -> tell on a mixed
 HAS-like space (3 categorical architecture choices, 2 ints, 3 floats and one conditional int).
-DyESP clients speak HTTP with one keep-alive ``httpx.Client`` per client thread (no SDK, no
-retries: the server is what is measured, any non-2xx answer is counted as an error); Optuna
+DyESP clients speak HTTP with one keep-alive ``httpx.Client`` per client thread (no SDK); a
+refused ask (429 + ``Retry-After``: the server's per-owner queue is full) is sent again after the
+wait it names, as the SDK does, and counted (``refused``: its wait is in that ask's latency); any
+other non-2xx answer is counted as an error. Optuna
 clients call ``study.ask()`` + the ``trial.suggest_*`` calls (that is where TPE samples) and
 ``study.tell``.
 
@@ -101,6 +103,10 @@ class Record:
     tell_s: float
     end: float
     trial_id: int | str
+    refused: int = 0  # 429s this pair's ask got before it was served
+
+
+MAX_REFUSALS = 100  # an ask refused this often in a row is an error (the server never drains)
 
 
 class _DyespClient:
@@ -108,9 +114,15 @@ class _DyespClient:
         import httpx
 
         self.http = httpx.Client(base_url=url, timeout=120)
+        self.refused = 0  # 429s so far: the harness reads the difference per pair
 
     def ask(self, study: str) -> tuple[Any, int, dict]:
-        response = self.http.post(f"/v1/studies/{study}/ask", json={})
+        for _ in range(MAX_REFUSALS):
+            response = self.http.post(f"/v1/studies/{study}/ask", json={})
+            if response.status_code != 429:
+                break
+            self.refused += 1
+            time.sleep(float(response.headers.get("Retry-After", "1")))
         response.raise_for_status()
         (trial,) = response.json()["trials"]
         return trial["id"], trial["number"], trial["params"]
@@ -216,6 +228,7 @@ def _client_thread(workload: Workload, client: int, tickets: list, barrier: Any,
             if ticket.value <= 0:
                 break
             ticket.value -= 1
+        refused = getattr(driver, "refused", 0)
         try:
             t0 = time.monotonic()
             handle, number, params = driver.ask(study)
@@ -228,7 +241,8 @@ def _client_thread(workload: Workload, client: int, tickets: list, barrier: Any,
             errors.append(repr(error)[:500])
             continue
         trial_id = handle if isinstance(driver, _DyespClient) else handle._trial_id
-        records.append(Record(study_index, number, t0, t1 - t0, t3 - t2, t3, trial_id))
+        records.append(Record(study_index, number, t0, t1 - t0, t3 - t2, t3, trial_id,
+                              getattr(driver, "refused", 0) - refused))
     driver.close()
 
 
@@ -289,6 +303,7 @@ def summarise(records: list[dict], start: float) -> dict:
         return out | {"pairs_per_s": 0.0, "wall_s": 0.0, "bands": {}}
     wall = max(r["end"] for r in records) - start
     out |= {"wall_s": round(wall, 3), "pairs_per_s": round(len(records) / wall, 2),
+            "refused": sum(r.get("refused", 0) for r in records),
             "max_history": max(r["number"] for r in records) + 1, "bands": {}}
     by_band: dict[str, list[dict]] = defaultdict(list)
     for r in records:
@@ -648,7 +663,8 @@ def run_scenario(system: str, scenario: Scenario, args: argparse.Namespace, urls
     bands = ", ".join(f"{b} {v['pairs']}p ask p50 {v['ask_p50_ms']:.1f} p99 {v['ask_p99_ms']:.1f}"
                       for b, v in summary.get("bands", {}).items())
     print(f"  {label:34s} {summary['pairs']:>6} pairs {summary.get('pairs_per_s', 0):8.1f}/s "
-          f"(prep {prep_s:.0f}s, errors {len(outcome['errors'])}) {bands}", flush=True)
+          f"(prep {prep_s:.0f}s, errors {len(outcome['errors'])}, refused "
+          f"{summary.get('refused', 0)}) {bands}", flush=True)
     if outcome["errors"]:
         print(f"    first error: {outcome['errors'][0]}", flush=True)
     return result
@@ -738,8 +754,10 @@ def render(report: dict) -> str:
         f"PostgreSQL {meta['postgres']}, Optuna {meta['optuna']}. Code: {meta['git']}.  ",
         f"DyESP: uvicorn with {meta['workers']} worker process(es), auth off, retraining "
         f"{meta['retrain']} (no Redis: the in-server fallback, a spawned child process), "
-        "one BLAS thread. Clients: httpx, one keep-alive connection per client thread, no SDK, "
-        "no retries.  ",
+        "one BLAS thread. Clients: httpx, one keep-alive connection per client thread, no SDK; "
+        "an ask refused with 429 (the owner's queue in a server process is full) is sent again "
+        "after its Retry-After, as the SDK does, and counted as *refused* (the wait is in that "
+        "ask's latency); any other error is not retried.  ",
         "Optuna: `TPESampler()` defaults, `RDBStorage` on the same PostgreSQL server "
         "(own database), ask + define-by-run `suggest_*` + tell in the client processes.  ",
         f"Clients: spawned processes (at most {meta['max_procs']}; threads inside them beyond "
@@ -769,6 +787,8 @@ def render(report: dict) -> str:
             pairs = f"{r['pairs']:,}" + (" (budget)" if r["budget_hit"] else "")
             if r["errors"]:
                 pairs += f", {r['errors']} errors"
+            if r.get("refused"):
+                pairs += f", {r['refused']} refused"
             head = (f"| {r['scenario']} | {r['clients']} | {r['studies']} | {r['system']} | "
                     f"{pairs} | {_fmt(r.get('pairs_per_s'))} |" if first else "| | | | | | |")
             first = False
