@@ -17,9 +17,10 @@ seeds 0..N-1, trials-to-target (top 0.5%) of:
 - `random`: uniform random search.
 
 Runs stop once the target is reached (trials-to-target is all we score; `None` = not within
-`--budget`). Runs with a prior go on to at least 20 trials so the prior's trust (the Spearman
-correlation between its predictions and the study's results, `transfer.prior_trust`) is
-recorded after 5, 10 and 20 trials; that does not change their trials-to-target.
+`--budget`). Runs with a prior go on to at least 20 trials so the prior's trust (the rank
+correlation between its predictions and the study's results, weighted toward the study's better
+half: `transfer.prior_trust`) is recorded after 5, 10 and 20 trials; that does not change their
+trials-to-target.
 
 Everything is cached as JSON under `<out>/runs/<task>/transfer-<method>/` (gitignored; the prior
 runs under `transfer-prior/`), so a rerun computes only what is missing; the report
@@ -556,7 +557,9 @@ def markdown(summary: dict, methods: list[str], budget: int, prior_budget: int,
     if any(m in methods for m in TRUSTED):
         L += ["## What the trust signal did", "",
               "Trust = Spearman correlation between the prior's predictions and the new study's "
-              "results (`transfer.prior_trust`), median over seeds after 5 / 10 / 20 trials; "
+              "results, capped by the one over the study's better half once that holds 4 results "
+              "(the prior's own incumbents left out of it; `transfer.prior_trust`), median over "
+              "seeds after 5 / 10 / 20 trials; "
               "`active` = seeds whose prior was still in use after 20 trials (trust >= "
               "TRUST_MIN; below it the engine behaves as a cold start). `incumbents hit` = seeds "
               "in which one of the prior's incumbents (strategy `transfer`) reached the target; "

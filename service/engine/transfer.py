@@ -17,7 +17,10 @@ study, capped by the same correlation over the study's better half of results on
 ``MIN_RESULTS_FOR_TRUST`` of them. A prior that only tells bad regions from good ones scores well
 overall (most pairs it orders are a bad and a good trial) yet knows nothing about where the
 optimum is; trust is what licenses exploiting it (its incumbents, its say in the surrogate), so it
-must hold where the study's best results are. The prior does not learn from the new study, so its
+must hold where the study's best results are. The better half leaves out the prior's own
+incumbents: they were tried *because* the prior rates them highest, so among the study's best they
+carry its top scores whatever their rank there, and a useful prior whose incumbents were good but
+not the best would read as inverted. The prior does not learn from the new study, so its
 predictions for those trials are honest out-of-sample forecasts.
 
 Compatibility (``mapping_problems``): the spaces must share at least one parameter name with the
@@ -253,16 +256,22 @@ def view(prior: Prior | None, encoder: Encoder, history: History) -> TransferVie
     done = history.complete
     trust = None
     if len(done) >= MIN_RESULTS_FOR_TRUST:
-        trust = top_weighted_trust(_predicted(model, done), -np.asarray(history.complete_losses))
+        prior_picks = np.array([t.proposal is not None and t.proposal.strategy == TRANSFER
+                                for t in done], dtype=bool)
+        trust = top_weighted_trust(_predicted(model, done), -np.asarray(history.complete_losses),
+                                   prior_picks)
     return TransferView(prior, model, trust, len(done))
 
 
-def top_weighted_trust(predicted: np.ndarray, goodness: np.ndarray) -> float:
+def top_weighted_trust(predicted: np.ndarray, goodness: np.ndarray,
+                       prior_picks: np.ndarray | None = None) -> float:
     """How far the prior's predictions (higher = better) order the study's results (``goodness``,
     higher = better) right, where it matters: the Spearman correlation over all results, or the
     one over the study's better half (``TOP_SHARE``) when that is lower and the half holds at
-    least ``MIN_RESULTS_FOR_TRUST`` results. In [-1, 1]; two rank correlations on cached
-    predictions, so cheap on every ask.
+    least ``MIN_RESULTS_FOR_TRUST`` results. ``prior_picks`` marks the trials the prior proposed
+    itself (its incumbents): they count overall but not in the better half, where the prior's
+    choosing them would bias the correlation down (see the module docstring). In [-1, 1]; two
+    rank correlations on cached predictions, so cheap on every ask.
 
     >>> good = np.arange(10.0)  # the study's results, best last
     >>> round(top_weighted_trust(good, good), 2)  # ranks everything right
@@ -274,6 +283,9 @@ def top_weighted_trust(predicted: np.ndarray, goodness: np.ndarray) -> float:
     predicted = np.asarray(predicted, dtype=float)
     goodness = np.asarray(goodness, dtype=float)
     overall = spearman(predicted, goodness)
+    if prior_picks is not None:
+        others = ~np.asarray(prior_picks, dtype=bool)
+        predicted, goodness = predicted[others], goodness[others]
     k = int(len(goodness) * TOP_SHARE)
     if k < MIN_RESULTS_FOR_TRUST:
         return overall
@@ -291,7 +303,8 @@ def teaching_prior(prior: Prior | None, space: SearchSpace, history: History) ->
 def prior_trust(prior: Prior | None, space: SearchSpace, history: History) -> float | None:
     """How far the prior's predictions order the study's results right, weighted toward the top
     (``top_weighted_trust``: the Spearman correlation over all complete trials, capped by the one
-    over the study's better half); None without a prior or before MIN_RESULTS_FOR_TRUST results.
+    over the study's better half, the prior's own incumbents left out of that half); None without
+    a prior or before MIN_RESULTS_FOR_TRUST results.
     Below ``TRUST_MIN`` the prior is ignored. The pruner's own trust is ``trust.measure_trust``."""
     transfer = view(prior, encoder_for(space), history)
     return None if transfer is None else transfer.trust

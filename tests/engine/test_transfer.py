@@ -223,3 +223,16 @@ def test_the_better_half_counts_only_once_it_has_enough_results() -> None:
     good = np.arange(float(few + 1))
     upside_down_top = np.concatenate([good[:(few + 1) // 2], good[(few + 1) // 2:][::-1]])
     assert transfer.top_weighted_trust(upside_down_top, good) < 0
+
+
+def test_the_priors_own_incumbents_do_not_judge_its_top() -> None:
+    """The prior's incumbents are tried because it rates them highest: good results that are not
+    the study's very best would otherwise make a prior that orders the rest of the top right read
+    as inverted there."""
+    good = np.arange(12.0)  # best last
+    predicted = good.copy()
+    predicted[[6, 7]] = [20.0, 21.0]  # its two favourites: in the better half, not the best
+    picks = np.zeros(12, dtype=bool)
+    picks[[6, 7]] = True
+    assert transfer.top_weighted_trust(predicted, good) < transfer.TRUST_MIN
+    assert transfer.top_weighted_trust(predicted, good, picks) > 0.8
