@@ -11,9 +11,17 @@ configuration. The engine then
   study's results well, and
 - drops the prior completely (cold-start behaviour) once it measurably does not.
 
-Trust is measured, never assumed: the Spearman correlation between the prior's prediction and the
-result of every finished trial of the new study. The prior does not learn from the new study, so
-its predictions for those trials are honest out-of-sample forecasts.
+Trust is measured, never assumed, and weighted toward the top (``top_weighted_trust``): the Spearman
+correlation between the prior's prediction and the result of every finished trial of the new
+study, capped by the same correlation over the study's better half of results once that half has
+``MIN_RESULTS_FOR_TRUST`` of them. A prior that only tells bad regions from good ones scores well
+overall (most pairs it orders are a bad and a good trial) yet knows nothing about where the
+optimum is; trust is what licenses exploiting it (its incumbents, its say in the surrogate), so it
+must hold where the study's best results are. The better half leaves out the prior's own
+incumbents: they were tried *because* the prior rates them highest, so among the study's best they
+carry its top scores whatever their rank there, and a useful prior whose incumbents were good but
+not the best would read as inverted. The prior does not learn from the new study, so its
+predictions for those trials are honest out-of-sample forecasts.
 
 Compatibility (``mapping_problems``): the spaces must share at least one parameter name with the
 same type. How the rest is handled, explicitly:
@@ -50,7 +58,8 @@ from service.engine.space import (
 )
 from service.engine.stats import normal_scores, rank_goodness, spearman
 
-MIN_RESULTS_FOR_TRUST = 4  # Spearman on fewer points is noise
+MIN_RESULTS_FOR_TRUST = 4  # Spearman on fewer points is noise; also the better half's minimum
+TOP_SHARE = 0.5  # trust also asks how the prior orders this share of the study's best results
 TRUST_MIN = 0.1  # below this measured trust the prior is ignored: cold-start behaviour
 PRIOR_POINTS = 150  # each prior study's GP conditions on at most this many of its trials
 INCUMBENTS = 2  # prior incumbents tried before the (unchanged) initial design: few, so a
@@ -247,8 +256,41 @@ def view(prior: Prior | None, encoder: Encoder, history: History) -> TransferVie
     done = history.complete
     trust = None
     if len(done) >= MIN_RESULTS_FOR_TRUST:
-        trust = spearman(_predicted(model, done), -np.asarray(history.complete_losses))
+        prior_picks = np.array([t.proposal is not None and t.proposal.strategy == TRANSFER
+                                for t in done], dtype=bool)
+        trust = top_weighted_trust(_predicted(model, done), -np.asarray(history.complete_losses),
+                                   prior_picks)
     return TransferView(prior, model, trust, len(done))
+
+
+def top_weighted_trust(predicted: np.ndarray, goodness: np.ndarray,
+                       prior_picks: np.ndarray | None = None) -> float:
+    """How far the prior's predictions (higher = better) order the study's results (``goodness``,
+    higher = better) right, where it matters: the Spearman correlation over all results, or the
+    one over the study's better half (``TOP_SHARE``) when that is lower and the half holds at
+    least ``MIN_RESULTS_FOR_TRUST`` results. ``prior_picks`` marks the trials the prior proposed
+    itself (its incumbents): they count overall but not in the better half, where the prior's
+    choosing them would bias the correlation down (see the module docstring). In [-1, 1]; two
+    rank correlations on cached predictions, so cheap on every ask.
+
+    >>> good = np.arange(10.0)  # the study's results, best last
+    >>> round(top_weighted_trust(good, good), 2)  # ranks everything right
+    1.0
+    >>> knows_bad_half = np.concatenate([good[:5], good[5:][::-1]])  # the better half reversed
+    >>> round(spearman(knows_bad_half, good), 2), round(top_weighted_trust(knows_bad_half, good), 2)
+    (0.76, -1.0)
+    """
+    predicted = np.asarray(predicted, dtype=float)
+    goodness = np.asarray(goodness, dtype=float)
+    overall = spearman(predicted, goodness)
+    if prior_picks is not None:
+        others = ~np.asarray(prior_picks, dtype=bool)
+        predicted, goodness = predicted[others], goodness[others]
+    k = int(len(goodness) * TOP_SHARE)
+    if k < MIN_RESULTS_FOR_TRUST:
+        return overall
+    best = np.argsort(-goodness, kind="stable")[:k]
+    return min(overall, spearman(predicted[best], goodness[best]))
 
 
 def teaching_prior(prior: Prior | None, space: SearchSpace, history: History) -> Prior | None:
@@ -259,9 +301,11 @@ def teaching_prior(prior: Prior | None, space: SearchSpace, history: History) ->
 
 
 def prior_trust(prior: Prior | None, space: SearchSpace, history: History) -> float | None:
-    """The Spearman correlation between the prior's predictions and the study's results (None
-    without a prior or before MIN_RESULTS_FOR_TRUST results); the pruner's own trust is
-    ``trust.measure_trust``."""
+    """How far the prior's predictions order the study's results right, weighted toward the top
+    (``top_weighted_trust``: the Spearman correlation over all complete trials, capped by the one
+    over the study's better half, the prior's own incumbents left out of that half); None without
+    a prior or before MIN_RESULTS_FOR_TRUST results.
+    Below ``TRUST_MIN`` the prior is ignored. The pruner's own trust is ``trust.measure_trust``."""
     transfer = view(prior, encoder_for(space), history)
     return None if transfer is None else transfer.trust
 

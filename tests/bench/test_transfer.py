@@ -13,6 +13,7 @@ import json
 import math
 from functools import partial
 
+import numpy as np
 import pytest
 
 from benchmarks import transfer as tr
@@ -114,6 +115,8 @@ def test_runs_stop_at_the_target_and_prior_runs_record_trust(priors):
     md = tr.build_report(priors, [NAMES[0]], list(tr.METHODS), 2, 20, 15)
     assert "Negative transfer never more than 20% worse" in md
     assert "What the trust signal did" in md
+    # Cells with different seed counts are named (transfer ran 2 seeds here, the rest 1).
+    assert f"seeds per cell: 1, except 2 for {NAMES[0]} dyesp-transfer." in md
     assert (priors / "transfer.json").exists()
 
 
@@ -137,3 +140,12 @@ def test_tpe_warm_starts_with_the_enqueued_prior_configurations(priors):
     assert rec["enqueued"] == warm
     n = min(len(warm), rec["n_trials"])
     assert rec["params"][:n] == warm[:n]
+
+
+def test_the_negative_over_cold_interval_brackets_the_ratio_of_medians():
+    cold = [10, 12, 14, 16, 18, 20, 22, 24, 26, None]
+    negative = [12, 15, 18, 20, 22, 24, 26, 28, 30, 32]
+    lo, hi = tr.ratio_interval(negative, cold, 200)
+    ratio = np.median(negative) / np.median([10, 12, 14, 16, 18, 20, 22, 24, 26, 201])
+    assert lo <= ratio <= hi and lo < hi
+    assert tr.ratio_interval(negative, cold, 200) == (lo, hi)  # seeded: the report is stable

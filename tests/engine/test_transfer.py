@@ -170,3 +170,69 @@ def test_pruner_trust_skips_forecasts_made_before_the_prior_was_judged() -> None
     history = History("minimize", tuple(early + later))
     assert measure_trust(history) < 0.5
     assert measure_trust(history, skip=transfer.PRETRAINED_FORECASTS) == 1.0
+
+
+# --- trust weighted toward the top -------------------------------------------------------------
+
+LINE = SearchSpace.from_dict({"params": [{"name": "x", "type": "float", "low": 0.0, "high": 1.0}]})
+
+
+def knows_only_the_bad_half(x: float) -> float:
+    """A sibling whose worse half (x >= 0.5) is ordered as in ``x`` below, but whose better half is
+    ordered backwards: it tells bad regions from good ones and has the optimum at the wrong end."""
+    return 1.0 + x if x >= 0.5 else 0.5 - x
+
+
+def line_trust(prior_loss, n_results: int = 12) -> float | None:
+    """The trust in a prior run of ``prior_loss`` after ``n_results`` spread results of the study,
+    whose loss is ``x`` (best at 0)."""
+    configs = [{"x": float(x)} for x in np.linspace(0.0, 1.0, 41)]
+    prior = transfer.build_prior(LINE, [("p", "minimize", configs,
+                                         [prior_loss(c["x"]) for c in configs])])
+    from service.engine.history import History, Observation, TrialState
+
+    xs = (np.arange(n_results) + 0.5) / n_results
+    history = History("minimize", tuple(Observation(i, {"x": float(x)}, TrialState.COMPLETE,
+                                                    float(x)) for i, x in enumerate(xs)))
+    return transfer.prior_trust(prior, LINE, history)
+
+
+def test_a_prior_that_knows_only_the_bad_half_is_not_trusted_to_exploit() -> None:
+    from service.engine.stats import spearman
+
+    trust = line_trust(knows_only_the_bad_half)
+    assert trust is not None and trust < transfer.TRUST_MIN
+    # The plain Spearman correlation over all results would have trusted it.
+    xs = (np.arange(12) + 0.5) / 12
+    assert spearman([-knows_only_the_bad_half(x) for x in xs], -xs) > 0.5
+
+
+def test_a_prior_that_ranks_the_top_right_is_trusted() -> None:
+    trust = line_trust(lambda x: x)
+    assert trust is not None and trust > 0.9
+    # Ordering the worse half backwards costs it the overall correlation, not its trust.
+    trust = line_trust(lambda x: x if x < 0.5 else 2.5 - x)
+    assert trust is not None and trust >= transfer.TRUST_MIN
+
+
+def test_the_better_half_counts_only_once_it_has_enough_results() -> None:
+    few = 2 * transfer.MIN_RESULTS_FOR_TRUST - 1  # its better half would hold too few for Spearman
+    good = np.arange(float(few))
+    upside_down_top = np.concatenate([good[:few // 2 + 1], good[few // 2 + 1:][::-1]])
+    assert transfer.top_weighted_trust(upside_down_top, good) > transfer.TRUST_MIN
+    good = np.arange(float(few + 1))
+    upside_down_top = np.concatenate([good[:(few + 1) // 2], good[(few + 1) // 2:][::-1]])
+    assert transfer.top_weighted_trust(upside_down_top, good) < 0
+
+
+def test_the_priors_own_incumbents_do_not_judge_its_top() -> None:
+    """The prior's incumbents are tried because it rates them highest: good results that are not
+    the study's very best would otherwise make a prior that orders the rest of the top right read
+    as inverted there."""
+    good = np.arange(12.0)  # best last
+    predicted = good.copy()
+    predicted[[6, 7]] = [20.0, 21.0]  # its two favourites: in the better half, not the best
+    picks = np.zeros(12, dtype=bool)
+    picks[[6, 7]] = True
+    assert transfer.top_weighted_trust(predicted, good) < transfer.TRUST_MIN
+    assert transfer.top_weighted_trust(predicted, good, picks) > 0.8

@@ -447,7 +447,7 @@ async function enginePage() {
       const table = el("table", null, { class: "grid" });
       table.appendChild(row(["sources", t.sources.join(", ")]));
       table.appendChild(row(["prior trained on", t.prior_trials ?? ""]));
-      table.appendChild(row(["prior's trust (Spearman on this study's results)", t.trust === null ? "not measured yet" : fmt(t.trust)]));
+      table.appendChild(row(["prior's trust (rank correlation with this study's results, its better half counted)", t.trust === null ? "not measured yet" : fmt(t.trust)]));
       table.appendChild(row(["still steers proposals", t.active ? "yes" : "no"]));
       transfer.replaceChildren(table);
     }
