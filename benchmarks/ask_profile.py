@@ -66,7 +66,9 @@ def _label(frame: str) -> str:
     """``function (path:line)`` -> ``function (path)``, the path relative to the checkout."""
     name, _, where = frame.partition(" (")
     path = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("/service/", "/benchmarks/", "/site-packages/"):
+    if "/site-packages/" in path:  # a library: from its package on
+        path = path.split("/site-packages/", 1)[1]
+    for marker in ("/service/", "/benchmarks/"):  # this project: from its top-level package on
         if marker in path:
             path = path[path.index(marker) + 1:]
             break
