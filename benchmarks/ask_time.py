@@ -80,7 +80,13 @@ def compare(baseline: Path, sizes: str, repeats: int, rounds: int, out: Path) ->
         this = statistics.median(run[i]["median_ms"] for run in runs["this"])
         rows.append({"trials": row["trials"], "mode": row["mode"], "baseline_ms": base,
                      "this_ms": this, "ratio": this / base})
+    def commit(code: Path) -> str:
+        return subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip() or "?"
+
     lines = ["# Engine time per ask: this checkout against a baseline", "",
+             f"Baseline: `{commit(baseline)}`; this: `{commit(here)}` (plus any uncommitted "
+             "changes). "
              f"`engine.propose` for one configuration, {repeats} asks per row and checkout, "
              f"median of {rounds} alternating rounds (fresh processes), one BLAS thread. "
              f"Command: `python -m benchmarks.ask_time --baseline <checkout> --rounds {rounds}`.",
