@@ -9,7 +9,6 @@ correct across any number of server processes, since the database orders the wri
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
@@ -33,9 +32,11 @@ class _Entry:
     last_pruned_id: int = 0
     trials: list[Observation | None] = field(default_factory=list)  # indexed by trial number
     pruned: list[PrunedCandidate] = field(default_factory=list)
-    # Keys of the trials the engine must not propose again (all but failed), kept up to date row
-    # by row: recomputing them over 10,000 trials on every ask was a tenth of its time.
-    seen: Counter = field(default_factory=Counter)
+    # Keys of the trials the engine must not propose again (all but failed) -> how many trials
+    # have each, kept up to date row by row: recomputing them over 10,000 trials on every ask was
+    # a tenth of its time. A plain dict, not a Counter: frozenset() of an exact dict reuses the
+    # stored hashes (0.1 ms at 10,000 keys), of a subclass it hashes every key again (1.8 ms).
+    seen: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # The History last handed out, until a row changes: an ask loads twice (its draft, then
     # under the lock), and each load copied every trial and key of the study again; sharing
@@ -91,11 +92,14 @@ def _put(entry: _Entry, number: int, observation: Observation) -> None:
     if number >= len(trials):
         trials.extend([None] * (number + 1 - len(trials)))
     old = trials[number]
+    seen = entry.seen
     if old is not None and old.state is not TrialState.FAILED:
         key = config_key(old.params)
-        entry.seen[key] -= 1
-        if entry.seen[key] <= 0:
-            del entry.seen[key]
+        if seen.get(key, 0) <= 1:
+            seen.pop(key, None)
+        else:
+            seen[key] -= 1
     if observation.state is not TrialState.FAILED:
-        entry.seen[config_key(observation.params)] += 1
+        key = config_key(observation.params)
+        seen[key] = seen.get(key, 0) + 1
     trials[number] = observation

@@ -88,7 +88,7 @@ def ranked_complete(history: History) -> list[Observation]:
     done = history.complete
     numbers = np.array([t.number for t in done], dtype=np.int64)
     # By loss, then trial number, then trial order: lexsort is stable, as sorted() is.
-    ranked = [done[i] for i in np.lexsort((numbers, history.complete_losses))]
+    ranked = [done[i] for i in np.lexsort((numbers, history.complete_losses)).tolist()]
     _RANKED.insert(0, (history, ranked))
     del _RANKED[4:]
     return ranked
