@@ -62,10 +62,6 @@ def _ci(samples: np.ndarray) -> list[float]:
     return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
 
 
-def _boot_medians(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return np.median(x[rng.integers(0, len(x), (N_BOOT, len(x)))], axis=1)
-
-
 def analyse(base: Path, cell: Path, datasets: Sequence[str], budget: int,
             reference: dict[str, Any] | None = None, plain: str = "nb201/{}",
             cell_task: str = "nb201-cell/{}") -> dict[str, Any]:
@@ -87,7 +83,7 @@ def analyse(base: Path, cell: Path, datasets: Sequence[str], budget: int,
         boots: dict[str, np.ndarray] = {}
         for m, r in runs.items():
             x = np.array(list(r.values()))
-            boots[m] = _boot_medians(x, rng)
+            boots[m] = scores.bootstrap_medians(x, rng, N_BOOT)
             row["methods"][m] = {"n": len(x), "median": float(np.median(x)),
                                  "ci": _ci(boots[m]), "reached": int(np.sum(x <= budget))}
         seeds = sorted(set(runs[ENGINE]) & set(runs["dyesp-cell"]))

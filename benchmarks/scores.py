@@ -51,6 +51,16 @@ def median_iqr(x: Sequence[float]) -> tuple[float, float, float]:
     return float(q50), float(q25), float(q75)
 
 
+def bootstrap_medians(x: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` medians of ``x`` resampled with replacement (for percentile intervals).
+
+    >>> bootstrap_medians(np.array([3.0, 3.0]), np.random.default_rng(0), 4).tolist()
+    [3.0, 3.0, 3.0, 3.0]
+    """
+    x = np.asarray(x)
+    return np.median(x[rng.integers(0, len(x), (n, len(x)))], axis=1)
+
+
 def log_spread(ttt: Sequence[int | None], budget: int) -> float:
     """Standard deviation (ddof=0) of log10 trials-to-target over seeds, failures at budget + 1."""
     x = censored(ttt, budget)

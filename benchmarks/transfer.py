@@ -417,8 +417,7 @@ def ratio_interval(a: Sequence[int | None], b: Sequence[int | None], budget: int
     after the prior's first trials their trajectories differ). Seeded: the report is stable."""
     x, y = scores.censored(a, budget), scores.censored(b, budget)
     rng = np.random.default_rng(0)
-    ratios = (np.median(rng.choice(x, (n, len(x))), axis=1)
-              / np.median(rng.choice(y, (n, len(y))), axis=1))
+    ratios = scores.bootstrap_medians(x, rng, n) / scores.bootstrap_medians(y, rng, n)
     lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 

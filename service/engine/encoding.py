@@ -134,20 +134,6 @@ def encoder_for(space: SearchSpace) -> Encoder:
     return Encoder(space)
 
 
-def to_unit(param: FloatParam | IntParam, value: float) -> float:
-    """Position of ``value`` in [0, 1] along the param's (log) scale."""
-    low, high = float(param.low), float(param.high)
-    if param.log:
-        if isinstance(param, IntParam):
-            low, high = low - 0.5, high + 0.5
-        low, high, value = math.log(low), math.log(high), math.log(max(float(value), 1e-300))
-    elif isinstance(param, IntParam):
-        low, high = low - 0.5, high + 0.5
-    if high == low:
-        return 0.5
-    return min(max((float(value) - low) / (high - low), 0.0), 1.0)
-
-
 def _unit_bounds(param: FloatParam | IntParam) -> tuple[float, float]:
     """The (log) interval ``to_unit`` maps onto [0, 1]: ints widened by half a step each side."""
     low, high = float(param.low), float(param.high)
@@ -156,6 +142,16 @@ def _unit_bounds(param: FloatParam | IntParam) -> tuple[float, float]:
     if param.log:
         low, high = math.log(low), math.log(high)
     return low, high
+
+
+def to_unit(param: FloatParam | IntParam, value: float) -> float:
+    """Position of ``value`` in [0, 1] along the param's (log) scale."""
+    low, high = _unit_bounds(param)
+    if high == low:
+        return 0.5
+    if param.log:
+        value = math.log(max(float(value), 1e-300))
+    return min(max((float(value) - low) / (high - low), 0.0), 1.0)
 
 
 def to_units(param: FloatParam | IntParam, values: np.ndarray) -> np.ndarray:
@@ -196,14 +192,9 @@ def from_units(param: FloatParam | IntParam, units: np.ndarray) -> np.ndarray:
 def from_unit(param: FloatParam | IntParam, unit: float) -> float | int:
     """Inverse of ``to_unit``, snapped onto the param's domain."""
     unit = min(max(unit, 0.0), 1.0)
-    low, high = float(param.low), float(param.high)
-    if isinstance(param, IntParam):
-        low, high = low - 0.5, high + 0.5
-    if param.log:
-        value = math.exp(math.log(low) + unit * (math.log(high) - math.log(low)))
-    else:
-        value = low + unit * (high - low)
-    return param.clip(value)
+    low, high = _unit_bounds(param)
+    value = low + unit * (high - low)
+    return param.clip(math.exp(value) if param.log else value)
 
 
 def unit_width(param: Param) -> float:

@@ -87,13 +87,11 @@ class _Dim:
         return out
 
     def _index(self, value: Any) -> int:
+        """A categorical value's position among the choices (numbers are indexed in ``column``)."""
         param = self.param
-        if isinstance(param, CategoricalParam):
-            index = self.lookup.get((isinstance(value, bool), isinstance(value, str), value))
-            return param.index(value) if index is None else index
-        step = param.step if param.step is not None else 1
-        assert self.values is not None
-        return min(max(round((float(value) - param.low) / step), 0), len(self.values) - 1)
+        assert isinstance(param, CategoricalParam)
+        index = self.lookup.get((isinstance(value, bool), isinstance(value, str), value))
+        return param.index(value) if index is None else index
 
     def log_matrix(self, n_obs: int, sigma: float) -> np.ndarray:
         """log P(value i | component at value j), shape (K, K), with the prior's share mixed in."""
