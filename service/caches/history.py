@@ -17,8 +17,8 @@ from service.caches.lru import LRU
 from service.db import trial_queries
 from service.db.history import to_observations, to_pruned
 from service.db.study_queries import current_revision
-from service.engine.history import Direction, History, Observation, PrunedCandidate, TrialState
-from service.engine.space import config_key
+from service.engine.history import Direction, History
+from service.engine.history_ledger import HistoryLedger
 
 # Studies whose history a process keeps. A history is the largest entry of any cache (a study
 # of 10,000 trials is megabytes of Observations) and an evicted one costs a single full read of
@@ -30,18 +30,11 @@ MAX_STUDIES = 512
 class _Entry:
     revision: int = 0
     last_pruned_id: int = 0
-    trials: list[Observation | None] = field(default_factory=list)  # indexed by trial number
-    pruned: list[PrunedCandidate] = field(default_factory=list)
-    # Keys of the trials the engine must not propose again (all but failed) -> how many trials
-    # have each, kept up to date row by row: recomputing them over 10,000 trials on every ask was
-    # a tenth of its time. A plain dict, not a Counter: frozenset() of an exact dict reuses the
-    # stored hashes (0.1 ms at 10,000 keys), of a subclass it hashes every key again (1.8 ms).
-    seen: dict = field(default_factory=dict)
+    # The trials read so far with their views kept up to date row by row, and the History it
+    # last handed out until a row changes: an ask loads twice (its draft, then under the lock),
+    # and one frozen History shares its views (complete, ranked, losses, seen) between them.
+    ledger: HistoryLedger | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    # The History last handed out, until a row changes: an ask loads twice (its draft, then
-    # under the lock), and each load copied every trial and key of the study again; sharing
-    # the frozen object also shares its derived views (complete, running, losses).
-    history: History | None = None
 
 
 class HistoryCache:
@@ -68,38 +61,30 @@ class HistoryCache:
         """
         entry = self._entries.get_or_put(study_id, _Entry)
         with entry.lock:  # an entry evicted meanwhile is finished, then dropped: still exact
+            ledger = entry.ledger
+            if ledger is None or ledger.direction != direction:
+                # A study's direction never changes: this is its first load in this process.
+                entry.ledger = ledger = _replayed(ledger, direction)
             if revision is None:
                 revision = current_revision(session, study_id) or 0
             if revision > entry.revision:
                 rows = trial_queries.changed_since(session, study_id, entry.revision)
-                for row, observation in zip(rows, to_observations(session, rows, rungs),
-                                            strict=True):
-                    _put(entry, row.number, observation)
+                for observation in to_observations(session, rows, rungs):
+                    ledger.put(observation)
                 for row in trial_queries.pruned_after(session, study_id, entry.last_pruned_id):
-                    entry.pruned.append(to_pruned(row))
+                    ledger.add_pruned(to_pruned(row))
                     entry.last_pruned_id = row.id
                 entry.revision = revision
-                entry.history = None
-            if entry.history is None or entry.history.direction != direction:
-                trials = tuple(t for t in entry.trials if t is not None)
-                entry.history = History(direction=direction, trials=trials,
-                                        pruned=tuple(entry.pruned), seen=frozenset(entry.seen))
-            return entry.history
+            return ledger.history()
 
 
-def _put(entry: _Entry, number: int, observation: Observation) -> None:
-    trials = entry.trials
-    if number >= len(trials):
-        trials.extend([None] * (number + 1 - len(trials)))
-    old = trials[number]
-    seen = entry.seen
-    if old is not None and old.state is not TrialState.FAILED:
-        key = config_key(old.params)
-        if seen.get(key, 0) <= 1:
-            seen.pop(key, None)
-        else:
-            seen[key] -= 1
-    if observation.state is not TrialState.FAILED:
-        key = config_key(observation.params)
-        seen[key] = seen.get(key, 0) + 1
-    trials[number] = observation
+def _replayed(old: HistoryLedger | None, direction: Direction) -> HistoryLedger:
+    """A ledger for ``direction`` holding what ``old`` held (nothing without one)."""
+    ledger = HistoryLedger(direction)
+    if old is not None:
+        history = old.history()
+        for observation in history.trials:
+            ledger.put(observation)
+        for candidate in history.pruned:
+            ledger.add_pruned(candidate)
+    return ledger

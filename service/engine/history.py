@@ -11,7 +11,7 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -91,6 +91,15 @@ class PrunedCandidate:
     metrics: Mapping[str, float] = field(default_factory=dict)
 
 
+class Views(NamedTuple):
+    """A history's trials by state, each in trial-number order (``History``'s views)."""
+
+    complete: tuple[Observation, ...]  # complete with a finite value
+    running: tuple[Observation, ...]  # running or waiting
+    infeasible: tuple[Observation, ...]
+    stopped: tuple[Observation, ...]  # stopped with a partial value
+
+
 @dataclass(frozen=True)
 class History:
     """Everything the engine may learn from, in trial-number order."""
@@ -122,13 +131,16 @@ class History:
 
     # The views below are computed once per History object (it is frozen; strategies, the
     # scheduler and the pruner each ask for them, and at 10,000 trials every pass costs), all
-    # three in one pass over the trials.
+    # four in one pass over the trials. A ``HistoryLedger`` keeps them up to date trial by trial
+    # instead and hands them in (``with_views``), so the service's asks make no pass at all.
     @functools.cached_property
-    def _by_state(self) -> tuple[tuple[Observation, ...], ...]:
+    def _by_state(self) -> Views:
         complete: list[Observation] = []
         running: list[Observation] = []
         infeasible: list[Observation] = []
-        done, bad, pending = TrialState.COMPLETE, TrialState.INFEASIBLE, _PENDING
+        stopped: list[Observation] = []
+        done, bad, pending, cut = (TrialState.COMPLETE, TrialState.INFEASIBLE, _PENDING,
+                                   TrialState.STOPPED)
         for t in self.trials:
             state = t.state
             if state is done:
@@ -138,11 +150,34 @@ class History:
                 infeasible.append(t)
             elif state in pending:
                 running.append(t)
-        return tuple(complete), tuple(running), tuple(infeasible)
+            elif state is cut and t.value is not None:
+                stopped.append(t)
+        return Views(tuple(complete), tuple(running), tuple(infeasible), tuple(stopped))
+
+    @classmethod
+    def with_views(cls, direction: Direction, trials: tuple[Observation, ...],
+                   pruned: tuple[PrunedCandidate, ...], seen: frozenset[Key] | None,
+                   views: Views, losses: np.ndarray, ranked: list[Observation]) -> History:
+        """A History whose views were kept up to date elsewhere (``HistoryLedger``): they must
+        equal what its own passes compute (``_by_state``, ``complete_losses``, ``ranked``)."""
+        history = cls(direction, trials, pruned, seen)
+        losses.flags.writeable = False
+        history.__dict__.update(_by_state=views, complete_losses=losses, ranked=ranked)
+        return history
+
+    def plus_running(self, pending: Observation,
+                     pruned: tuple[PrunedCandidate, ...]) -> History:
+        """This history with one more running trial (an ask's own pick, for its later slots):
+        the finished trials' views are shared, not recomputed."""
+        views = self._by_state
+        return History.with_views(
+            self.direction, (*self.trials, pending), pruned, None,
+            Views(views.complete, (*views.running, pending), views.infeasible, views.stopped),
+            self.complete_losses, self.ranked)
 
     @property
     def complete(self) -> tuple[Observation, ...]:
-        return self._by_state[0]
+        return self._by_state.complete
 
     @functools.cached_property
     def complete_losses(self) -> np.ndarray:
@@ -152,13 +187,27 @@ class History:
         losses.flags.writeable = False
         return losses
 
+    @functools.cached_property
+    def ranked(self) -> list[Observation]:
+        """Complete trials, best (lowest loss) first; ties keep trial-number order. Callers
+        must not mutate the list."""
+        done = self.complete
+        numbers = np.array([t.number for t in done], dtype=np.int64)
+        # By loss, then trial number: lexsort is stable, as sorted() is.
+        return [done[i] for i in np.lexsort((numbers, self.complete_losses)).tolist()]
+
     @property
     def running(self) -> tuple[Observation, ...]:
-        return self._by_state[1]
+        return self._by_state.running
 
     @property
     def infeasible(self) -> tuple[Observation, ...]:
-        return self._by_state[2]
+        return self._by_state.infeasible
+
+    @property
+    def stopped(self) -> tuple[Observation, ...]:
+        """Trials stopped early that kept a partial value (``partial_results`` reads them)."""
+        return self._by_state.stopped
 
     def best(self) -> Observation | None:
         done = self.complete

@@ -31,14 +31,8 @@ from typing import TYPE_CHECKING, Any
 from service.engine import early_stopping
 from service.engine.early_stopping import Fidelity, StopDecision
 from service.engine.encoding import encoder_for
-from service.engine.history import (
-    Direction,
-    History,
-    Observation,
-    ProposalInfo,
-    PrunedCandidate,
-    TrialState,
-)
+from service.engine.history import Direction, History, Observation, ProposalInfo, TrialState
+from service.engine.history_ledger import HistoryLedger
 from service.engine.options import EngineOptions
 from service.engine.propose import propose
 from service.engine.pruner import make_training_set
@@ -83,8 +77,8 @@ class Optimizer:
         self.metric_names = tuple(metric_names)
         self.prior = prior  # finished related studies (``transfer.build_prior``), or None
         self.model: PrunerModel | None = None
-        self._trials: list[Observation] = []
-        self._pruned: list[PrunedCandidate] = []
+        self._trials: list[Observation] = []  # by number; every change also goes to the ledger
+        self._ledger = HistoryLedger(direction)  # the History views, kept up to date per trial
         self._trained_on: int | None = None  # complete trials at the last training; None: never
         self._model_learnt_prior = False  # whether the model's weights carry the prior's ranks
         self.n_trainings = 0
@@ -97,7 +91,7 @@ class Optimizer:
 
     @property
     def history(self) -> History:
-        return History(self.direction, tuple(self._trials), tuple(self._pruned))
+        return self._ledger.history()
 
     def ask(self) -> Suggestion:
         return self.ask_many(1)[0]
@@ -110,14 +104,15 @@ class Optimizer:
                            options=self.options,
                            metrics_fn=self.metrics_fn if self.metric_names else None,
                            prior=self.prior)
-        self._pruned.extend(decision.pruned)
+        for candidate in decision.pruned:
+            self._ledger.add_pruned(candidate)
         configs = [p.params for p in decision.proposals]
         metrics = self._metrics(configs)
         out = []
         for proposal, values in zip(decision.proposals, metrics, strict=True):
             number = len(self._trials)
-            self._trials.append(Observation(number, proposal.params, TrialState.RUNNING,
-                                            metrics=values, proposal=proposal.info))
+            self._put(Observation(number, proposal.params, TrialState.RUNNING,
+                                  metrics=values, proposal=proposal.info))
             out.append(Suggestion(number, dict(proposal.params), proposal.info))
         return out
 
@@ -139,8 +134,8 @@ class Optimizer:
         old = self._trials[number]
         if old.state.finished:
             raise ValueError(f"trial {number} is already {old.state.value}")
-        self._trials[number] = dataclasses.replace(
-            old, state=state, value=None if value is None else float(value))
+        self._put(dataclasses.replace(
+            old, state=state, value=None if value is None else float(value)))
         self._retrain_if_due(self.history)
 
     def report(self, suggestion: Suggestion | int, step: int, value: float) -> StopDecision:
@@ -172,13 +167,21 @@ class Optimizer:
                                              rule=self._stopping_policy().rule(rung),
                                              number=number)
             others.append(value)
-            self._trials[number] = dataclasses.replace(
-                trial, curve=tuple(sorted((*trial.curve, (step, float(value))))))
+            self._put(dataclasses.replace(
+                trial, curve=tuple(sorted((*trial.curve, (step, float(value)))))))
         reports[step] = (float(value), decision)
         return decision
 
     def best(self) -> Observation | None:
         return self.history.best()
+
+    def _put(self, trial: Observation) -> None:
+        """Record a new trial or a trial's new state."""
+        if trial.number == len(self._trials):
+            self._trials.append(trial)
+        else:
+            self._trials[trial.number] = trial
+        self._ledger.put(trial)
 
     def _number(self, suggestion: Suggestion | int) -> int:
         number = suggestion if isinstance(suggestion, int) else suggestion.number

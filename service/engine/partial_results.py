@@ -36,7 +36,7 @@ def with_partial_results(history: History) -> History:
     >>> view.trials[5].state.value, view.trials[5].value < 10
     ('complete', True)
     """
-    stopped = [t for t in history.trials if t.state is TrialState.STOPPED and t.value is not None]
+    stopped = history.stopped
     if not stopped:
         return history
     sign = 1.0 if history.direction == "minimize" else -1.0
@@ -104,7 +104,7 @@ def _rung_pairs(complete: tuple[Observation, ...], sign: float) -> Pairs:
     return out
 
 
-def _estimates(stopped: list[Observation], anchors: dict[int, _Anchor],
+def _estimates(stopped: tuple[Observation, ...], anchors: dict[int, _Anchor],
                sign: float) -> dict[int, float]:
     """The estimated final value (not a loss) of each stopped trial, by trial number.
 

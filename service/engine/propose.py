@@ -89,8 +89,7 @@ class _Ask:
         """Record a pick: later slots must not propose it again and see it as pending."""
         self.seen.add(config_key(config))
         pending = Observation(-1 - slot, config, TrialState.RUNNING, proposal=info)
-        self.working = History(self.history.direction, (*self.working.trials, pending),
-                               (*self.history.pruned, *self.pruned))
+        self.working = self.working.plus_running(pending, (*self.history.pruned, *self.pruned))
         return Proposal(dict(config), info)
 
 

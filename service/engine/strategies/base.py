@@ -73,25 +73,11 @@ class Strategy(ABC):
         """Up to ``n`` new configurations, best first."""
 
 
-_RANKED: list[tuple[History, list[Observation]]] = []  # the last few answers, by identity
-
-
 def ranked_complete(history: History) -> list[Observation]:
-    """Completed trials, best (lowest loss) first; ties keep trial order for determinism.
-
-    Memoised on the history object (several strategies rank the same one within an ask, and it
-    is the costliest pass at 10,000 trials); callers must not mutate the list.
-    """
-    for seen, ranked in _RANKED:
-        if seen is history:
-            return ranked
-    done = history.complete
-    numbers = np.array([t.number for t in done], dtype=np.int64)
-    # By loss, then trial number, then trial order: lexsort is stable, as sorted() is.
-    ranked = [done[i] for i in np.lexsort((numbers, history.complete_losses)).tolist()]
-    _RANKED.insert(0, (history, ranked))
-    del _RANKED[4:]
-    return ranked
+    """Completed trials, best (lowest loss) first; ties keep trial order for determinism
+    (``History.ranked``: once per history, or kept up to date by a ``HistoryLedger``); callers
+    must not mutate the list."""
+    return history.ranked
 
 
 def take_unseen(candidates: Iterable[Mapping[str, Any]], seen: frozenset[Key] | set[Key],
