@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
 from service.engine.encoding import Encoder, ordinal_positions
 from service.engine.space import CategoricalParam
@@ -108,7 +109,7 @@ class GP:
     def predict(self, Xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         Ks = self.signal * _matern(Xs, self.X, self.lengthscales)[0]
         mean = Ks @ self.alpha
-        v = np.linalg.solve(self.chol, Ks.T)
+        v = solve_triangular(self.chol, Ks.T, lower=True, check_finite=False)
         var = np.maximum(self.signal - (v * v).sum(0), 1e-12)
         return mean, np.sqrt(var)
 
