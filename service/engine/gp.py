@@ -159,10 +159,16 @@ def checkpoint(n: int) -> int:
 
 def subset(y: np.ndarray, limit: int) -> np.ndarray:
     """All rows, or the best half of ``limit`` plus an even spread of the rest (deterministic)."""
-    n = len(y)
+    if len(y) <= limit:
+        return np.arange(len(y))
+    return subset_of_order(np.argsort(y, kind="stable"), limit)
+
+
+def subset_of_order(order: np.ndarray, limit: int) -> np.ndarray:
+    """``subset`` given the rows' stable ascending ``order`` (``History.rank_order``)."""
+    n = len(order)
     if n <= limit:
         return np.arange(n)
-    order = np.argsort(y, kind="stable")
     best = order[: limit // 2]
     rest = order[limit // 2:]
     spread = rest[np.linspace(0, len(rest) - 1, limit - len(best)).round().astype(int)]

@@ -157,12 +157,16 @@ class History:
     @classmethod
     def with_views(cls, direction: Direction, trials: tuple[Observation, ...],
                    pruned: tuple[PrunedCandidate, ...], seen: frozenset[Key] | None,
-                   views: Views, losses: np.ndarray, ranked: list[Observation]) -> History:
+                   views: Views, losses: np.ndarray, rank_order: np.ndarray,
+                   ranked: list[Observation]) -> History:
         """A History whose views were kept up to date elsewhere (``HistoryLedger``): they must
-        equal what its own passes compute (``_by_state``, ``complete_losses``, ``ranked``)."""
+        equal what its own passes compute (``_by_state``, ``complete_losses``, ``rank_order``,
+        ``ranked``)."""
         history = cls(direction, trials, pruned, seen)
         losses.flags.writeable = False
-        history.__dict__.update(_by_state=views, complete_losses=losses, ranked=ranked)
+        rank_order.flags.writeable = False
+        history.__dict__.update(_by_state=views, complete_losses=losses, rank_order=rank_order,
+                                ranked=ranked)
         return history
 
     def plus_running(self, pending: Observation,
@@ -173,7 +177,7 @@ class History:
         return History.with_views(
             self.direction, (*self.trials, pending), pruned, None,
             Views(views.complete, (*views.running, pending), views.infeasible, views.stopped),
-            self.complete_losses, self.ranked)
+            self.complete_losses, self.rank_order, self.ranked)
 
     @property
     def complete(self) -> tuple[Observation, ...]:
@@ -188,13 +192,19 @@ class History:
         return losses
 
     @functools.cached_property
+    def rank_order(self) -> np.ndarray:
+        """Positions in ``complete``, best (lowest loss) first, ties in trial-number order: the
+        stable argsort of ``complete_losses`` (read-only)."""
+        order = np.argsort(self.complete_losses, kind="stable")
+        order.flags.writeable = False
+        return order
+
+    @functools.cached_property
     def ranked(self) -> list[Observation]:
-        """Complete trials, best (lowest loss) first; ties keep trial-number order. Callers
-        must not mutate the list."""
+        """Complete trials, best (lowest loss) first (``rank_order``). Callers must not mutate
+        the list."""
         done = self.complete
-        numbers = np.array([t.number for t in done], dtype=np.int64)
-        # By loss, then trial number: lexsort is stable, as sorted() is.
-        return [done[i] for i in np.lexsort((numbers, self.complete_losses)).tolist()]
+        return [done[i] for i in self.rank_order.tolist()]
 
     @property
     def running(self) -> tuple[Observation, ...]:

@@ -644,22 +644,28 @@ def config_key(config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     Floats are rounded to 12 significant digits: a value that went through JSON and back (or
     through the encoder) must still match itself.
     """
-    items = []
+    items: list[tuple[str, Any]] = []
+    append = items.append
     for name in sorted(config):
         value = config[name]
         kind = type(value)  # exact types first: a key per candidate, hundreds per ask
-        if kind is float:
-            items.append((name, int(value) if value.is_integer() else float(f"{value:.12g}")))
-        elif kind is int:
-            items.append((name, int(float(value))))  # as the general path: via float
+        if kind is str or kind is bool:
+            append((name, value))
+        elif kind is float:
+            append((name, int(value) if value.is_integer() else float(f"{value:.12g}")))
+        elif kind is int:  # as the general path (via float), which is exact up to 2**53
+            append((name, value if -_EXACT_INT <= value <= _EXACT_INT else int(float(value))))
         elif isinstance(value, (bool, str)):
-            items.append((name, value))
+            append((name, value))
         elif _is_number(value):
             number = float(value)
-            items.append((name, int(number) if number.is_integer() else float(f"{number:.12g}")))
+            append((name, int(number) if number.is_integer() else float(f"{number:.12g}")))
         else:
-            items.append((name, repr(value)))
+            append((name, repr(value)))
     return tuple(items)
+
+
+_EXACT_INT = 2**53  # every int up to this magnitude survives int(float(x)) unchanged
 
 
 def n_values(param: Param) -> float:

@@ -25,6 +25,7 @@ def _assert_same(ledger_history: History, direction: str) -> None:
         assert [id(t) for t in got] == [id(t) for t in want], view
     np.testing.assert_array_equal(ledger_history.complete_losses, fresh.complete_losses)
     assert [id(t) for t in ledger_history.ranked] == [id(t) for t in fresh.ranked]
+    np.testing.assert_array_equal(ledger_history.rank_order, fresh.rank_order)
     assert ledger_history.seen == fresh.own_keys
     assert ledger_history.pruned == fresh.pruned
     with pytest.raises(ValueError):
@@ -88,4 +89,5 @@ def test_plus_running_shares_finished_views() -> None:
     assert more.running == fresh.running == (pending,)
     assert more.complete is history.complete
     assert more.ranked == fresh.ranked
+    np.testing.assert_array_equal(more.rank_order, fresh.rank_order)
     np.testing.assert_array_equal(more.complete_losses, fresh.complete_losses)

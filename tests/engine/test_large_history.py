@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from service.engine import gp, scheduler
+from service.engine import gp, scheduler, stats
 from service.engine.encoding import Encoder
 from service.engine.history import History, Observation, ProposalInfo, TrialState
 from service.engine.space import SearchSpace
@@ -116,3 +116,21 @@ def test_feature_rows_stay_right_when_their_cache_overflows(
     both = surrogate._feature_rows(features, trials)  # 20 hits + 30 new > 40: the cache clears
     assert np.array_equal(first, both[:20])
     assert np.array_equal(both, features([t.params for t in trials]))
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_gp_rows_from_the_rank_order_equal_the_full_sort(direction: str) -> None:
+    """The GP's rows and targets, read off ``History.rank_order`` with a binary search per row,
+    are bit for bit what normal-scoring and sorting every loss gave (ties included)."""
+    history = mixed_history(SPACES["mixed_conditional"], 3000, seed=3, direction=direction)
+    losses = np.array(history.complete_losses)
+    limit = gp.MAX_POINTS - 2 * surrogate.MAX_EXTRA
+    assert len(losses) > limit and len(np.unique(losses)) < len(losses)  # ties, and a subset
+    all_scores = stats.normal_scores(losses)
+    keep = gp.subset_of_order(history.rank_order, limit)
+    np.testing.assert_array_equal(keep, gp.subset(all_scores, limit))
+    np.testing.assert_array_equal(
+        stats.normal_scores_at(losses, history.rank_order, keep), all_scores[keep])
+    everything = np.arange(len(losses))
+    np.testing.assert_array_equal(
+        stats.normal_scores_at(losses, history.rank_order, everything), all_scores)

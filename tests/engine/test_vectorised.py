@@ -145,7 +145,8 @@ def test_parzen_draws_concentrate_where_the_good_trials_are() -> None:
 
 
 @pytest.mark.parametrize("value", [3, 3.0, 2.5, 1e-7 + 0.1, np.float32(0.25), np.int64(7),
-                                   True, "conv", 2**60, float("inf")])
+                                   True, "conv", 2**60, 2**53, 2**53 + 1, -(2**53) - 1, -5,
+                                   float("inf")])
 def test_config_key_fast_paths_agree_with_the_general_rule(value) -> None:
     """The key canonicalises numbers through float and 12 significant digits, whatever the
     number's type; strings and booleans stay themselves."""

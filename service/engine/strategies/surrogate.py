@@ -24,7 +24,7 @@ from service.engine.encoding import Encoder, neighbours, notch_neighbours
 from service.engine.gp import Features
 from service.engine.history import History, Observation
 from service.engine.space import SearchSpace
-from service.engine.stats import normal_scores, scaled_ranks
+from service.engine.stats import normal_scores, normal_scores_at, scaled_ranks
 from service.engine.strategies.base import (
     Config,
     Context,
@@ -52,10 +52,11 @@ def gp_ranker(encoder: Encoder, history: History) -> Callable[[list[Config]], np
     """Expected improvement under the engine's GP. Running trials enter at the median score (a
     constant liar: concurrent asks spread out) and infeasible ones a full unit below the worst
     result, without tying with it, so the model steers away from their region."""
-    done = history.complete
-    all_scores = normal_scores(np.array(history.complete_losses))
-    keep = gp.subset(all_scores, gp.MAX_POINTS - 2 * MAX_EXTRA)  # encode only what is used
-    scores = [float(all_scores[i]) for i in keep]
+    done, order = history.complete, history.rank_order
+    # Only the rows the GP conditions on are scored and encoded (normal scores rank by loss, so
+    # the losses' order picks them): nothing here sorts the whole history.
+    keep = gp.subset_of_order(order, gp.MAX_POINTS - 2 * MAX_EXTRA)
+    scores = normal_scores_at(history.complete_losses, order, keep).tolist()
     rows = [done[i] for i in keep]
     running, infeasible = history.running[-MAX_EXTRA:], history.infeasible[-MAX_EXTRA:]
     rows += [*running, *infeasible]
