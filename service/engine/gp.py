@@ -22,7 +22,7 @@ from scipy.linalg import solve_triangular
 
 from service.engine.encoding import Encoder, ordinal_positions
 from service.engine.space import CategoricalParam
-from service.engine.stats import erf
+from service.engine.stats import erf, growth_ladder
 
 FIT_POINTS = 80  # hyperparameters are fitted on at most this many trials (best half + spread)
 MAX_POINTS = 300  # the posterior conditions on at most this many: bounded cost at 10,000 trials
@@ -144,17 +144,10 @@ def fit_hyperparameters(X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.
 
 def checkpoint(n: int) -> int:
     """The history size whose fit stands in for ``n`` results: ``n`` itself while every result
-    moves the hyperparameters, then the last of a 5 %-growth ladder. Hyperparameters settle as
-    data grows; refitting them on every ask was most of an ask's fixed cost (a 10,000-trial
-    study refits once per 500 results instead of every time)."""
-    if n <= REFIT_EVERY_UNTIL:
-        return n
-    c = REFIT_EVERY_UNTIL
-    while True:
-        nxt = max(c + 1, int(c * REFIT_GROWTH))
-        if nxt > n:
-            return c
-        c = nxt
+    moves the hyperparameters, then the last of a 5 %-growth ladder (``stats.growth_ladder``).
+    Hyperparameters settle as data grows; refitting them on every ask was most of an ask's fixed
+    cost (a 10,000-trial study refits once per 500 results instead of every time)."""
+    return growth_ladder(n, REFIT_EVERY_UNTIL, REFIT_GROWTH)
 
 
 def subset(y: np.ndarray, limit: int) -> np.ndarray:

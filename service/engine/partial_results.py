@@ -15,19 +15,27 @@ Without stopped trials the history is returned as it is, so full-fidelity studie
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import operator
 
 import numpy as np
 
-from service.engine.history import History, Observation, TrialState
-from service.engine.stats import spearman
+from service.engine.history import History, Observation, TrialState, Views
+from service.engine.stats import growth_ladder, spearman
 
 MIN_ANCHORS = 3  # complete trials at a rung before its values are mapped to the final scale
 
 
 def with_partial_results(history: History) -> History:
     """``history`` with each stopped trial turned into a complete one at its estimated value.
+
+    The mapping is measured on the complete trials of the ``stats.growth_ladder`` prefix
+    (re-measured on every result up to ``ANCHOR_EVERY_UNTIL``, then each time they grew by
+    ``ANCHOR_GROWTH``), so between those sizes a stopped trial keeps one estimate and one
+    Observation object: the GP's hyperparameter fit and feature rows, cached by identity, stay
+    valid, and an ask estimates only trials stopped since. The view is built from ``history``'s
+    own views (binary searches and slices, not a pass over every trial in Python).
 
     >>> done = [Observation(i, {"x": i}, TrialState.COMPLETE, value=float(10 + i),
     ...                     curve=((3, float(i)),)) for i in range(5)]
@@ -40,12 +48,84 @@ def with_partial_results(history: History) -> History:
     if not stopped:
         return history
     sign = 1.0 if history.direction == "minimize" else -1.0
-    estimates = _estimates(stopped, _anchors(history.complete, sign), sign)
-    trials = tuple(
-        dataclasses.replace(t, state=TrialState.COMPLETE, value=estimates[t.number])
-        if t.number in estimates and t.state is TrialState.STOPPED else t
-        for t in history.trials)
-    return History(history.direction, trials, history.pruned, history.seen)
+    complete = history.complete
+    prefix = complete[:growth_ladder(len(complete), ANCHOR_EVERY_UNTIL, ANCHOR_GROWTH)]
+    estimated = _mapping(prefix, sign).estimated(stopped)
+    return _with_estimates(history, stopped, estimated, sign)
+
+
+ANCHOR_EVERY_UNTIL = 30  # the rung-to-final mapping is re-measured on every result up to here,
+ANCHOR_GROWTH = 1.05  # then once the complete trials have grown by 5 % (as the GP's fit)
+
+
+def _number(t: Observation) -> int:
+    return t.number
+
+
+def _with_estimates(history: History, stopped: tuple[Observation, ...],
+                    estimated: list[Observation], sign: float) -> History:
+    """``history`` with ``stopped[i]`` replaced by ``estimated[i]`` (both in trial order), its
+    views derived from ``history``'s: the estimates join ``complete`` at their numbers."""
+    trials = list(history.trials)
+    for t, e in zip(stopped, estimated, strict=True):
+        trials[bisect.bisect_left(trials, t.number, key=_number)] = e
+    complete = history.complete
+    at = [bisect.bisect_left(complete, e.number, key=_number) for e in estimated]
+    merged: list[Observation] = []
+    last = 0
+    for i, e in zip(at, estimated, strict=True):
+        merged += complete[last:i]
+        merged.append(e)
+        last = i
+    merged += complete[last:]
+    losses = np.insert(np.array(history.complete_losses),
+                       at, sign * np.array([e.value for e in estimated], dtype=float))
+    order = np.argsort(losses, kind="stable")
+    ranked = list(operator.itemgetter(*order.tolist())(merged)) if len(merged) > 1 else merged
+    views = Views(tuple(merged), history.running, history.infeasible, ())
+    return History.with_views(history.direction, tuple(trials), history.pruned, history.seen,
+                              views, losses, order, ranked)
+
+
+class _Mapping:
+    """The anchors of one prefix of complete trials and the stopped trials estimated with them
+    (each once: the same Observation object back on every later ask)."""
+
+    def __init__(self, anchors: dict[int, _Anchor], sign: float) -> None:
+        self.anchors = anchors
+        self.sign = sign
+        self._done: dict[int, tuple[Observation, Observation]] = {}  # id(stopped) -> both
+
+    def estimated(self, stopped: tuple[Observation, ...]) -> list[Observation]:
+        done = self._done
+        new = [t for t in stopped if (hit := done.get(id(t))) is None or hit[0] is not t]
+        if new:
+            if len(done) + len(new) > _ESTIMATES_KEPT:
+                done.clear()
+                new = list(stopped)
+            values = _estimates(new, self.anchors, self.sign)
+            for t in new:
+                done[id(t)] = (t, dataclasses.replace(t, state=TrialState.COMPLETE,
+                                                      value=values[t.number]))
+        return [done[id(t)][1] for t in stopped]
+
+
+_ESTIMATES_KEPT = 200_000
+# The last few mappings, by the identity of the prefix they were measured on (the service
+# re-sends the same Observation objects every ask; a few studies per process at once).
+_MAPPINGS: list[tuple[tuple[Observation, ...], float, _Mapping]] = []
+_MAPPINGS_KEPT = 8
+
+
+def _mapping(prefix: tuple[Observation, ...], sign: float) -> _Mapping:
+    for trials, kept_sign, mapping in _MAPPINGS:
+        if (kept_sign == sign and len(trials) == len(prefix)
+                and all(map(operator.is_, trials, prefix))):
+            return mapping
+    mapping = _Mapping(_anchors(prefix, sign), sign)
+    _MAPPINGS.insert(0, (prefix, sign, mapping))
+    del _MAPPINGS[_MAPPINGS_KEPT:]
+    return mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +184,7 @@ def _rung_pairs(complete: tuple[Observation, ...], sign: float) -> Pairs:
     return out
 
 
-def _estimates(stopped: tuple[Observation, ...], anchors: dict[int, _Anchor],
+def _estimates(stopped: list[Observation], anchors: dict[int, _Anchor],
                sign: float) -> dict[int, float]:
     """The estimated final value (not a loss) of each stopped trial, by trial number.
 

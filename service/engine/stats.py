@@ -76,6 +76,20 @@ def normal_scores_at(losses: np.ndarray, order: np.ndarray, rows: np.ndarray) ->
     return norm_ppf(((starts + ends + 1) / 2.0 - 0.5) / len(losses))
 
 
+def growth_ladder(n: int, every_until: int, growth: float) -> int:
+    """``n`` itself up to ``every_until``, then the largest step <= ``n`` of the ladder that
+    starts there and grows by ``growth`` (at least 1) a step: what a model refreshed only at
+    those sizes was last refreshed on, so a study of n results pays O(log n) refreshes."""
+    if n <= every_until:
+        return n
+    c = every_until
+    while True:
+        nxt = max(c + 1, int(c * growth))
+        if nxt > n:
+            return c
+        c = nxt
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation (average ranks for ties); 0.0 when either side is constant."""
     a = np.asarray(a, dtype=np.float64).ravel()

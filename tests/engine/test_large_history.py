@@ -4,13 +4,15 @@ models see a bounded share of a 10,000-trial history while small histories pass 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from service.engine import gp, scheduler, stats
+from service.engine import gp, partial_results, scheduler, stats
 from service.engine.encoding import Encoder
 from service.engine.history import History, Observation, ProposalInfo, TrialState
+from service.engine.partial_results import with_partial_results
 from service.engine.space import SearchSpace
 from service.engine.strategies import parzen, surrogate
 from service.engine.strategies.base import ranked_complete
@@ -134,3 +136,67 @@ def test_gp_rows_from_the_rank_order_equal_the_full_sort(direction: str) -> None
     everything = np.arange(len(losses))
     np.testing.assert_array_equal(
         stats.normal_scores_at(losses, history.rank_order, everything), all_scores)
+
+
+def _stopping_history(n: int, seed: int, direction: str) -> list[Observation]:
+    """Trials that reported at rungs 1 and 3, a tenth of them stopped at one of those."""
+    rng = np.random.default_rng(seed)
+    space = SPACES["mixed_conditional"]
+    trials = []
+    for i in range(n):
+        final = toy_loss(space.sample(rng)) + 0.1 * rng.standard_normal()
+        curve = ((1, final + abs(rng.normal())), (3, final + 0.3 * abs(rng.normal())))
+        if rng.random() < 0.1:
+            cut = curve[: 1 + int(rng.integers(2))]
+            trials.append(Observation(i, {"x": i}, TrialState.STOPPED, cut[-1][1], curve=cut))
+        elif rng.random() < 0.05:
+            trials.append(Observation(i, {"x": i}, TrialState.RUNNING))
+        else:
+            trials.append(Observation(i, {"x": i}, TrialState.COMPLETE, final, curve=curve))
+    if direction == "maximize":
+        trials = [replace(t, value=None if t.value is None else -t.value,
+                          curve=tuple((s, -v) for s, v in t.curve)) for t in trials]
+    return trials
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_partial_results_view_equals_a_history_of_its_trials(direction: str) -> None:
+    """The view's views, derived from the history's own by binary searches, equal what a
+    History of the same trials computes; every stopped trial became complete."""
+    history = History(direction, tuple(_stopping_history(800, 0, direction)))  # type: ignore[arg-type]
+    view = with_partial_results(history)
+    fresh = History(direction, view.trials)  # type: ignore[arg-type]
+    assert view.stopped == () and fresh.stopped == ()
+    assert len(view.complete) == len(history.complete) + len(history.stopped)
+    for name in ("complete", "running", "infeasible"):
+        assert [id(t) for t in getattr(view, name)] == [id(t) for t in getattr(fresh, name)]
+    np.testing.assert_array_equal(view.complete_losses, fresh.complete_losses)
+    np.testing.assert_array_equal(view.rank_order, fresh.rank_order)
+    assert [id(t) for t in view.ranked] == [id(t) for t in fresh.ranked]
+
+
+def test_a_stopped_trial_keeps_its_estimate_until_the_ladder_moves() -> None:
+    """Between ladder steps a new result leaves every estimate (and its object) as it was, so
+    caches keyed by identity stay valid; past a step the mapping is measured again."""
+    def ladder(n: int) -> int:
+        return stats.growth_ladder(n, partial_results.ANCHOR_EVERY_UNTIL,
+                                   partial_results.ANCHOR_GROWTH)
+
+    trials = _stopping_history(400, 1, "minimize")
+    while True:  # mid-ladder: one more result does not reach the next step
+        n_complete = sum(t.state is TrialState.COMPLETE for t in trials)
+        if ladder(n_complete + 1) == ladder(n_complete):
+            break
+        trials.pop()
+    first = with_partial_results(History("minimize", tuple(trials)))
+    extra = Observation(len(trials), {"x": -1}, TrialState.COMPLETE, 0.5,
+                        curve=((1, 0.9), (3, 0.6)))
+    second = with_partial_results(History("minimize", (*trials, extra)))
+    was_stopped = [t.number for t in trials if t.state is TrialState.STOPPED]
+    assert was_stopped
+    for number in was_stopped:
+        assert first.trials[number] is second.trials[number]
+    more = [Observation(len(trials) + i, {"x": -1 - i}, TrialState.COMPLETE, -1.0 - i,
+                        curve=((1, -2.0 - i), (3, -1.5 - i))) for i in range(n_complete)]
+    third = with_partial_results(History("minimize", (*trials, *more)))
+    assert any(first.trials[k].value != third.trials[k].value for k in was_stopped)
