@@ -8,7 +8,9 @@ value is mapped from its rung value to the final scale through the complete tria
 at the same rung: its rank among their rung values picks the same quantile of their final values
 (beyond the worst, the gap is extrapolated with the two spreads' ratio), and the estimate is pulled
 towards their median final as far as the rung's rank correlation falls short of 1. With no
-complete trial to map through, its own last value stands.
+complete trial to map through, its own last value stands. The complete trials mapped through are
+those of the growth-ladder prefix (``with_partial_results``), so estimates change once per 5 %
+growth of the study, not on every result.
 
 Without stopped trials the history is returned as it is, so full-fidelity studies are unchanged.
 """
@@ -22,6 +24,7 @@ import operator
 import numpy as np
 
 from service.engine.history import History, Observation, TrialState, Views
+from service.engine.identity_memo import IdentityMemo
 from service.engine.stats import growth_ladder, spearman
 
 MIN_ANCHORS = 3  # complete trials at a rung before its values are mapped to the final scale
@@ -94,20 +97,15 @@ class _Mapping:
     def __init__(self, anchors: dict[int, _Anchor], sign: float) -> None:
         self.anchors = anchors
         self.sign = sign
-        self._done: dict[int, tuple[Observation, Observation]] = {}  # id(stopped) -> both
+        self._estimated: IdentityMemo[Observation, Observation] = IdentityMemo(_ESTIMATES_KEPT)
 
     def estimated(self, stopped: tuple[Observation, ...]) -> list[Observation]:
-        done = self._done
-        new = [t for t in stopped if (hit := done.get(id(t))) is None or hit[0] is not t]
-        if new:
-            if len(done) + len(new) > _ESTIMATES_KEPT:
-                done.clear()
-                new = list(stopped)
-            values = _estimates(new, self.anchors, self.sign)
-            for t in new:
-                done[id(t)] = (t, dataclasses.replace(t, state=TrialState.COMPLETE,
-                                                      value=values[t.number]))
-        return [done[id(t)][1] for t in stopped]
+        return self._estimated.values(stopped, self._estimate)
+
+    def _estimate(self, stopped: list[Observation]) -> list[Observation]:
+        values = _estimates(stopped, self.anchors, self.sign)
+        return [dataclasses.replace(t, state=TrialState.COMPLETE, value=values[t.number])
+                for t in stopped]
 
 
 _ESTIMATES_KEPT = 200_000

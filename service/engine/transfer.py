@@ -48,6 +48,7 @@ import numpy as np
 from service.engine import gp
 from service.engine.encoding import Encoder, encoder_for
 from service.engine.history import INITIAL, TRANSFER, History
+from service.engine.identity_memo import IdentityMemo
 from service.engine.space import (
     CategoricalParam,
     FloatParam,
@@ -186,7 +187,7 @@ class PriorModel:
         # Scores of a study's own trials by identity (the service re-sends the same Observation
         # objects every ask): trust is measured on every result, and scoring 10,000 of them
         # anew on each ask was a quarter of a second. Bounded like the GP's feature rows.
-        self._trial_scores: dict[int, tuple[Any, float]] = {}
+        self._trial_scores: IdentityMemo[Any, float] = IdentityMemo(TRIAL_SCORES_LIMIT)
 
     def score(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Predicted goodness (higher is better) on a common scale across studies: each study's
@@ -206,16 +207,9 @@ class PriorModel:
     def score_trials(self, trials: Sequence[Any]) -> np.ndarray:
         """``score`` of each trial's params, scoring only trials not scored before (a GP's
         prediction for a row does not depend on the other rows scored with it)."""
-        cache = self._trial_scores
-        missing = [t for t in trials if (hit := cache.get(id(t))) is None or hit[0] is not t]
-        if missing:
-            if len(cache) + len(missing) > TRIAL_SCORES_LIMIT:
-                cache.clear()
-                missing = list(trials)
-            for t, value in zip(missing, self.score([t.params for t in missing]).tolist(),
-                                strict=True):
-                cache[id(t)] = (t, value)
-        return np.array([cache[id(t)][1] for t in trials], dtype=float)
+        scores = self._trial_scores.values(
+            trials, lambda missing: self.score([t.params for t in missing]).tolist())
+        return np.array(scores, dtype=float)
 
 
 def prior_model(prior: Prior, encoder: Encoder) -> PriorModel:
