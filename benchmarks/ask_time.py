@@ -1,8 +1,11 @@
 """The engine's own time per ask as the history grows (`python -m benchmarks.ask_time`).
 
 Times `engine.propose` for one configuration on a HAS-like space with histories of 100, 1,000
-and 10,000 finished trials (plus a few running ones), with and without a trained pruner, in one
-run so the sizes compare as ratios. Single-threaded BLAS, as the service runs it.
+and 10,000 finished trials (plus a few running ones), in one run so the sizes compare as ratios:
+the same History asked again (without and with a trained pruner), and a new result before every
+ask, as a one-client study sees it (a new History per revision, from the ``HistoryLedger`` where
+the checkout has one), also with 5 % of the trials stopped at a rung. Single-threaded BLAS, as
+the service runs it.
 ``--baseline DIR`` also times another checkout of the engine (e.g. a worktree of the commit
 before a change) in the same run: each round measures both, alternating, in fresh processes, and
 the table gains the ratio this / baseline.
@@ -28,7 +31,7 @@ RESULTS = Path(__file__).parent / "results"
 # The measurement, as a script run against a checkout's own engine in a fresh process (this one,
 # and the ``--baseline``, which may predate this file: it only uses what every version has).
 CHILD = """
-import json, os, statistics, sys, time
+import dataclasses, json, os, statistics, sys, time
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 import numpy as np
 from benchmarks.retraining import HAS_SPACE, history_of
@@ -38,19 +41,61 @@ from service.engine.propose import propose
 from service.engine.pruner import make_training_set
 from service.engine.space import SearchSpace
 from service.training import train_pruner
+try:  # the service's per-study view (newer checkouts); without it, a History per revision
+    from service.engine.history_ledger import HistoryLedger
+except ImportError:
+    HistoryLedger = None
+
+def revisions(trials, extra):
+    # One new result per ask, as a one-client study sees it: a new History every time.
+    if HistoryLedger is not None:
+        ledger = HistoryLedger("minimize")
+        for t in trials:
+            ledger.put(t)
+        for t in extra:
+            ledger.put(t)
+            yield ledger.history()
+    else:
+        trials = list(trials)
+        for t in extra:
+            trials.append(t)
+            yield History("minimize", tuple(trials))
+
+def stopped_at_rungs(trials, rng):
+    # Every trial reported at rungs 1, 3 and 9; 5 % were stopped at rung 1 or 3.
+    out = []
+    for t in trials:
+        curve = ((1, t.value * 1.3), (3, t.value * 1.1), (9, t.value * 1.02))
+        if rng.random() < 0.05:
+            cut = curve[: 1 + int(rng.integers(2))]
+            out.append(dataclasses.replace(t, state=TrialState.STOPPED, value=cut[-1][1],
+                                           curve=cut))
+        else:
+            out.append(dataclasses.replace(t, curve=curve))
+    return out
+
 space, rows = SearchSpace.from_dict(HAS_SPACE), []
+repeats = int(sys.argv[2])
 for n in [int(s) for s in sys.argv[1].split(",")]:
     done = history_of(space, n)
     running = tuple(Observation(n + i, space.sample(np.random.default_rng(i)),
                                 TrialState.RUNNING) for i in range(4))
     history = History("minimize", done.trials + running)
     model = train_pruner(make_training_set(Encoder(space), done, ()), device="cpu")
-    for label, pruner in (("no pruner", None), ("with pruner", model)):
-        propose(space, history, 1, seed=0, pruner=pruner)
+    extra = [dataclasses.replace(done.trials[i % n], number=n + 4 + i)
+             for i in range(repeats + 1)]
+    cases = [("no pruner", None, [history] * (repeats + 1)),
+             ("with pruner", model, [history] * (repeats + 1)),
+             ("new result per ask", None, list(revisions(done.trials + running, extra))),
+             ("5 % stopped, new result per ask", None, list(revisions(
+                 stopped_at_rungs(done.trials, np.random.default_rng(n)) + list(running),
+                 stopped_at_rungs(extra, np.random.default_rng(0)))))]
+    for label, pruner, histories in cases:
+        propose(space, histories[0], 1, seed=0, pruner=pruner)
         samples = []
-        for i in range(int(sys.argv[2])):
+        for i in range(repeats):
             start = time.perf_counter()
-            propose(space, history, 1, seed=i, pruner=pruner)
+            propose(space, histories[i + 1], 1, seed=i, pruner=pruner)
             samples.append(time.perf_counter() - start)
         rows.append({"trials": n, "mode": label, "median_ms": 1000 * statistics.median(samples),
                      "max_ms": 1000 * max(samples)})
