@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from service.db.models import PrunerVersion as PrunerRow
+from service.retraining import CHILD_NICENESS
 from tests.conftest import MIXED_SPACE
 from tests.system.servers import Server, make_key, start_server
 
@@ -183,6 +184,10 @@ def test_a_child_killed_mid_training_dies_with_its_server(postgres_url: str,
     tell_results(server, key, 12)
     child = wait_for(lambda: training_child(server), TRAINING_S, "the retraining child")
     wait_for(lambda: loaded_torch(child), TRAINING_S, "the child to reach the training code")
+    # Training yields the CPU to the server's requests: the server runs at this process's
+    # niceness (inherited), its child CHILD_NICENESS above it.
+    assert os.getpriority(os.PRIO_PROCESS, child[0]) == min(
+        19, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICENESS)
     servers.kill_9_and_expect_no_survivor(server)
 
 
