@@ -69,8 +69,7 @@ class HistoryCache:
                 revision = current_revision(session, study_id) or 0
             if revision > entry.revision:
                 rows = trial_queries.changed_since(session, study_id, entry.revision)
-                for observation in to_observations(session, rows, rungs):
-                    ledger.put(observation)
+                ledger.put_many(to_observations(session, rows, rungs))
                 for row in trial_queries.pruned_after(session, study_id, entry.last_pruned_id):
                     ledger.add_pruned(to_pruned(row))
                     entry.last_pruned_id = row.id
@@ -83,8 +82,7 @@ def _replayed(old: HistoryLedger | None, direction: Direction) -> HistoryLedger:
     ledger = HistoryLedger(direction)
     if old is not None:
         history = old.history()
-        for observation in history.trials:
-            ledger.put(observation)
+        ledger.put_many(history.trials)
         for candidate in history.pruned:
             ledger.add_pruned(candidate)
     return ledger

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import math
 from array import array
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from service.engine.history import (
 from service.engine.space import config_key
 
 _PENDING = (TrialState.RUNNING, TrialState.WAITING)
+_FEW = 64  # a batch this small (or under 1/16 of the study) is put trial by trial
 
 
 class _ByNumber:
@@ -59,13 +61,19 @@ class _ByNumber:
 class HistoryLedger:
     """Trials of one study (by number, each replaced as its state changes) and its views.
 
-    ``put`` costs O(log n) comparisons plus list moves; ``history`` copies each view once per
+    ``put`` costs O(log n) comparisons plus list moves; ``put_many`` of a large batch (a cold
+    load) rebuilds every view in one sorted pass instead; ``history`` copies each view once per
     change (C-level copies of pointer arrays) and returns the same object until the next put.
     """
 
     def __init__(self, direction: Direction) -> None:
         self.direction = direction
         self._sign = 1.0 if direction == "minimize" else -1.0
+        self._pruned: list[PrunedCandidate] = []
+        self._clear()
+
+    def _clear(self) -> None:
+        """No trials (the pruned candidates stay)."""
         self._trials = _ByNumber()  # every trial
         self._complete = _ByNumber()  # complete with a finite value
         self._values = array("d")  # their told values, parallel to _complete
@@ -79,7 +87,6 @@ class HistoryLedger:
         # trials have each. A plain dict, not a Counter: frozenset() of an exact dict reuses the
         # stored hashes (0.1 ms at 10,000 keys), of a subclass it hashes every key again (1.8 ms).
         self._seen: dict[Key, int] = {}
-        self._pruned: list[PrunedCandidate] = []
         self._history: History | None = None
 
     def __len__(self) -> int:
@@ -99,6 +106,21 @@ class HistoryLedger:
         self._enter(obs)
         self._history = None
 
+    def put_many(self, observations: Iterable[Observation]) -> None:
+        """Record many trials (or new states). One by one while they are few next to the study;
+        otherwise all at once, with every view rebuilt in one sorted pass: a cold load of 10,000
+        rows put one by one moved the ranking's lists (and copied its positions) once per row,
+        quadratic in the study (0.3 s at 10,000 trials, 1.3 s at 30,000)."""
+        batch = list(observations)
+        if len(batch) <= max(_FEW, len(self) // 16):
+            for obs in batch:
+                self.put(obs)
+            return
+        by_number = dict(zip(self._trials.numbers, self._trials.items, strict=True))
+        for obs in batch:
+            by_number[obs.number] = obs
+        self._rebuild([by_number[k] for k in sorted(by_number)])
+
     def add_pruned(self, candidate: PrunedCandidate) -> None:
         self._pruned.append(candidate)
         self._history = None
@@ -116,6 +138,40 @@ class HistoryLedger:
                 frozenset(self._seen), views, losses, self._rank_order.copy(),
                 list(self._ranked))
         return self._history
+
+    def _rebuild(self, trials: list[Observation]) -> None:
+        """Every view from ``trials`` (in trial-number order), as ``put`` would leave them."""
+        self._clear()
+        self._trials.numbers = [t.number for t in trials]
+        self._trials.items = list(trials)
+        seen = self._seen
+        for t in trials:
+            state = t.state
+            if state is TrialState.COMPLETE:
+                if t.value is not None and math.isfinite(t.value):
+                    self._complete.numbers.append(t.number)
+                    self._complete.items.append(t)
+            elif state is TrialState.INFEASIBLE:
+                self._infeasible.numbers.append(t.number)
+                self._infeasible.items.append(t)
+            elif state in _PENDING:
+                self._running.numbers.append(t.number)
+                self._running.items.append(t)
+            elif state is TrialState.STOPPED and t.value is not None:
+                self._stopped.numbers.append(t.number)
+                self._stopped.items.append(t)
+            if state is not TrialState.FAILED:
+                key = config_key(t.params)
+                seen[key] = seen.get(key, 0) + 1
+        complete = self._complete.items
+        self._values = array("d", [t.value for t in complete])
+        losses = [self._sign * v for v in self._values]
+        order = np.argsort(np.array(losses, dtype=float), kind="stable")  # (loss, number)
+        self._rank_order = order.astype(np.intp)
+        positions = order.tolist()
+        self._ranked_keys = [(losses[i], complete[i].number) for i in positions]
+        self._ranked = [complete[i] for i in positions]
+        self._history = None
 
     def _enter(self, obs: Observation) -> None:
         state = obs.state

@@ -91,3 +91,36 @@ def test_plus_running_shares_finished_views() -> None:
     assert more.ranked == fresh.ranked
     np.testing.assert_array_equal(more.rank_order, fresh.rank_order)
     np.testing.assert_array_equal(more.complete_losses, fresh.complete_losses)
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_a_large_batch_rebuilds_the_same_views_as_trial_by_trial(direction: str) -> None:
+    """``put_many`` of a batch too large to insert one by one (a cold load, or a study that
+    changed a lot) rebuilds the views in one pass: the same as putting each trial."""
+    rng = np.random.default_rng(11)
+
+    def trial(number: int) -> Observation:
+        value = VALUES[int(rng.integers(len(VALUES)))]
+        return Observation(number, {"x": int(rng.integers(0, 30))},
+                           STATES[int(rng.integers(len(STATES)))], value=value)
+
+    first = [trial(int(n)) for n in rng.permutation(500)]
+    second = [trial(int(n)) for n in rng.integers(0, 700, size=300)]  # updates and new ones
+    one_by_one, in_bulk = HistoryLedger(direction), HistoryLedger(direction)
+    one_by_one.add_pruned(PrunedCandidate({"x": 1}, 0.5))
+    in_bulk.add_pruned(PrunedCandidate({"x": 1}, 0.5))
+    for batch in (first, second):
+        for obs in batch:
+            one_by_one.put(obs)
+        in_bulk.put_many(batch)
+        a, b = one_by_one.history(), in_bulk.history()
+        _assert_same(b, direction)
+        assert a.trials == b.trials and a.seen == b.seen and a.pruned == b.pruned
+        assert [id(t) for t in a.ranked] == [id(t) for t in b.ranked]
+        np.testing.assert_array_equal(a.rank_order, b.rank_order)
+    in_bulk.put_many(first[:3])  # a small batch goes trial by trial on the rebuilt views
+    for obs in first[:3]:
+        one_by_one.put(obs)
+    _assert_same(in_bulk.history(), direction)
+    assert [id(t) for t in one_by_one.history().ranked] == [
+        id(t) for t in in_bulk.history().ranked]
