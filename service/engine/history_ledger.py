@@ -140,38 +140,25 @@ class HistoryLedger:
         return self._history
 
     def _rebuild(self, trials: list[Observation]) -> None:
-        """Every view from ``trials`` (in trial-number order), as ``put`` would leave them."""
+        """Every view from ``trials`` (in trial-number order), by History's own passes."""
         self._clear()
-        self._trials.numbers = [t.number for t in trials]
-        self._trials.items = list(trials)
+        fresh = History(self.direction, tuple(trials))
+        for view, items in ((self._trials, fresh.trials), (self._complete, fresh.complete),
+                            (self._running, fresh.running),
+                            (self._infeasible, fresh.infeasible), (self._stopped, fresh.stopped)):
+            view.items = list(items)
+            view.numbers = [t.number for t in items]
+        self._values = array("d", (self._sign * fresh.complete_losses).tolist())  # told values
+        self._rank_order = np.array(fresh.rank_order, dtype=np.intp)
+        self._ranked = list(fresh.ranked)
+        losses = fresh.complete_losses.tolist()
+        self._ranked_keys = [(losses[i], t.number)
+                             for i, t in zip(self._rank_order.tolist(), self._ranked, strict=True)]
         seen = self._seen
         for t in trials:
-            state = t.state
-            if state is TrialState.COMPLETE:
-                if t.value is not None and math.isfinite(t.value):
-                    self._complete.numbers.append(t.number)
-                    self._complete.items.append(t)
-            elif state is TrialState.INFEASIBLE:
-                self._infeasible.numbers.append(t.number)
-                self._infeasible.items.append(t)
-            elif state in _PENDING:
-                self._running.numbers.append(t.number)
-                self._running.items.append(t)
-            elif state is TrialState.STOPPED and t.value is not None:
-                self._stopped.numbers.append(t.number)
-                self._stopped.items.append(t)
-            if state is not TrialState.FAILED:
+            if t.state is not TrialState.FAILED:
                 key = config_key(t.params)
                 seen[key] = seen.get(key, 0) + 1
-        complete = self._complete.items
-        self._values = array("d", [t.value for t in complete])
-        losses = [self._sign * v for v in self._values]
-        order = np.argsort(np.array(losses, dtype=float), kind="stable")  # (loss, number)
-        self._rank_order = order.astype(np.intp)
-        positions = order.tolist()
-        self._ranked_keys = [(losses[i], complete[i].number) for i in positions]
-        self._ranked = [complete[i] for i in positions]
-        self._history = None
 
     def _enter(self, obs: Observation) -> None:
         state = obs.state
