@@ -64,7 +64,8 @@ class HistoryCache:
             ledger = entry.ledger
             if ledger is None or ledger.direction != direction:
                 # A study's direction never changes: this is its first load in this process.
-                entry.ledger = ledger = _replayed(ledger, direction)
+                entry.ledger = ledger = HistoryLedger(direction)
+                entry.revision = entry.last_pruned_id = 0
             if revision is None:
                 revision = current_revision(session, study_id) or 0
             if revision > entry.revision:
@@ -76,13 +77,3 @@ class HistoryCache:
                 entry.revision = revision
             return ledger.history()
 
-
-def _replayed(old: HistoryLedger | None, direction: Direction) -> HistoryLedger:
-    """A ledger for ``direction`` holding what ``old`` held (nothing without one)."""
-    ledger = HistoryLedger(direction)
-    if old is not None:
-        history = old.history()
-        ledger.put_many(history.trials)
-        for candidate in history.pruned:
-            ledger.add_pruned(candidate)
-    return ledger

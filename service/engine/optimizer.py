@@ -77,8 +77,8 @@ class Optimizer:
         self.metric_names = tuple(metric_names)
         self.prior = prior  # finished related studies (``transfer.build_prior``), or None
         self.model: PrunerModel | None = None
-        self._trials: list[Observation] = []  # by number; every change also goes to the ledger
-        self._ledger = HistoryLedger(direction)  # the History views, kept up to date per trial
+        # The trials (numbered 0, 1, ... in ask order) with their History views kept up to date.
+        self._ledger = HistoryLedger(direction)
         self._trained_on: int | None = None  # complete trials at the last training; None: never
         self._model_learnt_prior = False  # whether the model's weights carry the prior's ranks
         self.n_trainings = 0
@@ -110,7 +110,7 @@ class Optimizer:
         metrics = self._metrics(configs)
         out = []
         for proposal, values in zip(decision.proposals, metrics, strict=True):
-            number = len(self._trials)
+            number = len(self._ledger)
             self._put(Observation(number, proposal.params, TrialState.RUNNING,
                                   metrics=values, proposal=proposal.info))
             out.append(Suggestion(number, dict(proposal.params), proposal.info))
@@ -131,7 +131,7 @@ class Optimizer:
             value = reports[max(reports)][0]
         if state is TrialState.COMPLETE and (value is None or not math.isfinite(value)):
             raise ValueError(f"a complete trial needs a finite value, got {value!r}")
-        old = self._trials[number]
+        old = self._trial(number)
         if old.state.finished:
             raise ValueError(f"trial {number} is already {old.state.value}")
         self._put(dataclasses.replace(
@@ -155,7 +155,7 @@ class Optimizer:
             if known != value:
                 raise ValueError(f"trial {number} already reported {known} at step {step}")
             return decision
-        trial = self._trials[number]
+        trial = self._trial(number)
         if trial.state is not TrialState.RUNNING:
             raise ValueError(f"trial {number} is {trial.state.value}, not running")
         decision = early_stopping.GO_ON
@@ -177,16 +177,17 @@ class Optimizer:
 
     def _put(self, trial: Observation) -> None:
         """Record a new trial or a trial's new state."""
-        if trial.number == len(self._trials):
-            self._trials.append(trial)
-        else:
-            self._trials[trial.number] = trial
         self._ledger.put(trial)
+
+    def _trial(self, number: int) -> Observation:
+        trial = self._ledger.get(number)
+        assert trial is not None  # every number below len(self._ledger) was asked
+        return trial
 
     def _number(self, suggestion: Suggestion | int) -> int:
         number = suggestion if isinstance(suggestion, int) else suggestion.number
-        if not 0 <= number < len(self._trials):
-            raise ValueError(f"unknown trial number {number}; asked {len(self._trials)} so far")
+        if not 0 <= number < len(self._ledger):
+            raise ValueError(f"unknown trial number {number}; asked {len(self._ledger)} so far")
         return number
 
     def _stopping_policy(self) -> early_stopping.StoppingPolicy:

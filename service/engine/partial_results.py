@@ -153,32 +153,18 @@ def _anchors(complete: tuple[Observation, ...], sign: float) -> dict[int, _Ancho
 
 
 Pairs = dict[int, tuple[list[float], list[float]]]  # rung -> (rung losses, final losses), paired
-# The last few collections: (the complete trials read, sign, their pairs). The service re-sends
-# the same Observation objects every ask and results mostly arrive at the end, so an ask reads
-# the curves of the new results only, not all 10,000 (same pairs, in the same order).
-_PAIRS: list[tuple[tuple[Observation, ...], float, Pairs]] = []
-_PAIRS_KEPT = 4
 
 
 def _rung_pairs(complete: tuple[Observation, ...], sign: float) -> Pairs:
-    """(rung loss, final loss) of each complete trial at each rung it reported, in trial order."""
-    start, kept = 0, {}
-    for trials, kept_sign, pairs in _PAIRS:
-        if (kept_sign == sign and start < len(trials) <= len(complete)
-                and all(map(operator.is_, trials, complete))):
-            start, kept = len(trials), pairs
-    if start == len(complete) and start:
-        return kept
-    out: Pairs = {step: (list(rung), list(final)) for step, (rung, final) in kept.items()}
-    for t in complete[start:]:
+    """(rung loss, final loss) of each complete trial at each rung it reported, in trial order.
+    Read once per mapping (``_mapping`` caches it per growth-ladder prefix), not per ask."""
+    out: Pairs = {}
+    for t in complete:
         final = sign * t.value
         for step, value in t.curve:
             rung, finals = out.setdefault(step, ([], []))
             rung.append(sign * value)
             finals.append(final)
-    if complete:
-        _PAIRS.insert(0, (complete, sign, out))
-        del _PAIRS[_PAIRS_KEPT:]
     return out
 
 

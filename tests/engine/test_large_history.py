@@ -15,7 +15,6 @@ from service.engine.history import History, Observation, ProposalInfo, TrialStat
 from service.engine.partial_results import with_partial_results
 from service.engine.space import SearchSpace
 from service.engine.strategies import parzen, surrogate
-from service.engine.strategies.base import ranked_complete
 from service.engine.strategies.local import replay
 from tests.engine.conftest import SPACES, toy_loss
 
@@ -71,7 +70,7 @@ def test_vectorised_passes_equal_plain_loops(name: str, n: int, seed: int, direc
             and math.isfinite(t.value)]
     assert list(history.complete) == done
     assert history.complete_losses.tolist() == [history.loss(t) for t in done]
-    assert ranked_complete(history) == sorted(done, key=lambda t: (history.loss(t), t.number))
+    assert history.ranked == sorted(done, key=lambda t: (history.loss(t), t.number))
     assert history.best() is (min(done, key=history.loss) if done else None)
     assert scheduler.progress_signals(history, 4) == reference_progress(history, 4)
 

@@ -73,13 +73,6 @@ class Strategy(ABC):
         """Up to ``n`` new configurations, best first."""
 
 
-def ranked_complete(history: History) -> list[Observation]:
-    """Completed trials, best (lowest loss) first; ties keep trial order for determinism
-    (``History.ranked``: once per history, or kept up to date by a ``HistoryLedger``); callers
-    must not mutate the list."""
-    return history.ranked
-
-
 def take_unseen(candidates: Iterable[Mapping[str, Any]], seen: frozenset[Key] | set[Key],
                 n: int, also: frozenset[Key] | set[Key] = frozenset()) -> list[Config]:
     """The first ``n`` candidates that are neither in ``seen`` or ``also`` nor repeated, in

@@ -26,7 +26,6 @@ from service.engine.strategies.base import (
     Context,
     Strategy,
     fill_random,
-    ranked_complete,
 )
 
 STEP_INIT = 0.15  # per-param unit-space step at a (re)start: a few grid notches on typical grids
@@ -139,7 +138,7 @@ class LocalStrategy(Strategy):
         # A discrete centre whose whole one-notch neighbourhood is tried is a local optimum: move
         # to the best trial that is not (stateless, so re-checked on every call).
         skipped: set[Key] = set(state.converged)
-        ranked = ranked_complete(history)
+        ranked = history.ranked
         for _ in range(8):
             if center is None:
                 break

@@ -28,7 +28,6 @@ from service.engine.strategies.base import (
     Context,
     Strategy,
     fill_random,
-    ranked_complete,
     take_unseen,
 )
 
@@ -226,7 +225,7 @@ class DensityRatio:
     def __init__(self, space: SearchSpace, history: History, exploration: float) -> None:
         self.space = space
         self.dims = [_Dim(p) for p in space.params]
-        ranked = ranked_complete(history)
+        ranked = history.ranked
         n_good = min(MAX_GOOD, math.ceil(good_fraction(exploration) * len(ranked)))
         if ranked:
             n_good = max(1, min(n_good, len(ranked) - 1 if len(ranked) > 1 else 1))

@@ -30,7 +30,6 @@ from service.engine.strategies.base import (
     Context,
     Strategy,
     fill_random,
-    ranked_complete,
     take_unseen,
     unseen_with_keys,
 )
@@ -135,7 +134,7 @@ class SurrogateStrategy(Strategy):
         size = max(POOL_FACTOR * context.pool_size, 4 * n)
         ratio = DensityRatio(space, history, context.exploration)
         pool = ratio.sample(size // 2, rng)
-        top = ranked_complete(history)[:TOP_K]
+        top = history.ranked[:TOP_K]
         if top:
             per = max(1, (size // 3) // (len(top) * len(STEPS)))
             centres = [t.params for t in top for _ in STEPS for _ in range(per)]
