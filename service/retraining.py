@@ -2,8 +2,10 @@
 
 ``notify`` runs after every tell and only marks the study; a background thread of the server then
 checks whether enough new results arrived and dispatches the training: to the RQ worker pool when
-Redis is configured and reachable, otherwise to one spawned child process. Either way the API
-process never imports torch, and tells never wait for training. Only a deterministic study's ask
+Redis is configured and reachable, otherwise to one spawned child process. A check that says "not
+yet" also says how many results may pass before the next one can say yes
+(``RetrainPolicy.results_before_recheck``); tells before that cost no read at all. Either way the
+API process never imports torch, and tells never wait for training. Only a deterministic study's ask
 may (``usecases.deterministic``): it calls ``request`` for the version its schedule calls for,
 which dispatches without the cheap check (the job trains exactly what the schedule calls for).
 
@@ -24,9 +26,11 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.caches.lru import LRU
 from service.config import Settings
 from service.db import pruner_queries, study_queries, trial_queries
 from service.db.history import to_observation
@@ -43,8 +47,31 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # niceness of 10 weighs about a tenth of a server worker's, so on a busy host the asks keep the
 # CPU while training still takes every idle cycle.
 CHILD_NICENESS = 10
+# Studies whose next check this process remembers; a study forgotten is simply checked again.
+WATCHED_STUDIES = 10_000
 
 log = logging.getLogger("dyesp.retraining")
+
+
+@dataclass
+class _Told:
+    """What arrived for a study since the retrainer last looked: the newest revision told (None:
+    unknown, check now) and how many results."""
+
+    revision: int | None
+    results: int
+
+
+@dataclass
+class _NextCheck:
+    """After a check said "not yet": check again once the study's revision reaches
+    ``revision``, or once ``results`` more results were told to this process, whichever comes
+    first. Each result is a write that bumps the revision, so the revision alone bounds how late
+    a check comes for results told to any process; the count catches a batch of results in one
+    write (``add_trials``)."""
+
+    revision: int
+    results: int
 
 
 class Retrainer:
@@ -53,8 +80,10 @@ class Retrainer:
     def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
         self.settings = settings
         self.sessions = sessions
-        self._dirty: set[str] = set()
+        self._dirty: dict[str, _Told] = {}
         self._requested: set[str] = set()  # dirty ones to dispatch whatever ``_due`` says
+        self._next_check: LRU[str, _NextCheck] = LRU(WATCHED_STUDIES)
+        self.checks = 0  # full checks made (each a few reads): for metrics and tests
         self._wake = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -74,11 +103,19 @@ class Retrainer:
             return "thread"
         return "rq" if self._redis_up() else "thread (redis unreachable)"
 
-    def notify(self, study_id: str) -> None:
+    def notify(self, study_id: str, revision: int | None = None, results: int = 1) -> None:
+        """``results`` new results of ``study_id`` were committed at ``revision`` (None: check
+        the study whatever its last check said, e.g. a new study learning from prior ones)."""
         if not self.settings.retrain_enabled:
             return
         with self._wake:
-            self._dirty.add(study_id)
+            told = self._dirty.get(study_id)
+            if told is None:
+                self._dirty[study_id] = _Told(revision, results)
+            else:
+                told.results += results
+                told.revision = None if revision is None or told.revision is None \
+                    else max(told.revision, revision)
             self._wake.notify()
 
     def request(self, study_id: str) -> None:
@@ -88,7 +125,7 @@ class Retrainer:
         if not self.settings.retrain_enabled:
             return
         with self._wake:
-            self._dirty.add(study_id)
+            self._dirty.setdefault(study_id, _Told(None, 0))
             self._requested.add(study_id)
             self._wake.notify()
 
@@ -120,19 +157,40 @@ class Retrainer:
                     self._wake.wait()
                 if self._stop:
                     return
-                study_id = self._dirty.pop()
-                requested = study_id in self._requested
-                self._requested.discard(study_id)
-            try:
-                if requested or self._due(study_id):
-                    self._dispatch(study_id)
-            except Exception:
-                log.exception("retraining study %s failed; asks keep the previous pruner",
-                              study_id)
+            self.step()
+
+    def step(self) -> str | None:
+        """Handle one marked study: dispatch its training if requested or due. Returns the study
+        dispatched, if any (the thread's loop body; tests drive it directly)."""
+        with self._wake:
+            if not self._dirty:
+                return None
+            study_id = next(iter(self._dirty))  # the longest waiting: a busy study starves none
+            told = self._dirty.pop(study_id)
+            requested = study_id in self._requested
+            self._requested.discard(study_id)
+        try:
+            if requested or (not self._can_wait(study_id, told) and self._due(study_id)):
+                self._next_check.pop(study_id)
+                self._dispatch(study_id)
+                return study_id
+        except Exception:
+            log.exception("retraining study %s failed; asks keep the previous pruner", study_id)
+        return None
+
+    def _can_wait(self, study_id: str, told: _Told) -> bool:
+        """Whether the last check's "not yet" still holds for what was told since."""
+        next_check = self._next_check.get(study_id)
+        if next_check is None or told.revision is None:
+            return False
+        next_check.results -= told.results
+        return told.revision < next_check.revision and next_check.results > 0
 
     def _due(self, study_id: str) -> bool:
         """The engine's retraining policy on counts read cheaply (the job checks again on the
-        whole history before it trains)."""
+        whole history before it trains); a "not yet" records when to check next."""
+        self.checks += 1
+        policy = self.settings.retrain_policy
         with self.sessions() as session:
             study = study_queries.by_id(session, study_id)
             if study is None:
@@ -141,7 +199,12 @@ class Retrainer:
             trained_on = pruner_queries.trained_on(session, study_id)
             trust = _recent_trust(session, study) if trained_on else None
             pretrain = bool(study.transfer_from) and trained_on is None
-        return self.settings.retrain_policy.is_due(n_complete, trained_on or 0, trust, pretrain)
+            revision = study.revision
+        if policy.is_due(n_complete, trained_on or 0, trust, pretrain):
+            return True
+        wait = policy.results_before_recheck(n_complete, trained_on)
+        self._next_check.put(study_id, _NextCheck(revision + wait, wait))
+        return False
 
     def _dispatch(self, study_id: str) -> None:
         if self._redis is not None and self._redis_up():

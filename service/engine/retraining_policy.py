@@ -59,6 +59,26 @@ class RetrainPolicy:
             return True
         return new >= max(self.min_new, int(self.growth * trained_on))
 
+    def results_before_recheck(self, n_complete: int, trained_on: int | None) -> int:
+        """After ``is_due`` said no: how many more results may arrive before asking again. The
+        growth rule cannot say yes sooner, and the trust trigger is asked again at least every
+        ``min_new`` results, so a pruner that stops predicting well is noticed at most that late.
+        A checker that counts results (or anything that grows at least as fast, such as the
+        study's revision) skips the reads the question costs in between.
+
+        >>> policy = RetrainPolicy()
+        >>> policy.results_before_recheck(4, None), policy.results_before_recheck(12, 10)
+        (6, 3)
+        >>> policy.results_before_recheck(1060, 1000)  # due by growth at 1100; trust every 5
+        5
+        """
+        if n_complete < self.min_trials:
+            return self.min_trials - n_complete
+        new = n_complete - (trained_on or 0)
+        growth_left = max(self.min_new, int(self.growth * (trained_on or 0))) - new
+        trust_left = self.min_new - new if new < self.min_new else self.min_new
+        return max(1, min(growth_left, trust_left))
+
 
 def recent_trust(history: History, window: int = TRUST_WINDOW) -> float | None:
     """The pruner's trust over the study's ``window`` most recent finished (complete or

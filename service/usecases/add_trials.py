@@ -57,7 +57,7 @@ def add_trials(ctx: UseCaseContext, owner_id: int, study_id: str,
         _add_curves(session, study_id, trials, items)
     if points:  # new finished curves: how far each rung predicts the finals may have changed
         reports.recalibrate(ctx, study_id)
-    ctx.told(study_id)
+    ctx.told(study_id, lock.revision, len(items))
     return trials
 
 

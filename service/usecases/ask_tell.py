@@ -159,7 +159,7 @@ def tell(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int,
         reported = trial.last_step is not None
     if reported:  # its curve is new evidence of how far each rung predicts the final value
         reports.recalibrate(ctx, study_id)
-    ctx.told(study_id)
+    ctx.told(study_id, lock.revision)
     return trial
 
 

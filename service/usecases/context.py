@@ -22,7 +22,9 @@ from service.engine.retraining_policy import RetrainPolicy
 # Called with a study id once results (or, at creation, prior studies) arrive for it, after the
 # transaction commits: the retrainer (``service.retraining.Retrainer.notify``) decides whether the
 # study's pruner is due for training. It must return at once; ask and tell never wait for training.
-OnTold = Callable[[str], None]
+OnDue = Callable[[str], None]
+# The same, with the revision the results were committed at (None: unknown) and their number.
+OnTold = Callable[[str, int | None, int], None]
 
 
 class SeedOffsets:
@@ -88,12 +90,12 @@ class UseCaseContext:
     # return at once).
     retrain_policy: RetrainPolicy | None = None
     deterministic_wait_s: float = 5.0
-    on_pruner_due: OnTold | None = None
+    on_pruner_due: OnDue | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, sessions: sessionmaker[Session],
                       on_told: OnTold | None = None,
-                      on_pruner_due: OnTold | None = None) -> UseCaseContext:
+                      on_pruner_due: OnDue | None = None) -> UseCaseContext:
         """The app's context: empty caches, the settings' limits, the engine gate switched on."""
         return cls(
             sessions=sessions, histories=HistoryCache(), spaces=SpaceCache(),
@@ -110,10 +112,12 @@ class UseCaseContext:
             deterministic_wait_s=settings.deterministic_wait_bound_s, on_pruner_due=on_pruner_due,
         )
 
-    def told(self, study_id: str) -> None:
-        """Let the retrainer know ``study_id`` has new results (no-op without one)."""
+    def told(self, study_id: str, revision: int | None = None, results: int = 1) -> None:
+        """Let the retrainer know ``study_id`` has ``results`` new results, committed at
+        ``revision`` (None: unknown; the retrainer checks the study at once). No-op without a
+        retrainer."""
         if self.on_told is not None:
-            self.on_told(study_id)
+            self.on_told(study_id, revision, results)
 
     def pruner_due(self, study_id: str) -> None:
         """Ask the retrainer to dispatch ``study_id``'s retraining now, whatever its cheap

@@ -175,6 +175,66 @@ def test_low_trust_makes_retraining_due_sooner() -> None:
     assert not policy.is_due(1003, 1000, trust=0.1)
 
 
+@pytest.mark.parametrize("trained_on", [None, 0, 10, 100, 1000, 10_000])
+def test_a_check_that_said_no_is_repeated_before_the_policy_could_say_yes(
+        trained_on: int | None) -> None:
+    """``results_before_recheck`` never skips past a result at which ``is_due`` says yes under
+    the growth rule, and asks the trust trigger again within ``min_new`` results."""
+    from service.engine.retraining_policy import RetrainPolicy
+
+    policy = RetrainPolicy(min_trials=10, min_new=5, growth=0.1)
+    start = trained_on or 0
+    for n in range(start, start + 1200):
+        if policy.is_due(n, start, trust=None):
+            continue
+        if trained_on and policy.is_due(n, start, trust=0.0):
+            continue  # due by trust now: the retrainer dispatches, nothing is skipped
+        wait = policy.results_before_recheck(n, trained_on)
+        assert wait >= 1
+        # under any trust, nothing becomes due before the next check
+        assert not any(policy.is_due(n + k, start, trust=t)
+                       for k in range(1, wait) for t in (None, 0.0, 0.9))
+        if trained_on:
+            assert wait <= policy.min_new  # a pruner gone bad is noticed that soon
+
+
+def test_the_retrainer_reads_only_when_a_check_could_say_yes(database_url: str, redis) -> None:
+    """Driven tell by tell (its thread is not started): the retrainer checks the study fewer
+    times than results arrive, and still dispatches exactly at the result that makes training
+    due (the 10th), to the real RQ queue."""
+    from rq import Queue
+
+    from service.db import study_queries
+    from service.retrain_queue import QUEUE_NAME
+    from service.retraining import Retrainer
+
+    app = create_app(make_settings(database_url))
+    retrainer = Retrainer(make_settings(database_url, retrain_enabled=True, redis_url=REDIS_URL,
+                                        retrain_min_trials=10), app.state.context.sessions)
+    queue = Queue(QUEUE_NAME, connection=redis)
+    with TestClient(app) as api:
+        api.headers["Authorization"] = f"Bearer {new_key(app)}"
+        study_id = run_trials(api, 0)
+        dispatched_at = []
+        for result in range(1, 13):
+            (trial,) = api.post(f"/v1/studies/{study_id}/ask").json()["trials"]
+            assert api.post(f"/v1/studies/{study_id}/trials/{trial['id']}/tell",
+                            json={"value": float(result)}).status_code == 200
+            with app.state.context.sessions() as session:
+                revision = study_queries.current_revision(session, study_id)
+            retrainer.notify(study_id, revision, 1)
+            if retrainer.step() == study_id:
+                dispatched_at.append(result)
+        assert dispatched_at[0] == 10 and queue.count == 1  # one job: RQ deduplicates
+        checks = retrainer.checks
+        assert checks < 12
+        # A result told with no revision (a new study learning from prior ones) is checked.
+        retrainer.notify(study_id)
+        retrainer.step()
+        assert retrainer.checks == checks + 1
+    queue.empty()
+
+
 def test_unreachable_redis_falls_back_to_training_beside_the_server(database_url: str) -> None:
     from tests.system.servers import free_port
 
