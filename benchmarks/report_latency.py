@@ -4,10 +4,10 @@ A real server (uvicorn, one worker) on a fresh PostgreSQL database. For each his
 and 10,000 by default) a study with an epoch fidelity of 1-50 is prefilled with H finished trials
 of 50 reported steps each (H x 50 rows in ``trial_reports``, written with COPY), its stopping
 policy calibrated by one real tell, and then ``clients`` training jobs (one process each) run
-``--trials`` trials: ask, report steps 1..50 until told to stop, tell. Every report is timed from
-the client; rung steps (1, 3, 9, 27: the ones that read the values at their step and the policy)
-are summarised apart from the others. The small study runs in the same invocation, so the growth
-is a ratio taken side by side.
+``--trials`` trials: ask, report steps 1..50 until told to stop, tell. Every report and tell is
+timed from the client (a tell may recalibrate the stopping policy); rung steps (1, 3, 9, 27: the
+ones that read the values at their step and the policy) are summarised apart from the others. The
+small study runs in the same invocation, so the growth is a ratio taken side by side.
 
 Writes benchmarks/results/report_latency.{md,json}.
 """
@@ -101,6 +101,7 @@ def job(url: str, study_id: str, trials: int, seed: int, out: Any) -> None:
     """One training job (its own process): ``trials`` rounds of ask, reports, tell."""
     rng = random.Random(seed)
     samples: list[tuple[int, float]] = []
+    tells: list[float] = []
     stopped = 0
     with httpx.Client(base_url=url, timeout=60) as http:
         for _ in range(trials):
@@ -114,11 +115,14 @@ def job(url: str, study_id: str, trials: int, seed: int, out: Any) -> None:
                 answer.raise_for_status()
                 if answer.json()["should_stop"]:
                     stopped += 1
-                    http.post(f"{base}/tell", json={"state": "stopped"}).raise_for_status()
+                    result = {"state": "stopped"}
                     break
             else:
-                http.post(f"{base}/tell", json={"value": points[-1]}).raise_for_status()
-    out.put({"samples": samples, "stopped": stopped})
+                result = {"value": points[-1]}
+            start = time.perf_counter()
+            http.post(f"{base}/tell", json=result).raise_for_status()
+            tells.append(time.perf_counter() - start)
+    out.put({"samples": samples, "tells": tells, "stopped": stopped})
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -143,11 +147,13 @@ def measure(url: str, study_id: str, clients: int, trials: int) -> dict[str, Any
     rung = [t for step, t in samples if step in RUNGS]
     other = [t for step, t in samples if step not in RUNGS]
     every = [t for _, t in samples]
+    tells = [t for r in results for t in r["tells"]]
     return {"clients": clients, "trials": trials * clients, "reports": len(samples),
             "stopped": sum(r["stopped"] for r in results),
             "p50_ms": percentile(every, 0.5), "p99_ms": percentile(every, 0.99),
             "max_ms": 1000 * max(every), "rung_p50_ms": percentile(rung, 0.5),
-            "rung_p99_ms": percentile(rung, 0.99), "other_p99_ms": percentile(other, 0.99)}
+            "rung_p99_ms": percentile(rung, 0.99), "other_p99_ms": percentile(other, 0.99),
+            "tell_p50_ms": percentile(tells, 0.5), "tell_p99_ms": percentile(tells, 0.99)}
 
 
 def run(admin_url: str, histories: list[int], clients: list[int], trials: int) -> dict:
@@ -197,7 +203,7 @@ def _line(row: dict) -> str:
     return (f"| {row['history']:,} x {STEPS} | {row['clients']} | {row['reports']:,} | "
             f"{row['stopped']}/{row['trials']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
             f"{row['rung_p50_ms']:.1f} | {row['rung_p99_ms']:.1f} | {row['other_p99_ms']:.1f} | "
-            f"{row['max_ms']:.0f} |")
+            f"{row['max_ms']:.0f} | {row['tell_p50_ms']:.1f} | {row['tell_p99_ms']:.1f} |")
 
 
 def render(report: dict, command: str) -> str:
@@ -205,10 +211,11 @@ def render(report: dict, command: str) -> str:
              f"Command: `{command}`; {report['created']}. One uvicorn worker on PostgreSQL; each "
              "client is a process running ask -> report steps 1..50 (until told to stop) -> tell; "
              "latency as the client sees it. Rung steps (1, 3, 9, 27) read the newest values at "
-             "their step and the study's stored stopping policy; other steps write only.", "",
+             "their step and the study's stored stopping policy; other steps write only. A tell "
+             "(the trial's result, after its reports) may recalibrate that policy.", "",
              "| study history (trials x steps) | clients | reports | stopped | p50 ms | p99 ms | "
-             "rung p50 ms | rung p99 ms | other p99 ms | max ms |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+             "rung p50 ms | rung p99 ms | other p99 ms | max ms | tell p50 ms | tell p99 ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
              *(_line(r) for r in report["rows"]), ""]
     for r in report["ratios"]:
         lines.append(f"- {r['clients']} client(s): p99 at {r['to']:,} trials is "

@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 from service.db.models import PrunedCandidate, Study, Trial
 from service.engine.history import TrialState
 
+FINISHED_STATES = ("complete", "stopped", "failed", "infeasible")
+
 HEARTBEAT_TIMEOUT_REASON = "heartbeat timeout"
 
 
@@ -58,6 +60,15 @@ def changed_since(session: Session, study_id: str, revision: int) -> list[Trial]
     return list(session.scalars(
         select(Trial).where(Trial.study_id == study_id, Trial.revision > revision)
     ))
+
+
+def finished_since(session: Session, study_id: str, revision: int) -> int:
+    """How many of the study's trials finished (or changed while finished) after ``revision``:
+    an index range over the writes since then, not over the study."""
+    return session.scalar(
+        select(func.count()).select_from(Trial)
+        .where(Trial.study_id == study_id, Trial.revision > revision,
+               Trial.state.in_(FINISHED_STATES))) or 0
 
 
 def pruned_after(session: Session, study_id: str, last_id: int) -> list[PrunedCandidate]:
@@ -209,7 +220,6 @@ def complete_results(session: Session,
 
 
 # The dashboard's reads (``usecases.insights``): each bounded by its arguments, in number order.
-FINISHED_STATES = ("complete", "stopped", "failed", "infeasible")
 
 
 def count_finished(session: Session, study_id: str) -> int:

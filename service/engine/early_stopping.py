@@ -44,6 +44,9 @@ RUNG_SAMPLE = 1000
 # Tuned on 10 LCBench tasks x 5 fresh seeds (none held out): pooled geometric mean of
 # epochs-to-target 807 with 5, 828 with none, 851 with 3, 890 with 8 (benchmarks.multifidelity).
 HEDGE_EVERY = 5
+# A policy calibrated on n curves is recomputed once max(1, RECALIBRATE_GROWTH x n) more trials
+# have finished (``recalibration_due``).
+RECALIBRATE_GROWTH = 0.05
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,21 @@ def _reason(value: float, rung: int, kept: int, n: int, cut: float,
     if predicted is not None:
         text += f"; predicted final {predicted:.6g}"
     return text + ")"
+
+
+def recalibration_due(finished_since: int, calibrated_on: int) -> bool:
+    """Whether a study's stopping policy is recomputed, ``finished_since`` trials having
+    finished since it was calibrated on ``calibrated_on`` curves: after every one while the
+    curves are few, then once per ``RECALIBRATE_GROWTH`` of them (every 25 trials at the
+    ``CALIBRATION_WINDOW`` of 512). One more curve barely moves a policy over hundreds, and a
+    calibration reads and ranks all of them, after a tell.
+
+    >>> [recalibration_due(1, n) for n in (0, 39, 40)]
+    [True, True, False]
+    >>> recalibration_due(25, CALIBRATION_WINDOW), recalibration_due(24, CALIBRATION_WINDOW)
+    (True, False)
+    """
+    return finished_since >= max(1, int(RECALIBRATE_GROWTH * calibrated_on))
 
 
 def policy_for(curves: Sequence[TrialCurve], direction: Direction,

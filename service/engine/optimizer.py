@@ -88,6 +88,7 @@ class Optimizer:
         self._at_rung: dict[int, deque[float]] = {}
         self._policy: early_stopping.StoppingPolicy | None = None
         self._policy_finished = -1  # finished trials the cached policy was calibrated on
+        self._policy_curves = 0  # and its curves
 
     @property
     def history(self) -> History:
@@ -191,15 +192,16 @@ class Optimizer:
         return number
 
     def _stopping_policy(self) -> early_stopping.StoppingPolicy:
-        """The calibrated policy, recomputed when a trial has finished since (as the service's
-        policy cache recomputes when the study changed)."""
+        """The calibrated policy, recomputed as the service's tells recompute it
+        (``early_stopping.recalibration_due``)."""
         assert self.fidelity is not None
         history = self.history
         finished = sum(1 for t in history.trials if t.state.finished)
-        if self._policy is None or finished != self._policy_finished:
-            self._policy = early_stopping.policy_for(
-                early_stopping.finished_curves(history), self.direction, self.fidelity)
-            self._policy_finished = finished
+        if self._policy is None or early_stopping.recalibration_due(
+                finished - self._policy_finished, self._policy_curves):
+            curves = early_stopping.finished_curves(history)
+            self._policy = early_stopping.policy_for(curves, self.direction, self.fidelity)
+            self._policy_finished, self._policy_curves = finished, len(curves)
         return self._policy
 
     def _metrics(self, configs: list[dict[str, Any]]) -> list[dict[str, float]]:

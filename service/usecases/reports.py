@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from service.db import report_queries, stopping_policy_queries, study_queries
+from service.db import report_queries, stopping_policy_queries, study_queries, trial_queries
 from service.db.history import study_fidelity, study_rungs
 from service.db.models import Study, utcnow
 from service.db.session import transaction
@@ -114,11 +114,19 @@ def stopping_policy(session: Session, owner_id: int,
 
 def recalibrate(ctx: UseCaseContext, study_id: str) -> None:
     """Calibrate the study's stopping policy on its finished curves and store it; called after a
-    tell of a trial that reported. Bounded: the history cache catches up incrementally and the
-    calibration reads the last ``CALIBRATION_WINDOW`` curves. A failure here loses nothing (the
-    tell is committed; the next tell recalibrates), so it is logged, not raised."""
+    tell of a trial that reported, when enough trials finished since the stored one
+    (``early_stopping.recalibration_due``, the rule the in-process ``Optimizer`` follows too):
+    otherwise the tell costs two small reads here. Bounded: the history cache catches up
+    incrementally and the calibration reads the last ``CALIBRATION_WINDOW`` curves. A failure
+    here loses nothing (the tell is committed; the next tell recalibrates), so it is logged, not
+    raised."""
     try:
         with transaction(ctx.sessions) as session:
+            stored = stopping_policy_queries.get(session, study_id)
+            if stored is not None and not early_stopping.recalibration_due(
+                    trial_queries.finished_since(session, study_id, stored.revision),
+                    stored.finished):
+                return
             study = study_queries.by_id(session, study_id)
             fidelity = None if study is None else study_fidelity(study)
             if study is None or fidelity is None:

@@ -279,6 +279,32 @@ def test_the_policy_is_stored_after_tells_and_an_older_one_never_replaces_it(
     assert "anchors" not in shown["rules"][0]
 
 
+def test_the_policy_is_recomputed_once_per_growth_step_of_its_curves(app, api: TestClient
+                                                                     ) -> None:
+    """Past 40 curves a tell recalibrates only once enough trials finished since the stored
+    policy (``early_stopping.recalibration_due``): the tells between leave it as it was."""
+    from service.db import stopping_policy_queries
+    from service.engine.early_stopping import RECALIBRATE_GROWTH
+
+    study = create(api, fidelity=FIDELITY)
+
+    def stored():
+        with app.state.context.sessions() as session:
+            row = stopping_policy_queries.get(session, study["id"])
+            return row.revision, row.finished
+
+    # calibrated on 1, 2, ..., 40 curves, then every 2: 42, 44, 46
+    finish_with_curves(api, study, [(0.01 * i, 0.01 * i) for i in range(1, 47)])
+    revision, finished = stored()
+    step = int(RECALIBRATE_GROWTH * finished)
+    assert finished == 46 and step == 2
+    finish_with_curves(api, study, [(0.5, 0.5)] * (step - 1))
+    assert stored() == (revision, finished)  # not due: the tells only read two rows
+    finish_with_curves(api, study, [(0.6, 0.6)])
+    later_revision, later_finished = stored()
+    assert later_revision > revision and later_finished == finished + step
+
+
 def test_the_stopping_policy_is_shown_cold_and_without_a_fidelity(api: TestClient) -> None:
     cold = api.get(f"/v1/studies/{create(api, fidelity=FIDELITY)['id']}/stopping").json()
     expected = policy_for((), "minimize", Fidelity(**FIDELITY))
