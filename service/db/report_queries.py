@@ -1,17 +1,62 @@
 """Queries on intermediate reports (``trial_reports``): a trial's curve, the values at a rung.
 
-A report's writer holds its trial's row lock (``lock_running_trial``), not the study's: reports of
+A report's writer holds its trial's row lock (``lock_for_report``), not the study's: reports of
 one trial are serialised, reports of different trials never wait for each other or for asks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from service.db.models import Trial, TrialReport, utcnow
+from service.db.models import Study, Trial, TrialReport, utcnow
+from service.engine.history import Direction
+
+
+class ReportTarget(NamedTuple):
+    """What a report needs, read in one statement with the trial's row lock: the trial's state,
+    the study's settings for it, and any value already reported at the step."""
+
+    number: int
+    state: str
+    last_step: int | None
+    direction: Direction
+    heartbeat_timeout_s: float
+    fidelity: dict | None
+    known_id: int | None  # the report already stored at the step, if any
+    known_value: float | None
+    known_reason: str | None
+
+
+def lock_for_report(session: Session, owner_id: int, study_id: str, trial_id: int,
+                    step: int) -> ReportTarget | None:
+    """The trial of ``owner_id``'s study, locked for the rest of the transaction (``FOR UPDATE
+    OF trials`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already holds the write lock),
+    joined with its study and with its report at ``step``: a report's reads in one round trip.
+    None when no such trial (or study, or owner) exists."""
+    row = session.execute(
+        select(Trial.number, Trial.state, Trial.last_step, Study.direction,
+               Study.heartbeat_timeout_s, Study.fidelity, TrialReport.id, TrialReport.value,
+               TrialReport.reason)
+        .select_from(Trial)
+        .join(Study, Study.id == Trial.study_id)
+        .outerjoin(TrialReport, and_(TrialReport.trial_id == Trial.id, TrialReport.step == step))
+        .where(Trial.id == trial_id, Trial.study_id == study_id, Study.owner_id == owner_id)
+        .with_for_update(of=Trial)).first()
+    return None if row is None else ReportTarget(*row)
+
+
+def touch(session: Session, trial_id: int, heartbeat_at: datetime, deadline_at: datetime,
+          last_step: int | None = None) -> None:
+    """A report's write to its trial: the heartbeat, the new deadline, and the last step."""
+    values: dict = {"heartbeat_at": heartbeat_at, "deadline_at": deadline_at}
+    if last_step is not None:
+        values["last_step"] = last_step
+    session.execute(update(Trial).where(Trial.id == trial_id).values(**values))
 
 
 def lock_trial(session: Session, study_id: str, trial_id: int) -> Trial | None:
@@ -34,11 +79,11 @@ def count(session: Session, trial_id: int) -> int:
 
 
 def add(session: Session, study_id: str, trial_id: int, step: int, value: float,
-        reason: str | None) -> TrialReport:
-    report = TrialReport(study_id=study_id, trial_id=trial_id, step=step, value=value,
-                         reason=reason)
-    session.add(report)
-    return report
+        reason: str | None) -> None:
+    """One report row (a plain INSERT: no ORM object to track)."""
+    session.execute(insert(TrialReport).values(study_id=study_id, trial_id=trial_id, step=step,
+                                               value=value, reason=reason,
+                                               created_at=utcnow()))
 
 
 def add_many(session: Session, rows: list[dict]) -> None:

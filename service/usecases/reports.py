@@ -7,8 +7,8 @@ does it read more: the newest ``RUNG_SAMPLE`` values at that step (one backwards
 the study's stored stopping policy (one row by key). It never runs the proposal engine.
 
 The policy (how much each rung keeps, from the study's finished curves: ``engine.stopping_policy``)
-is recalibrated after each tell of a trial that reported (``recalibrate``), so the report path
-only reads it; before any finished curve the rungs keep what their prior trust says.
+is recalibrated after tells of trials that reported (``recalibrate``), so the report path only
+reads it; before any finished curve the rungs keep what their prior trust says.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session
 
 from service.db import report_queries, stopping_policy_queries, study_queries, trial_queries
 from service.db.history import study_fidelity, study_rungs
-from service.db.models import Study, utcnow
+from service.db.models import utcnow
 from service.db.session import transaction
 from service.engine import early_stopping
 from service.engine.early_stopping import Fidelity, StopDecision
-from service.engine.history import TrialState
-from service.engine.stopping_policy import RungRule, StoppingPolicy
+from service.engine.history import Direction, TrialState
+from service.engine.stopping_policy import StoppingPolicy
 from service.errors import Conflict, Invalid, NotFound
 from service.usecases.context import UseCaseContext
 from service.usecases.study_lifecycle import find_study
@@ -39,35 +39,37 @@ def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, ste
            value: float) -> StopDecision:
     """Record ``value`` at ``step`` for a running trial (durable before the answer) and say
     whether it should stop. Also a heartbeat. The same report again gets the same answer; another
-    value at a step already reported is a conflict."""
+    value at a step already reported is a conflict.
+
+    Reports are the most frequent request of a study that stops early (one per epoch per
+    trial), and on a busy host each statement waits for the database: one statement reads the
+    trial (locked), its study and any report at the step; between rungs the only others are
+    the two writes."""
     now = utcnow()
     with transaction(ctx.sessions) as session:
-        study = find_study(session, owner_id, study_id)
-        fidelity = study_fidelity(study)
-        if fidelity is not None and not fidelity.min <= step <= fidelity.max:
-            raise Invalid("step", f"must be within the study's fidelity {fidelity.name!r} "
-                                  f"[{fidelity.min}, {fidelity.max}], got {step}")
-        trial = report_queries.lock_trial(session, study_id, trial_id)
-        if trial is None:
+        target = report_queries.lock_for_report(session, owner_id, study_id, trial_id, step)
+        if target is None:  # which is missing, in the order a request is checked
+            study = find_study(session, owner_id, study_id)
+            _check_step(study_fidelity(study), step)
             raise NotFound(f"trial {trial_id} does not exist in study {study_id!r}", "trial_id")
-        state = TrialState(trial.state)
-        known = report_queries.at_step(session, trial_id, step)
-        if known is not None and known.value != value:
-            raise Conflict(f"trial {trial_id} already reported {known.value} at step {step}; "
-                           f"refusing {value}")
+        fidelity = Fidelity(**target.fidelity) if target.fidelity else None
+        _check_step(fidelity, step)
+        state = TrialState(target.state)
+        known = target.known_id is not None
+        if known and target.known_value != value:
+            raise Conflict(f"trial {trial_id} already reported {target.known_value} at step "
+                           f"{step}; refusing {value}")
         if state is TrialState.WAITING:
             raise Conflict(f"trial {trial_id} is enqueued and was not handed out by ask yet")
         if state is not TrialState.RUNNING:
-            if known is not None:  # an acknowledged report sent again: its answer again
-                return StopDecision(known.reason is not None, known.reason)
-            raise Conflict(f"trial {trial_id} is {trial.state}, not running: stop working on it")
-        # One UPDATE of the trial row at the commit (heartbeat, deadline, last step): set after
-        # the reads below, so no autoflush writes it twice; every statement is a round trip.
-        deadline = now + timedelta(seconds=study.heartbeat_timeout_s)
-        if known is not None:
-            trial.heartbeat_at, trial.deadline_at = now, deadline
-            return StopDecision(known.reason is not None, known.reason)
-        largest = step if trial.last_step is None else max(trial.last_step, step)
+            if known:  # an acknowledged report sent again: its answer again
+                return StopDecision(target.known_reason is not None, target.known_reason)
+            raise Conflict(f"trial {trial_id} is {target.state}, not running: stop working on it")
+        deadline = now + timedelta(seconds=target.heartbeat_timeout_s)
+        if known:
+            report_queries.touch(session, trial_id, now, deadline)
+            return StopDecision(target.known_reason is not None, target.known_reason)
+        largest = step if target.last_step is None else max(target.last_step, step)
         # Distinct steps >= 0 up to ``largest`` number at most largest + 1: below the limit
         # there is nothing to count (the common case: epochs).
         if largest + 1 > MAX_REPORTS_PER_TRIAL:
@@ -80,25 +82,27 @@ def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, ste
         if rung is not None:
             others = report_queries.values_at(session, study_id, step, other_than=trial_id,
                                               limit=early_stopping.RUNG_SAMPLE)
-            decision = early_stopping.decide(value, others, study.direction, rung,
-                                             rule=_rule(session, study, fidelity, rung),
-                                             number=trial.number)
+            rule = current_policy(session, study_id, target.direction, fidelity)[1].rule(rung)
+            decision = early_stopping.decide(value, others, target.direction, rung, rule=rule,
+                                             number=target.number)
         report_queries.add(session, study_id, trial_id, step, value, decision.reason)
-        trial.heartbeat_at, trial.deadline_at, trial.last_step = now, deadline, largest
+        report_queries.touch(session, trial_id, now, deadline, last_step=largest)
         return decision
 
 
-def _rule(session: Session, study: Study, fidelity: Fidelity, rung: int) -> RungRule | None:
-    return current_policy(session, study, fidelity)[1].rule(rung)
+def _check_step(fidelity: Fidelity | None, step: int) -> None:
+    if fidelity is not None and not fidelity.min <= step <= fidelity.max:
+        raise Invalid("step", f"must be within the study's fidelity {fidelity.name!r} "
+                              f"[{fidelity.min}, {fidelity.max}], got {step}")
 
 
-def current_policy(session: Session, study: Study,
+def current_policy(session: Session, study_id: str, direction: Direction,
                    fidelity: Fidelity) -> tuple[int, StoppingPolicy]:
     """The policy rung reports apply, and how many finished curves it was calibrated on: the
     stored one, else (no finished curve yet) the one the rungs' prior trust alone gives."""
-    stored = stopping_policy_queries.get(session, study.id)
+    stored = stopping_policy_queries.get(session, study_id)
     if stored is None:
-        return 0, early_stopping.policy_for((), study.direction, fidelity)
+        return 0, early_stopping.policy_for((), direction, fidelity)
     return stored.finished, StoppingPolicy.from_dict(stored.policy)
 
 
@@ -109,7 +113,7 @@ def stopping_policy(session: Session, owner_id: int,
     fidelity = study_fidelity(study)
     if fidelity is None:
         return None, 0, StoppingPolicy(())
-    return (fidelity, *current_policy(session, study, fidelity))
+    return (fidelity, *current_policy(session, study.id, study.direction, fidelity))
 
 
 def recalibrate(ctx: UseCaseContext, study_id: str) -> None:

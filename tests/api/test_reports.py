@@ -116,6 +116,29 @@ def test_reports_on_waiting_or_finished_trials_are_409(api: TestClient) -> None:
     assert report(api, study, trial, 1, 0.5).status_code == 200  # the acknowledged one, again
 
 
+def test_a_report_to_a_missing_trial_or_study_is_404_naming_what_is_missing(
+        app, api: TestClient) -> None:
+    """Checked in a request's order: the study (also another owner's), the step against its
+    fidelity, then the trial."""
+    from tests.conftest import new_key
+
+    study = create(api, fidelity=FIDELITY)
+    (trial,) = ask(api, study)
+    missing_trial = {**trial, "id": trial["id"] + 10_000}
+
+    def field(response) -> tuple[int, str]:
+        return response.status_code, response.json()["errors"][0]["field"]
+
+    assert field(report(api, study, missing_trial, 1, 0.5)) == (404, "trial_id")
+    assert field(report(api, study, missing_trial, 99, 0.5)) == (422, "step")
+    assert field(report(api, {"id": "nope"}, trial, 1, 0.5)) == (404, "study_id")
+    other = TestClient(app)
+    other.headers["Authorization"] = f"Bearer {new_key(app)}"
+    assert field(report(other, study, trial, 1, 0.5)) == (404, "study_id")
+    assert api.get(trial_url(study, trial)).json()["intermediate"] == []  # nothing was written
+    assert report(api, study, trial, 1, 0.5).json() == {"should_stop": False, "reason": None}
+
+
 def test_too_many_reports_are_refused(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reports, "MAX_REPORTS_PER_TRIAL", 3)
     study = create(api)
