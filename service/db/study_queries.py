@@ -19,6 +19,7 @@ class StudyLock:
 
     revision: int  # the revision this write's changes are stamped with
     next_number: int
+    study: Study  # the locked row, as of this write (read in the same statement)
 
 
 def create_study(session: Session, owner_id: int, name: str, **fields: Any) -> Study | None:
@@ -90,16 +91,17 @@ def lock_study(session: Session, owner_id: int, study_id: str) -> StudyLock | No
     """Take the study's row lock for the rest of the transaction and bump its revision.
 
     Every change to a study's trials goes through here, so writes to one study are serialised
-    (trial numbers stay gapless) and caches can catch up on ``revision``. None if not found.
+    (trial numbers stay gapless) and caches can catch up on ``revision``. The same statement
+    returns the study's row, so a write needs no second read of it. None if not found.
     """
-    row = session.execute(
+    study = session.scalars(
         update(Study)
         .where(Study.id == study_id, Study.owner_id == owner_id)
         .values(revision=Study.revision + 1)
-        .returning(Study.revision, Study.next_number)
+        .returning(Study)
         .execution_options(synchronize_session=False)
     ).one_or_none()
-    return None if row is None else StudyLock(row[0], row[1])
+    return None if study is None else StudyLock(study.revision, study.next_number, study)
 
 
 def take_numbers(session: Session, study_id: str, lock: StudyLock, count: int) -> range:

@@ -19,7 +19,6 @@ from service.errors import Invalid, NotFound
 from service.schemas import MAX_IMPORT_POINTS, MAX_IMPORT_TRIALS, FinishedTrialIn
 from service.usecases import reports, user_attrs
 from service.usecases.context import UseCaseContext
-from service.usecases.study_lifecycle import find_study
 
 IMPORTED = {"strategy": "imported", "exploration": 0.0, "predicted": None}
 
@@ -38,7 +37,7 @@ def add_trials(ctx: UseCaseContext, owner_id: int, study_id: str,
         lock = study_queries.lock_study(session, owner_id, study_id)
         if lock is None:
             raise NotFound(f"study {study_id!r} does not exist", "study_id")
-        study = find_study(session, owner_id, study_id)
+        study = lock.study
         rows = [_checked(ctx, study, i, item) for i, item in enumerate(items)]
         numbers = study_queries.take_numbers(session, study_id, lock, len(items))
         trials = []

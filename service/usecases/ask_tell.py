@@ -80,7 +80,7 @@ def _ask(ctx: UseCaseContext, owner_id: int, study_id: str, count: int, client_i
     now = utcnow()
     with transaction(ctx.sessions) as session:
         lock = _lock(session, owner_id, study_id)
-        study = find_study(session, owner_id, study_id)
+        study = lock.study
         trial_queries.fail_stale(session, study, now, lock.revision)
         if client_id is not None and candidates is None:
             mine = trial_queries.running_for_client(session, study_id, client_id)
@@ -202,7 +202,7 @@ def enqueue(ctx: UseCaseContext, owner_id: int, study_id: str, params: dict[str,
     ones, for a trial enqueued partially) is returned instead, as Optuna's ``skip_if_exists``."""
     with transaction(ctx.sessions) as session:
         lock = _lock(session, owner_id, study_id)
-        study = find_study(session, owner_id, study_id)
+        study = lock.study
         space = ctx.spaces.get(study)
         try:
             config = space.validate_partial(params)
