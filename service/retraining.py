@@ -83,7 +83,7 @@ class Retrainer:
         self._dirty: dict[str, _Told] = {}
         self._requested: set[str] = set()  # dirty ones to dispatch whatever ``_due`` says
         self._next_check: LRU[str, _NextCheck] = LRU(WATCHED_STUDIES)
-        self.checks = 0  # full checks made (each a few reads): for metrics and tests
+        self.checks = 0  # full checks made (each a few reads; the tests count them)
         self._wake = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
