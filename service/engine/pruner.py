@@ -29,7 +29,7 @@ import numpy as np
 from service.engine.encoding import Encoder
 from service.engine.history import History, Observation, TrialState
 from service.engine.partial_results import with_partial_results
-from service.engine.stats import rank_goodness
+from service.engine.stats import rank_goodness, sorted_rank_goodness
 from service.engine.transfer import Prior, pruner_rows
 
 FEATURE_VERSION = 1
@@ -245,11 +245,11 @@ def observed_goodness(history: History) -> tuple[list[Observation], np.ndarray]:
 
 
 def observed_labels(history: History) -> np.ndarray:
-    """The labels of ``observed_goodness`` without their trials, in no particular order: what a
-    quantile of them needs (``pruning.prune_mask``), without a pass over every trial in Python
-    on each ask."""
-    goodness = rank_goodness(history.complete_losses)
-    return np.concatenate([goodness, np.zeros(len(history.infeasible))])
+    """The labels of ``observed_goodness`` without their trials, ascending: what a quantile of
+    them needs (``pruning.prune_mask``), from the history's ranking, without a pass over every
+    trial in Python or a sort on each ask."""
+    goodness = sorted_rank_goodness(history.complete_losses[history.rank_order])
+    return np.concatenate([np.zeros(len(history.infeasible)), goodness])
 
 
 def make_training_set(encoder: Encoder, history: History, metric_names: Sequence[str],

@@ -52,6 +52,25 @@ def rank_goodness(losses: np.ndarray) -> np.ndarray:
     return (n - average_ranks(losses)) / (n - 1)
 
 
+def sorted_rank_goodness(sorted_losses: np.ndarray) -> np.ndarray:
+    """``np.sort(rank_goodness(losses))`` from the losses already sorted ascending (a history's
+    ranking has them): the same values, bit for bit, in O(n) without sorting again, for a
+    quantile of the labels on every ask.
+
+    >>> sorted_rank_goodness(np.array([0.1, 0.3, 0.3, 0.9])).tolist()
+    [0.0, 0.5, 0.5, 1.0]
+    """
+    x = np.asarray(sorted_losses, dtype=np.float64)
+    n = x.size
+    if n < 2:
+        return np.full(n, 0.5)
+    new_group = np.concatenate([[True], x[1:] != x[:-1]])
+    starts = np.flatnonzero(new_group)
+    ends = np.concatenate([starts[1:], [n]])
+    ranks = ((starts + ends + 1) / 2.0)[np.cumsum(new_group) - 1]  # as ``average_ranks``
+    return ((n - ranks) / (n - 1))[::-1]
+
+
 def normal_scores(losses: np.ndarray) -> np.ndarray:
     """Ranks mapped through the standard normal quantile (ties share a rank); lower = better.
 

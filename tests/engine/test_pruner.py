@@ -112,6 +112,18 @@ def test_scaling_is_robust_to_sentinels_and_maps_missing_to_the_centre():
 
 # --- labels ----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("seed", range(20))
+def test_the_sorted_labels_are_the_labels_sorted_bit_for_bit(seed: int) -> None:
+    from service.engine.stats import sorted_rank_goodness
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 60))
+    losses = rng.choice([-1.0, -0.0, 0.0, 0.5, 2.0], n) if seed % 2 else rng.normal(size=n)
+    expected = np.sort(rank_goodness(losses))
+    got = sorted_rank_goodness(losses[np.argsort(losses, kind="stable")])
+    assert got.tobytes() == expected.tobytes()
+
+
 def test_rank_goodness_gives_best_one_worst_zero_and_ties_a_shared_rank():
     np.testing.assert_allclose(rank_goodness(np.array([0.3, 0.1, 0.9, 0.1])),
                                [1 / 3, 5 / 6, 0.0, 5 / 6])
