@@ -104,12 +104,15 @@ def retrain(sessions: sessionmaker[Session], study_id: str, policy: RetrainPolic
     if not _due(study, policy):
         return None
     trained = _train(study, study.history, study.newest, study.active, device)
-    with transaction(sessions) as session:
-        version = pruner_queries.add_version(
-            session, study_id, weights=trained.model.to_bytes(),
-            fingerprint=trained.model.fingerprint, n_train=len(study.history.complete),
-            metrics=trained.report, device=trained.device, seconds=trained.seconds,
-            active=trained.activate)
+    try:
+        with transaction(sessions) as session:
+            version = pruner_queries.add_version(
+                session, study_id, weights=trained.model.to_bytes(),
+                fingerprint=trained.model.fingerprint, n_train=len(study.history.complete),
+                metrics=trained.report, device=trained.device, seconds=trained.seconds,
+                active=trained.activate)
+    except pruner_queries.VersionTaken as taken:
+        return f"{taken}: this training is dropped"
     if version is None:
         return _study_gone(study_id)
     state = "active" if trained.activate else "kept, not activated"
@@ -138,7 +141,10 @@ def _retrain_on_schedule(sessions: sessionmaker[Session], study_id: str, study: 
         trained = _train(study, results_up_to(study.history, scheduled), newest, active,
                          SCHEDULED_DEVICE, seed)
         weights = trained.model.to_bytes()
-        outcome = _store(sessions, study_id, trained, weights, scheduled, seed)
+        try:
+            outcome = _store(sessions, study_id, trained, weights, scheduled, seed)
+        except pruner_queries.VersionTaken as taken:  # the other trainer follows the schedule
+            return f"{taken}: this training is dropped"
         if outcome is None:
             return _study_gone(study_id)
         newest = weights

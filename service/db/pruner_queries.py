@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Row, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db.models import PrunedCandidate, PrunerVersion, Study
@@ -100,16 +101,28 @@ def active_weights(session: Session, study_id: str) -> bytes | None:
                           .order_by(PrunerVersion.version.desc()).limit(1))
 
 
+class VersionTaken(Exception):
+    """Another trainer stored the study's next version first: without Redis every server
+    process may train the same study at once (``docs/scaling.md``), and the second to store
+    finds its version number taken. Nothing of it is stored; nothing is wrong."""
+
+
 def add_version(session: Session, study_id: str, **fields: Any) -> int | None:
     """Store a new version numbered after the newest, and return its number; None, storing
     nothing, when the study no longer exists (deleted while its model trained: the insert would
     break the foreign key). KEY SHARE holds off a delete until this transaction commits, when its
     cascade removes the new row with the study; SQLite's BEGIN IMMEDIATE already serialises this
-    transaction with the delete."""
+    transaction with the delete. ``VersionTaken`` when another trainer stored the same number
+    first (the unique (study, version) key refuses this one)."""
     if session.scalar(select(Study.id).where(Study.id == study_id)
                       .with_for_update(read=True, key_share=True)) is None:
         return None
     version = (session.scalar(select(func.max(PrunerVersion.version))
                               .where(PrunerVersion.study_id == study_id)) or 0) + 1
-    session.add(PrunerVersion(study_id=study_id, version=version, **fields))
+    try:
+        with session.begin_nested():  # a savepoint: the caller's transaction stays usable
+            session.add(PrunerVersion(study_id=study_id, version=version, **fields))
+    except IntegrityError:
+        raise VersionTaken(f"pruner v{version} of study {study_id} was stored meanwhile by "
+                           "another trainer") from None
     return version

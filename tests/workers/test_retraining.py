@@ -235,6 +235,52 @@ def test_the_retrainer_reads_only_when_a_check_could_say_yes(database_url: str, 
     queue.empty()
 
 
+def test_two_trainers_storing_one_version_drop_the_second_quietly(postgres_url: str) -> None:
+    """Without Redis each server process may train the same study at once. On PostgreSQL both
+    may number their version 1; the second insert waits for the first and then finds the number
+    taken: ``VersionTaken``, nothing stored, the first transaction's version kept. (SQLite's
+    BEGIN IMMEDIATE serialises the two: the second numbers its version 2.)"""
+    import threading
+
+    from sqlalchemy import text
+
+    from service.db import pruner_queries
+    from service.db.session import transaction
+
+    app = create_app(make_settings(postgres_url))
+    sessions = app.state.context.sessions
+    with TestClient(app) as api:
+        api.headers["Authorization"] = f"Bearer {new_key(app)}"
+        study_id = run_trials(api, 0)
+    fields = dict(weights=b"w", fingerprint="f", n_train=1, metrics={}, device="cpu",
+                  seconds=0.1, active=True)
+    outcome: dict[str, object] = {}
+
+    def second() -> None:
+        try:
+            with transaction(sessions) as session:
+                outcome["version"] = pruner_queries.add_version(session, study_id, **fields)
+        except pruner_queries.VersionTaken as taken:
+            outcome["taken"] = str(taken)
+
+    with transaction(sessions) as first:
+        assert pruner_queries.add_version(first, study_id, **fields) == 1
+        first.flush()
+        thread = threading.Thread(target=second)
+        thread.start()
+        deadline = time.monotonic() + 30  # until the second insert waits on the unique key
+        waiting = text("SELECT count(*) FROM pg_locks WHERE NOT granted "
+                       "AND locktype = 'transactionid'")
+        with sessions() as watcher:
+            while watcher.scalar(waiting) == 0:
+                assert time.monotonic() < deadline and thread.is_alive()
+                time.sleep(0.02)
+    thread.join(timeout=30)
+    assert outcome == {"taken": f"pruner v1 of study {study_id} was stored meanwhile by "
+                                "another trainer"}
+    assert [r.version for r in pruner_rows(app, study_id)] == [1]
+
+
 def test_unreachable_redis_falls_back_to_training_beside_the_server(database_url: str) -> None:
     from tests.system.servers import free_port
 
