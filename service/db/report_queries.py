@@ -7,10 +7,9 @@ one trial are serialised, reports of different trials never wait for each other 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, insert, select
 from sqlalchemy.orm import Session
 
 from service.db.models import Study, Trial, TrialReport, utcnow
@@ -48,15 +47,6 @@ def lock_for_report(session: Session, owner_id: int, study_id: str, trial_id: in
         .where(Trial.id == trial_id, Trial.study_id == study_id, Study.owner_id == owner_id)
         .with_for_update(of=Trial)).first()
     return None if row is None else ReportTarget(*row)
-
-
-def touch(session: Session, trial_id: int, heartbeat_at: datetime, deadline_at: datetime,
-          last_step: int | None = None) -> None:
-    """A report's write to its trial: the heartbeat, the new deadline, and the last step."""
-    values: dict = {"heartbeat_at": heartbeat_at, "deadline_at": deadline_at}
-    if last_step is not None:
-        values["last_step"] = last_step
-    session.execute(update(Trial).where(Trial.id == trial_id).values(**values))
 
 
 def lock_trial(session: Session, study_id: str, trial_id: int) -> Trial | None:

@@ -80,13 +80,18 @@ def pruned_after(session: Session, study_id: str, last_id: int) -> list[PrunedCa
 
 
 def touch(session: Session, study_id: str, trial_id: int, now: datetime,
-          timeout_s: float) -> bool:
-    """Record a heartbeat; False when the trial is not running (finished, reaped or unknown)."""
+          timeout_s: float, last_step: int | None = None) -> bool:
+    """Record a heartbeat (and a report's ``last_step``); False when the trial is not running
+    (finished, reaped or unknown)."""
+    values: dict[str, Any] = {"heartbeat_at": now,
+                              "deadline_at": now + timedelta(seconds=timeout_s)}
+    if last_step is not None:
+        values["last_step"] = last_step
     result = session.execute(
         update(Trial)
         .where(Trial.id == trial_id, Trial.study_id == study_id,
                Trial.state == TrialState.RUNNING.value)
-        .values(heartbeat_at=now, deadline_at=now + timedelta(seconds=timeout_s))
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1

@@ -14,7 +14,6 @@ reads it; before any finished curve the rungs keep what their prior trust says.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
@@ -65,9 +64,9 @@ def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, ste
             if known:  # an acknowledged report sent again: its answer again
                 return StopDecision(target.known_reason is not None, target.known_reason)
             raise Conflict(f"trial {trial_id} is {target.state}, not running: stop working on it")
-        deadline = now + timedelta(seconds=target.heartbeat_timeout_s)
+        timeout_s = target.heartbeat_timeout_s
         if known:
-            report_queries.touch(session, trial_id, now, deadline)
+            trial_queries.touch(session, study_id, trial_id, now, timeout_s)
             return StopDecision(target.known_reason is not None, target.known_reason)
         largest = step if target.last_step is None else max(target.last_step, step)
         # Distinct steps >= 0 up to ``largest`` number at most largest + 1: below the limit
@@ -86,7 +85,7 @@ def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, ste
             decision = early_stopping.decide(value, others, target.direction, rung, rule=rule,
                                              number=target.number)
         report_queries.add(session, study_id, trial_id, step, value, decision.reason)
-        report_queries.touch(session, trial_id, now, deadline, last_step=largest)
+        trial_queries.touch(session, study_id, trial_id, now, timeout_s, last_step=largest)
         return decision
 
 
