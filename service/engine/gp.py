@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.linalg import solve_triangular
+from scipy.linalg import cho_solve, solve_triangular
 
 from service.engine.encoding import Encoder, ordinal_positions
 from service.engine.space import CategoricalParam
@@ -101,10 +101,12 @@ class GP:
     """A fitted GP on normal-scored losses: ``predict`` gives mean and std of the score."""
 
     X: np.ndarray
+    y: np.ndarray
     alpha: np.ndarray
     chol: np.ndarray
     lengthscales: np.ndarray
     signal: float
+    noise: float
 
     def predict(self, Xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         Ks = self.signal * _matern(Xs, self.X, self.lengthscales)[0]
@@ -112,6 +114,25 @@ class GP:
         v = solve_triangular(self.chol, Ks.T, lower=True, check_finite=False)
         var = np.maximum(self.signal - (v * v).sum(0), 1e-12)
         return mean, np.sqrt(var)
+
+    def conditioned_on(self, Xn: np.ndarray, yn: np.ndarray) -> GP:
+        """This GP also conditioned on rows ``Xn`` scored ``yn``, with the same hyperparameters:
+        what ``fit`` on all the rows would give, by a block update of the Cholesky factor
+        (O(n^2 m) for m new rows instead of O((n + m)^3))."""
+        if len(Xn) == 0:
+            return self
+        K12 = self.signal * _matern(self.X, Xn, self.lengthscales)[0]
+        K22 = (self.signal * _matern(Xn, Xn, self.lengthscales)[0]
+               + (self.noise + 1e-6) * np.eye(len(Xn)))
+        L21 = solve_triangular(self.chol, K12, lower=True, check_finite=False).T
+        L22 = np.linalg.cholesky(K22 - L21 @ L21.T)
+        n, m = len(self.X), len(Xn)
+        chol = np.zeros((n + m, n + m))
+        chol[:n, :n], chol[n:, :n], chol[n:, n:] = self.chol, L21, L22
+        y = np.concatenate([self.y, np.asarray(yn, dtype=float)])
+        alpha = cho_solve((chol, True), y, check_finite=False)
+        return GP(np.vstack([self.X, Xn]), y, alpha, chol, self.lengthscales, self.signal,
+                  self.noise)
 
 
 def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
@@ -133,7 +154,7 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
     K = signal * _matern(X[rows], X[rows], lengthscales)[0] + (noise + 1e-6) * np.eye(len(rows))
     chol = np.linalg.cholesky(K)
     alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y[rows]))
-    return GP(X[rows], alpha, chol, lengthscales, signal)
+    return GP(X[rows], y[rows], alpha, chol, lengthscales, signal, noise)
 
 
 def fit_hyperparameters(X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:

@@ -44,6 +44,33 @@ def test_gp_learns_which_input_matters_and_ranks_held_out_points() -> None:
     assert model.predict(X[:1])[1][0] < std.mean()  # surer at a training point
 
 
+def test_gp_conditioned_on_more_rows_is_the_fit_on_all_of_them() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.random((30, 3))
+    y = stats.normal_scores((X[:, 0] - 0.4) ** 2 + 0.1 * X[:, 2])
+    theta = gp.fit_hyperparameters(X, y, np.arange(3))
+    extended = gp.fit(X[:24], y[:24], theta=theta).conditioned_on(X[24:], y[24:])
+    whole = gp.fit(X, y, theta=theta)
+    test = rng.random((50, 3))
+    for got, want in zip(extended.predict(test), whole.predict(test), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
+
+
+def test_a_kriging_believer_keeps_the_mean_and_collapses_the_uncertainty() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.random((25, 2))
+    model = gp.fit(X, stats.normal_scores((X[:, 0] - 0.5) ** 2))
+    pending = np.array([[0.52, 0.5], [0.1, 0.9]])
+    mean, std = model.predict(pending)
+    believed = model.conditioned_on(pending, mean)
+    mean_after, std_after = believed.predict(pending)
+    np.testing.assert_allclose(mean_after, mean, atol=1e-3)
+    assert (std_after < 0.5 * std).all()
+    # a point far from the pending ones keeps its uncertainty
+    far = np.array([[0.95, 0.05]])
+    assert believed.predict(far)[1][0] > 0.9 * model.predict(far)[1][0]
+
+
 def test_normal_scores_are_monotone_and_share_ties() -> None:
     scores = stats.normal_scores(np.array([3.0, 1.0, 2.0, 2.0, 1e9]))
     assert scores[1] < scores[2] == scores[3] < scores[0] < scores[4]
