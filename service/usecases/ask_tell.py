@@ -82,14 +82,17 @@ def _ask(ctx: UseCaseContext, owner_id: int, study_id: str, count: int, client_i
         lock = _lock(session, owner_id, study_id)
         study = lock.study
         # The history as of just before this write (rows stamped now are read next time): exact,
-        # since every change of a trial's state takes this lock. With no trial running (one
-        # sequential worker, the common case) there is nothing stale to fail, no running trial
-        # of this client and no quota to count: three statements fewer.
+        # since every change of a trial's state takes this lock. So it says which trials are
+        # running or enqueued without asking the database: with none (one sequential worker, the
+        # common case) there is nothing stale to fail, no running trial of this client and no
+        # enqueued trial to hand out, and the quota counts the history's running trials less
+        # those failed for silence just now.
         history = ctx.histories.load(session, study.id, study.direction,
                                      revision=lock.revision - 1, rungs=study_rungs(study))
-        running = 0
-        if history.running:
-            trial_queries.fail_stale(session, study, now, lock.revision)
+        pending = history.running  # running or enqueued (waiting)
+        running = sum(t.state is TrialState.RUNNING for t in pending)
+        if running:
+            running -= trial_queries.fail_stale(session, study, now, lock.revision)
             if client_id is not None and candidates is None:
                 mine = trial_queries.running_for_client(session, study_id, client_id)
                 if mine:
@@ -97,9 +100,9 @@ def _ask(ctx: UseCaseContext, owner_id: int, study_id: str, count: int, client_i
                         trial.heartbeat_at = now
                         trial.deadline_at = now + timedelta(seconds=study.heartbeat_timeout_s)
                     return AskResult(mine[:count])
-            running = trial_queries.count_in_state(session, study_id, TrialState.RUNNING)
         _check_running_quota(ctx, running, count)
-        handed = [] if candidates is not None else trial_queries.waiting(session, study_id, count)
+        enqueued = candidates is None and any(t.state is TrialState.WAITING for t in pending)
+        handed = trial_queries.waiting(session, study_id, count) if enqueued else []
         for trial in handed:
             fill_enqueued(ctx.spaces.get(study), study, trial)
             trial_queries.start(trial, now=now, revision=lock.revision, client_id=client_id,

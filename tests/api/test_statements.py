@@ -49,8 +49,9 @@ def ask_one(api: TestClient, study_id: str) -> dict:
 
 def test_a_sequential_workers_ask_skips_what_only_running_trials_need(app, api: TestClient
                                                                       ) -> None:
-    """With nothing running (its last trial told), an ask neither fails stale trials, nor looks
-    for the client's own, nor counts the running ones; with a trial running it does all three."""
+    """With nothing running or enqueued (its last trial told), an ask neither fails stale
+    trials, nor looks for enqueued ones; with a trial running it fails stale ones. Neither counts
+    the running trials in the database: the history as of the study's lock knows them."""
     study_id = new_study(api)
     for value in (3.0, 2.0, 1.0):
         trial = ask_one(api, study_id)
@@ -59,12 +60,27 @@ def test_a_sequential_workers_ask_skips_what_only_running_trials_need(app, api: 
         running = ask_one(api, study_id)
     with recorded(app) as concurrent:
         ask_one(api, study_id)
-    assert not any("count(" in s.lower() for s in sequential)
     assert not any(s.startswith("UPDATE trials") for s in sequential)
-    assert len(sequential) <= 8, sequential
-    assert any("count(" in s.lower() for s in concurrent)  # the quota, with one running
+    assert not any("trials.state =" in s and s.startswith("SELECT trials") for s in sequential)
+    assert len(sequential) <= 7, sequential
     assert any(s.startswith("UPDATE trials") for s in concurrent)  # stale ones are failed
+    assert not any("count(" in s.lower() for s in sequential + concurrent)
+    assert len(concurrent) <= 8, concurrent
     assert running["state"] == "running"
+
+
+def test_an_enqueued_trial_is_still_handed_out_first(app, api: TestClient) -> None:
+    """The ask looks for enqueued trials only when its history holds one: it must still find
+    one enqueued by another request, before proposing."""
+    study_id = new_study(api)
+    ask_one(api, study_id)  # one running
+    params = {"depth": 2, "cell": "skip", "lr": 0.01, "dropout": 0.2}
+    enqueued = api.post(f"/v1/studies/{study_id}/trials", json={"params": params})
+    assert enqueued.status_code == 201, enqueued.text
+    with recorded(app) as statements:
+        handed = ask_one(api, study_id)
+    assert handed["id"] == enqueued.json()["id"]
+    assert any("trials.state =" in s and s.startswith("SELECT trials") for s in statements)
 
 
 def test_a_report_between_rungs_is_three_statements(app, api: TestClient) -> None:
