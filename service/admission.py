@@ -47,8 +47,14 @@ log = logging.getLogger("dyesp.admission")
 # More cores: more server processes (`dyesp serve --workers N`), each with its own gate.
 ASK_CONCURRENCY = 1
 # Asks of one owner waiting for a slot, per process; more are refused at once (they would only
-# hold server threads). Enough for a client with a few parallel workers.
-MAX_WAITERS_PER_OWNER = 8
+# hold server threads). Enough for 16 parallel workers of one owner even when one process holds
+# most of their connections: with 8, 16 workers on 2 processes had 20 of 400 asks refused
+# (benchmarks.load one-study, 16 clients), each then waiting out its Retry-After: ask p99 3.3 s.
+MAX_WAITERS_PER_OWNER = 16
+# Threads serving the synchronous routes in each server process (anyio's default is 40). Every
+# waiting ask holds one, asleep; with three owners' queues full, 16 are left for tells, reports
+# and reads. A waiting ask holds no database connection (the pool is the limit on those).
+REQUEST_THREADS = 64
 # How long an ask may wait for a slot before it is refused: well under the request timeout, so a
 # client hears "retry later" rather than a 503 for a request that never started.
 MAX_WAIT_S = 5.0

@@ -8,9 +8,10 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
-from service.admission import RateLimiter
+from service.admission import REQUEST_THREADS, RateLimiter
 from service.api import docs, problems
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.deadline import DeadlineMiddleware
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
         if settings.migrate_on_start:
             migrate.upgrade(engine)
         app.state.local_owner_id = None

@@ -363,3 +363,16 @@ def test_an_ask_refused_by_the_gate_is_a_429_and_takes_no_effect(database_url: s
         assert client.get(f"/v1/studies/{study}/trials", headers=headers).json()["total"] == 0
         assert client.post(f"/v1/studies/{study}/ask", headers=headers, json={}).status_code \
             == 200
+
+
+def test_the_server_has_threads_for_several_owners_full_queues(http: TestClient) -> None:
+    """Every ask waiting at the gate holds a request thread: the app widens anyio's 40 so that
+    three owners with full queues (a 16-worker client each) still leave threads for tells."""
+    import anyio.to_thread
+
+    tokens = http.portal.call(lambda: anyio.to_thread.current_default_thread_limiter()
+                              .total_tokens)
+    assert tokens == admission.REQUEST_THREADS
+    held = 3 * (admission.MAX_WAITERS_PER_OWNER + admission.ASK_CONCURRENCY)
+    assert tokens - held >= 8
+    assert admission.MAX_WAITERS_PER_OWNER >= 16  # one process may hold most of 16 workers
