@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # per server process otherwise.
     rate_limit: str = "500/second"
     ask_rate_limit: str = "50/second"
+    # Seconds a verified API key is trusted without reading it again (``caches.api_keys``): a
+    # revoked key keeps working that long at most. 0 reads the key on every request.
+    key_cache_s: float = Field(5.0, ge=0)
     # Quotas: a study's unfinished trials (each one is pending work every ask reasons about) and
     # an owner's studies.
     max_running_trials_per_study: int = Field(1000, ge=1)

@@ -31,7 +31,9 @@ def test_keys_create_prints_a_working_key_and_revoke_disables_it(tmp_path) -> No
     assert created.returncode == 0, created.stderr
     secret = created.stdout.strip()
     assert secret.startswith("dyesp_")
-    with TestClient(create_app(make_settings(url))) as api:
+    # key_cache_s=0: the server reads the key on every request, so the revoke shows at once
+    # (a verified key is otherwise trusted a few seconds more: tests/api/test_studies.py)
+    with TestClient(create_app(make_settings(url, key_cache_s=0))) as api:
         headers = {"Authorization": f"Bearer {secret}"}
         assert api.get("/v1/studies", headers=headers).status_code == 200
         listed = dyesp("keys", "list", database_url=url).stdout

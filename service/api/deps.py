@@ -12,7 +12,7 @@ from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
 from service.admission import RateLimiter
-from service.db.key_queries import resolve_owner
+from service.db.key_queries import resolve_owner, secret_digest
 from service.schemas import reject_unstorable
 from service.usecases.context import UseCaseContext
 
@@ -65,10 +65,16 @@ def _authenticate(request: Request, context: UseCaseContext) -> int:
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise _unauthorized("malformed Authorization header: expected `Bearer <key>`")
+    secret = secret.strip()
+    digest = secret_digest(secret)
+    owner_id = context.verified_keys.owner(digest)
+    if owner_id is not None:
+        return owner_id
     with context.sessions() as session:
-        owner_id = resolve_owner(session, secret.strip())
+        owner_id = resolve_owner(session, secret)
     if owner_id is None:
         raise _unauthorized("unknown or revoked API key")
+    context.verified_keys.remember(digest, owner_id)
     return owner_id
 
 

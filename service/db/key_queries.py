@@ -31,7 +31,8 @@ class NewKey:
     secret: str  # shown once, never stored
 
 
-def _hash(secret: str) -> str:
+def secret_digest(secret: str) -> str:
+    """What is stored of a key: the SHA-256 of its secret, in hex."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -55,7 +56,8 @@ def create_key(session: Session, owner_name: str, key_name: str) -> NewKey:
     owner = get_or_create_owner(session, owner_name)
     prefix = secrets.token_hex(PREFIX_BYTES)
     secret = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    session.add(ApiKey(owner_id=owner.id, name=key_name, prefix=prefix, key_hash=_hash(secret)))
+    session.add(ApiKey(owner_id=owner.id, name=key_name, prefix=prefix,
+                       key_hash=secret_digest(secret)))
     session.flush()
     return NewKey(owner.id, prefix, secret)
 
@@ -82,7 +84,7 @@ def resolve_owner(session: Session, secret: str) -> int | None:
     key = session.execute(select(ApiKey.key_hash, ApiKey.owner_id, ApiKey.revoked_at)
                           .where(ApiKey.prefix == parts[1])).first() if well_formed else None
     expected = key.key_hash if key is not None else _DUMMY_HASH
-    matches = hmac.compare_digest(expected, _hash(secret))
+    matches = hmac.compare_digest(expected, secret_digest(secret))
     if key is None or not matches or key.revoked_at is not None:
         return None
     return key.owner_id

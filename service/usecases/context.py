@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.admission import FairGate
+from service.caches.api_keys import VerifiedKeys
 from service.caches.history import HistoryCache
 from service.caches.priors import PriorStore
 from service.caches.pruners import PrunerStore
@@ -82,6 +83,8 @@ class UseCaseContext:
     # The engine's CPU, shared fairly across owners (``service.admission``), held for a whole
     # ask (``ask_tell.ask``); off unless the app switches it on.
     engine_gate: FairGate = field(default_factory=lambda: FairGate(capacity=None))
+    # API keys verified in the last seconds (none remembered unless the app sets a TTL).
+    verified_keys: VerifiedKeys = field(default_factory=lambda: VerifiedKeys(ttl_s=0))
     on_told: OnTold | None = None
     seed_offsets: SeedOffsets = field(default_factory=SeedOffsets)
     # Deterministic studies (``usecases.deterministic``): the schedule their asks follow (None
@@ -108,6 +111,7 @@ class UseCaseContext:
             max_running_trials_per_study=settings.max_running_trials_per_study,
             max_waiting_trials_per_study=settings.max_waiting_trials_per_study,
             max_studies_per_owner=settings.max_studies_per_owner, engine_gate=FairGate(),
+            verified_keys=VerifiedKeys(ttl_s=settings.key_cache_s),
             retrain_policy=settings.retrain_policy if settings.retrain_enabled else None,
             deterministic_wait_s=settings.deterministic_wait_bound_s, on_pruner_due=on_pruner_due,
         )

@@ -586,7 +586,7 @@ def test_every_key_check_hashes_and_compares_once_whatever_is_wrong(
     that could exist costs one lookup whether or not it does; a malformed one skips the lookup,
     which tells the caller only what it already knows (what it sent)."""
     work = Work()
-    real_compare, real_hash = hmac.compare_digest, key_queries._hash
+    real_compare, real_hash = hmac.compare_digest, key_queries.secret_digest
 
     def compare(a: str, b: str) -> bool:
         work.compares.append((len(a), len(b)))
@@ -597,7 +597,7 @@ def test_every_key_check_hashes_and_compares_once_whatever_is_wrong(
         return real_hash(secret)
 
     monkeypatch.setattr(key_queries.hmac, "compare_digest", compare)
-    monkeypatch.setattr(key_queries, "_hash", sha)
+    monkeypatch.setattr(key_queries, "secret_digest", sha)
     engine = world.app.state.engine
 
     def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:

@@ -101,14 +101,60 @@ def test_missing_or_bad_key_is_401(http: TestClient, header: str | None) -> None
 
 
 def test_revoked_key_is_401(http: TestClient, app) -> None:
+    """A key revoked before this process verified it is refused at once; one it verified is
+    trusted for at most ``key_cache_s`` more (docs/api-contract.md), then refused."""
     from service.db import key_queries
     from service.db.session import transaction
 
-    key = new_key(app)
-    assert http.get("/v1/studies", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    now = [1000.0]
+    verified = app.state.context.verified_keys
+    verified._clock = lambda: now[0]
+    assert verified.ttl_s > 0  # the default: verified keys are remembered
+    never_used, used = new_key(app), new_key(app)
+    assert http.get("/v1/studies", headers={"Authorization": f"Bearer {used}"}).status_code == 200
     with transaction(app.state.context.sessions) as session:
-        assert key_queries.revoke_key(session, key.split("_")[1])
-    assert http.get("/v1/studies", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+        for key in (never_used, used):
+            assert key_queries.revoke_key(session, key.split("_")[1])
+    assert http.get("/v1/studies",
+                    headers={"Authorization": f"Bearer {never_used}"}).status_code == 401
+    assert http.get("/v1/studies", headers={"Authorization": f"Bearer {used}"}).status_code == 200
+    now[0] += verified.ttl_s
+    assert http.get("/v1/studies", headers={"Authorization": f"Bearer {used}"}).status_code == 401
+    # once refused, it stays refused: failures are never remembered
+    assert http.get("/v1/studies", headers={"Authorization": f"Bearer {used}"}).status_code == 401
+
+
+def test_a_verified_key_is_not_read_again_until_its_time_is_up(http: TestClient, app) -> None:
+    from sqlalchemy import event
+
+    now = [1000.0]
+    verified = app.state.context.verified_keys
+    verified._clock = lambda: now[0]
+    key = new_key(app)
+    reads: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        if "FROM api_keys" in statement:
+            reads.append(statement)
+
+    event.listen(app.state.engine, "before_cursor_execute", record)
+    try:
+        for _ in range(3):
+            assert http.get("/v1/studies",
+                            headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert len(reads) == 1
+        now[0] += verified.ttl_s
+        assert http.get("/v1/studies", headers={"Authorization": f"Bearer {key}"}).status_code \
+            == 200
+        assert len(reads) == 2
+        # a wrong secret for the same key id is read (and refused) every time
+        wrong = key[:-1] + ("B" if key[-1] != "B" else "C")
+        for _ in range(2):
+            assert http.get("/v1/studies",
+                            headers={"Authorization": f"Bearer {wrong}"}).status_code == 401
+        assert len(reads) == 4
+    finally:
+        event.remove(app.state.engine, "before_cursor_execute", record)
 
 
 def test_list_filters_by_name_and_delete_removes_trials(api: TestClient, study) -> None:

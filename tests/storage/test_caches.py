@@ -131,3 +131,21 @@ def test_space_cache_is_bounded_and_reparses_an_evicted_space() -> None:
     assert len(cache) == 2
     again = cache.get(studies[0])
     assert again is not first and again.to_dict() == first.to_dict()
+
+
+def test_verified_keys_are_bounded_expire_and_remember_nothing_at_ttl_zero() -> None:
+    from service.caches.api_keys import VerifiedKeys
+
+    now = [0.0]
+    keys = VerifiedKeys(ttl_s=5.0, max_keys=3, clock=lambda: now[0])
+    for i in range(4):
+        keys.remember(f"digest{i}", i)
+    assert keys.owner("digest0") is None  # the least recently used went
+    assert [keys.owner(f"digest{i}") for i in (1, 2, 3)] == [1, 2, 3]
+    now[0] = 4.999
+    assert keys.owner("digest3") == 3
+    now[0] = 5.0
+    assert keys.owner("digest3") is None  # trusted for ttl_s, not a moment longer
+    off = VerifiedKeys(ttl_s=0, clock=lambda: now[0])
+    off.remember("digest", 7)
+    assert off.owner("digest") is None
