@@ -117,8 +117,9 @@ class GP:
 
     def conditioned_on(self, Xn: np.ndarray, yn: np.ndarray) -> GP:
         """This GP also conditioned on rows ``Xn`` scored ``yn``, with the same hyperparameters:
-        what ``fit`` on all the rows would give, by a block update of the Cholesky factor
-        (O(n^2 m) for m new rows instead of O((n + m)^3))."""
+        what ``fit`` on all the rows would give (when they are at most ``MAX_POINTS``, so ``fit``
+        keeps every one), by a block update of the Cholesky factor: O(n^2 m) for m new rows
+        instead of O((n + m)^3)."""
         if len(Xn) == 0:
             return self
         K12 = self.signal * _matern(self.X, Xn, self.lengthscales)[0]
