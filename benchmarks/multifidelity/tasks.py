@@ -31,7 +31,7 @@ TOP_STOP_FRACTION = 0.05  # a stopped trial "was good" when it would have ended 
 REFERENCES_FILE = Path(__file__).resolve().parents[1] / "results" / "mf_references.json"
 
 DEV_TASKS = ("lcbench/126025", "lcbench/167168", "lcbench/189906", "nb201/cifar10")
-HELDOUT_TASKS = tuple(f"lcbench/{t}" for t in ("3945", "7593", "34539", "168868", "189873"))
+HELDOUT_TASKS = tuple(f"lcbench/{t}" for t in lcbench.HELDOUT_TASK_IDS)
 NB201_CSV_COLUMN = {"cifar10": "cifar10-val", "cifar100": "cifar100-val",
                     "imagenet": "imagenet-val"}
 

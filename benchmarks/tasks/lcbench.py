@@ -28,6 +28,8 @@ from benchmarks.space import parse
 from benchmarks.tasks.base import Task, reference_values
 
 TASK_IDS = ("126025", "167168", "189906")
+# Held out (DyESP's developers' guide): never used to tune the engine, only to check it.
+HELDOUT_TASK_IDS = ("3945", "7593", "34539", "168868", "189873")
 EPOCH = 52
 N_REFERENCE = 100_000
 REFERENCE_SEED = 0

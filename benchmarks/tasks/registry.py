@@ -37,12 +37,23 @@ def register(name: str, factory: Callable[[], Task]) -> None:
     FACTORIES[name] = factory
 
 
+def _factory(name: str) -> Callable[[], Task] | None:
+    """A registered task's factory, or any LCBench task of the ONNX surrogate by its OpenML id
+    (``lcbench/<id>``, e.g. the held-out ones): usable by name, yet never a transfer donor or a
+    match of a glob, which see only the registered tasks."""
+    if name in FACTORIES:
+        return FACTORIES[name]
+    family, _, arg = name.partition("/")
+    if family == "lcbench" and arg.isdigit():
+        return partial(lcbench.make, arg)
+    return None
+
+
 @cache
 def get_task(name: str) -> Task:
-    try:
-        factory = FACTORIES[name]
-    except KeyError:
-        raise KeyError(f"unknown task {name!r}; known: {sorted(FACTORIES)}") from None
+    factory = _factory(name)
+    if factory is None:
+        raise KeyError(f"unknown task {name!r}; known: {sorted(FACTORIES)} and lcbench/<id>")
     return factory()
 
 
@@ -54,6 +65,8 @@ def task_names(patterns: str | None = None) -> list[str]:
     for pat in (p.strip() for p in patterns.split(",") if p.strip()):
         pool = list(DEV_TASKS) + [n for n in FACTORIES if n not in DEV_TASKS]
         hits = [n for n in pool if fnmatch.fnmatchcase(n, pat)]
+        if not hits and _factory(pat) is not None:
+            hits = [pat]
         if not hits:
             raise KeyError(f"no task matches {pat!r}; known: {sorted(FACTORIES)}")
         names.extend(h for h in hits if h not in names)

@@ -235,3 +235,14 @@ def test_regularized_evolution_mutates_a_recent_member_by_one_edit():
         # unless every redraw was taken, when it falls back to a random configuration.
         assert min(_edit_distance(configs[i], p) for p in recent) <= 1 or len(
             {tuple(sorted(c.items())) for c in configs[:i]}) >= 60
+
+
+def test_any_lcbench_task_is_usable_by_name_but_never_a_donor_or_a_glob_match() -> None:
+    from benchmarks.tasks import lcbench, registry
+
+    held_out = [f"lcbench/{t}" for t in lcbench.HELDOUT_TASK_IDS]
+    assert registry.task_names(",".join(held_out)) == held_out
+    assert not set(held_out) & set(registry.FACTORIES)  # transfer donors come from FACTORIES
+    assert not set(held_out) & set(registry.task_names("lcbench/*"))
+    with pytest.raises(KeyError):
+        registry.task_names("lcbench/not-an-id")
