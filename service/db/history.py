@@ -41,7 +41,13 @@ def to_observations(session: Session, rows: Iterable[Trial],
 
 def study_fidelity(study: Study) -> Fidelity | None:
     """The study's declared fidelity as the engine's value object; None without one."""
-    return Fidelity(**study.fidelity) if study.fidelity else None
+    return fidelity_from(study.fidelity)
+
+
+def fidelity_from(stored: dict | None) -> Fidelity | None:
+    """A fidelity as stored in the study's ``fidelity`` column (read alone, as a report reads
+    it with its trial) as the engine's value object; None without one."""
+    return Fidelity(**stored) if stored else None
 
 
 def study_rungs(study: Study) -> tuple[int, ...]:

@@ -18,7 +18,7 @@ import logging
 from sqlalchemy.orm import Session
 
 from service.db import report_queries, stopping_policy_queries, study_queries, trial_queries
-from service.db.history import study_fidelity, study_rungs
+from service.db.history import fidelity_from, study_fidelity, study_rungs
 from service.db.models import utcnow
 from service.db.session import transaction
 from service.engine import early_stopping
@@ -51,7 +51,7 @@ def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, ste
             study = find_study(session, owner_id, study_id)
             _check_step(study_fidelity(study), step)
             raise NotFound(f"trial {trial_id} does not exist in study {study_id!r}", "trial_id")
-        fidelity = Fidelity(**target.fidelity) if target.fidelity else None
+        fidelity = fidelity_from(target.fidelity)
         _check_step(fidelity, step)
         state = TrialState(target.state)
         known = target.known_id is not None
