@@ -30,6 +30,7 @@ from benchmarks.optimizers import ENGINE, METHODS, PEERS  # noqa: E402
 from benchmarks.runner import (  # noqa: E402
     add_cache_options,
     finish,
+    import_runs,
     run_and_store,
     run_path,
     run_pool,
@@ -65,6 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--budget", type=int, default=200, help="trials per run (default 200)")
     add_cache_options(ap, DEFAULT_OUT)
     ap.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    ap.add_argument("--import-runs", type=Path, metavar="QUALITY_JSON",
+                    help="first cache the selected methods' runs that this earlier report holds "
+                         "and the cache lacks (for SMAC, too slow to rerun here; see "
+                         "runner.import_runs)")
     return ap.parse_args(argv)
 
 
@@ -86,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     tasks = tasks_or_exit(args.tasks)
     methods = method_names(args.methods)
     failures: list[str] = []
+    if args.import_runs:
+        imported = import_runs(args.out, args.import_runs, tasks, methods, args.budget)
+        print(f"{len(imported)} run(s) imported from {args.import_runs}", flush=True)
     if not args.report_only:
         failures = fill_cache(tasks, methods,
                               range(args.first_seed, args.first_seed + args.seeds), args.budget,

@@ -192,6 +192,14 @@ def markdown(summary: dict, tasks: list[str], methods: list[str], budget: int,
                    "so it ran on a subset)" if m == "smac-hpo" else "")
             L.append(f"- {m} ran on {len(covered)} of {len(tasks)} tasks{why}: "
                      + ", ".join(covered) + ".")
+    imported: dict[str, set[str]] = defaultdict(set)
+    for r in runs:
+        if "imported_from" in r:
+            imported[r["method"]].add(Path(r["imported_from"]).name)
+    for m, sources in sorted(imported.items()):
+        L.append(f"- {m}: runs imported from an earlier report ({', '.join(sorted(sources))}; "
+                 "`--import-runs`), not rerun: the method is deterministic per seed and its "
+                 "code unchanged; its ask/tell times are that report's means.")
     if failures:
         L.append(f"- {len(failures)} run(s) failed in the last invocation: "
                  + "; ".join(failures[:5]) + (" ..." if len(failures) > 5 else ""))
