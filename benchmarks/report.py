@@ -24,6 +24,8 @@ from benchmarks.runner import load_runs
 from benchmarks.tasks import get_task
 
 TPE = "optuna-tpe"
+# Issue 13's bar: the engine's median at most this share of the best peer's on most tasks.
+BEST_PEER_LEAD = 0.6
 CLEARLY_WORSE = 1.5  # "clearly worse than the best peer": median trials-to-target above 1.5x
 
 
@@ -80,7 +82,7 @@ def verdicts(summary: dict, methods: list[str], budget: int) -> list[str]:
         tasks = [t for t in summary if eng in summary[t]]
         if not tasks:
             continue
-        half = worse = tighter = 0
+        half = worse = tighter = lead = behind = 0
         for t in tasks:
             s = summary[t]
             e = s[eng]
@@ -91,12 +93,15 @@ def verdicts(summary: dict, methods: list[str], budget: int) -> list[str]:
                 best = min(s[p]["ttt_median"] for p in present)
                 if e["ttt_median"] > CLEARLY_WORSE * best:
                     worse += 1
+                lead += e["ttt_median"] <= BEST_PEER_LEAD * best
+                behind += e["ttt_median"] > best
                 if e["log10_ttt_std"] <= min(s[p]["log10_ttt_std"] for p in present):
                     tighter += 1
         lines.append(f"- **{eng}**: median trials-to-target at most half of Optuna TPE's on "
                      f"{half}/{len(tasks)} tasks; clearly worse (> {CLEARLY_WORSE}x) than the "
                      f"best peer on {worse}/{len(tasks)}; smallest spread on "
-                     f"{tighter}/{len(tasks)}.")
+                     f"{tighter}/{len(tasks)}; at most {BEST_PEER_LEAD}x the best peer's median "
+                     f"on {lead}/{len(tasks)} and above it on {behind}/{len(tasks)}.")
     return lines
 
 
@@ -121,7 +126,9 @@ def markdown(summary: dict, tasks: list[str], methods: list[str], budget: int,
     L += ["## Trials to target", "",
           "Median (IQR) over seeds; a failed run counts as > budget. `k/n` = seeds that reached "
           "the target.", ""]
-    head = ["task", "target", *methods, *(f"{e} vs TPE" for e in engines if TPE in methods)]
+    peers = [m for m in methods if m not in ENGINE]
+    head = ["task", "target", *methods, *(f"{e} vs TPE" for e in engines if TPE in methods),
+            *(["dyesp vs best peer"] if "dyesp" in engines and peers else [])]
     L += [row(head), row(["---"] * len(head))]
     for t in tasks:
         task, s = get_task(t), summary[t]
@@ -136,6 +143,13 @@ def markdown(summary: dict, tasks: list[str], methods: list[str], budget: int,
         if TPE in methods:
             for e in engines:
                 cells.append(_ratio(s[e], s[TPE], budget) if e in s and TPE in s else "")
+        if "dyesp" in engines and peers:
+            present = [p for p in peers if p in s]
+            if "dyesp" in s and present:
+                best = min(present, key=lambda p: s[p]["ttt_median"])
+                cells.append(f"{_ratio(s['dyesp'], s[best], budget)} ({best})")
+            else:
+                cells.append("")
         L.append(row(cells))
     L.append("")
 
@@ -198,8 +212,7 @@ def markdown(summary: dict, tasks: list[str], methods: list[str], budget: int,
             imported[r["method"]].add(Path(r["imported_from"]).name)
     for m, sources in sorted(imported.items()):
         L.append(f"- {m}: runs imported from an earlier report ({', '.join(sorted(sources))}; "
-                 "`--import-runs`), not rerun: the method is deterministic per seed and its "
-                 "code unchanged; its ask/tell times are that report's means.")
+                 "`--import-runs`), not rerun; its ask/tell times are that report's means.")
     if failures:
         L.append(f"- {len(failures)} run(s) failed in the last invocation: "
                  + "; ".join(failures[:5]) + (" ..." if len(failures) > 5 else ""))
