@@ -94,14 +94,14 @@ def import_runs(root: Path, reference: Path, tasks: Sequence[str], methods: Sequ
     For a peer too slow to rerun on 2 cores (SMAC: about 100 s a run) whose code is unchanged.
     A rerun is no more exact than the import: SMAC is not bit-for-bit repeatable (three runs of
     its seed 0 on nb201/cifar10 agreed through trial 66, reached the target at 67, then
-    differed). The report keeps each run's best-so-far at every improvement to 7 significant
-    digits; a value equal to the task's target at that precision is restored to the target (on a
-    table benchmark such as HPOBench car the optimum's neighbours sit exactly on it, and rounded
-    down they would miss it). Per-run timings are not kept, so an imported run carries its
+    differed). The report keeps each run's best-so-far at every improvement as ``scores.stored``
+    (7 significant digits), so a value equal to the task's target at that precision is restored
+    to the target: on a table benchmark such as HPOBench car runs hit the target exactly, and
+    rounded down they would miss it. Per-run timings are not kept, so an imported run carries its
     method's mean ask and tell time on that task. The record names its source
     (``imported_from``); the report names the methods.
     """
-    from benchmarks.scores import expand
+    from benchmarks.scores import expand, stored
 
     data = json.loads(Path(reference).read_text())
     if data.get("budget") != budget:
@@ -117,7 +117,7 @@ def import_runs(root: Path, reference: Path, tasks: Sequence[str], methods: Sequ
                 path = run_path(root, task, method, run["seed"], budget)
                 if path.exists():
                     continue
-                best = [target if f"{b:.7g}" == f"{target:.7g}" else b
+                best = [target if stored(b) == stored(target) else b
                         for b in expand(run["best"], budget)]
                 write_record(path, {
                     "task": task, "method": method, "seed": run["seed"], "budget": budget,

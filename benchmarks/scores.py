@@ -73,13 +73,18 @@ def regret_at(best: Sequence[float], regret: Callable[[float], float],
     return {c: regret(best[c - 1]) for c in checkpoints if c <= len(best)}
 
 
+def stored(value: float) -> float:
+    """A value as a report keeps it: 7 significant digits (the runs' JSON stays small)."""
+    return float(f"{value:.7g}")
+
+
 def improvements(best: Sequence[float]) -> list[list[float]]:
     """Compact best-so-far: [[trial (1-based), value], ...] at every change."""
     out: list[list[float]] = []
     previous = None
     for i, b in enumerate(best):
         if previous is None or b != previous:
-            out.append([i + 1, float(f"{b:.7g}")])
+            out.append([i + 1, stored(b)])
             previous = b
     return out
 

@@ -84,17 +84,17 @@ def test_the_command_imports_before_it_reports(tmp_path, capsys) -> None:
     assert _results(fresh)["random"]["trials_to_target"] == [2]
 
 
-THIRD = "toy/quality-import-third"
+THIRD = "toy/quality-import-two-thirds"
 registry.register(THIRD, lambda: Task(
     name=THIRD, space={"params": [{"name": "x", "type": "float", "low": 0.0, "high": 1.0}]},
-    direction="minimize", objective=lambda p: p["x"], optimum=0.0, target=1 / 3, worst=1.0,
+    direction="minimize", objective=lambda p: p["x"], optimum=0.0, target=2 / 3, worst=1.0,
     median=0.5, n_configs=0))
 
 
 def test_a_value_on_the_target_still_reaches_it_after_rounding(tmp_path) -> None:
-    """The report keeps 7 significant digits: 1/3 is stored as 0.3333333, above a target of 1/3."""
+    """The report keeps 7 significant digits: 2/3 is stored as 0.6666667, above a target of 2/3."""
     earlier, fresh = tmp_path / "earlier", tmp_path / "fresh"
-    best = [1.0, 1.0, 1 / 3, *([1 / 3] * (BUDGET - 3))]
+    best = [1.0, 1.0, 2 / 3, *([2 / 3] * (BUDGET - 3))]
     write_record(run_path(earlier, THIRD, "slow", 0, BUDGET), {
         "task": THIRD, "method": "slow", "seed": 0, "budget": BUDGET, "direction": "minimize",
         "best": best, "ask_s": [0.1] * BUDGET, "tell_s": [0.0] * BUDGET})
