@@ -74,6 +74,12 @@ def _ratio(a: dict, b: dict, budget: int) -> str:
     return f"{r:.2f}"
 
 
+def best_peer(task_summary: dict, peers: list[str]) -> str | None:
+    """The peer with the smallest median trials-to-target on a task (None if none ran)."""
+    present = [p for p in peers if p in task_summary]
+    return min(present, key=lambda p: task_summary[p]["ttt_median"]) if present else None
+
+
 def verdicts(summary: dict, methods: list[str], budget: int) -> list[str]:
     """The issue's bar, per engine variant present."""
     lines = []
@@ -90,7 +96,7 @@ def verdicts(summary: dict, methods: list[str], budget: int) -> list[str]:
                 half += 1
             present = [p for p in peers if p in s]
             if present:
-                best = min(s[p]["ttt_median"] for p in present)
+                best = s[best_peer(s, peers)]["ttt_median"]
                 if e["ttt_median"] > CLEARLY_WORSE * best:
                     worse += 1
                 lead += e["ttt_median"] <= BEST_PEER_LEAD * best
@@ -144,12 +150,9 @@ def markdown(summary: dict, tasks: list[str], methods: list[str], budget: int,
             for e in engines:
                 cells.append(_ratio(s[e], s[TPE], budget) if e in s and TPE in s else "")
         if "dyesp" in engines and peers:
-            present = [p for p in peers if p in s]
-            if "dyesp" in s and present:
-                best = min(present, key=lambda p: s[p]["ttt_median"])
-                cells.append(f"{_ratio(s['dyesp'], s[best], budget)} ({best})")
-            else:
-                cells.append("")
+            best = best_peer(s, peers)
+            cells.append(f"{_ratio(s['dyesp'], s[best], budget)} ({best})"
+                         if "dyesp" in s and best is not None else "")
         L.append(row(cells))
     L.append("")
 

@@ -71,7 +71,7 @@ def _authenticate(request: Request, context: UseCaseContext) -> int:
     if owner_id is not None:
         return owner_id
     with context.sessions() as session:
-        owner_id = resolve_owner(session, secret)
+        owner_id = resolve_owner(session, secret, digest)
     if owner_id is None:
         raise _unauthorized("unknown or revoked API key")
     context.verified_keys.remember(digest, owner_id)

@@ -75,16 +75,17 @@ def list_keys(session: Session) -> list[tuple[ApiKey, Owner]]:
     return [(k, o) for k, o in rows]
 
 
-def resolve_owner(session: Session, secret: str) -> int | None:
+def resolve_owner(session: Session, secret: str, digest: str | None = None) -> int | None:
     """The owner id of a valid, unrevoked key; None otherwise. Timing does not reveal which part
-    failed: the stored hash is always compared with ``hmac.compare_digest``."""
+    failed: the stored hash is always compared with ``hmac.compare_digest``. ``digest``: the
+    secret's ``secret_digest`` when the caller has it already (the request's key cache)."""
     parts = secret.split("_", 2)
     well_formed = len(parts) == 3 and parts[0] == KEY_PREFIX and _PREFIX_FORMAT.fullmatch(parts[1])
     # Plain columns, not an ORM object: building one only on a hit would make hits slower.
     key = session.execute(select(ApiKey.key_hash, ApiKey.owner_id, ApiKey.revoked_at)
                           .where(ApiKey.prefix == parts[1])).first() if well_formed else None
     expected = key.key_hash if key is not None else _DUMMY_HASH
-    matches = hmac.compare_digest(expected, secret_digest(secret))
+    matches = hmac.compare_digest(expected, digest or secret_digest(secret))
     if key is None or not matches or key.revoked_at is not None:
         return None
     return key.owner_id
