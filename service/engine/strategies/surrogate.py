@@ -7,8 +7,8 @@ Latin hypercube (a chance for the model to point somewhere new), plus the incumb
 one-notch neighbourhood on grids. The pool is ranked by the engine's own GP (expected improvement,
 ``service.engine.gp``), which learns from a handful of trials; once the pruner has earned trust its
 optimistic score (mean + beta * std, beta growing with the exploration degree) is averaged in by
-rank. Before the GP has ``GP_MIN_TRIALS`` results, the Parzen density ratio ranks. One refinement
-round of small steps around the best-ranked candidates follows, ranked alike.
+rank. Before the GP has ``GP_MIN_TRIALS`` results, the Parzen density ratio ranks. Three
+refinement rounds of ever smaller steps around the best-ranked candidates follow, ranked alike.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from service.engine.strategies.base import (
     Context,
     Strategy,
     fill_random,
-    take_unseen,
     unseen_with_keys,
 )
 from service.engine.strategies.parzen import DensityRatio
@@ -42,8 +41,11 @@ STEPS = (0.05, 0.12, 0.25)  # per-param unit steps for those neighbours: a notch
 BETA_MAX = 2.0  # optimism at full exploration; 0 at full exploitation
 GP_MIN_TRIALS = 5  # below this a GP is its prior: rank by the Parzen ratio instead
 MAX_NOTCH = 128  # one-notch neighbours of the incumbent added to the pool, at most
-REFINE_TOP = 8  # candidates refined by small steps after the first ranking
-REFINE_STEP = 0.04  # per-param unit step of that refinement: about a notch on a 25-value grid
+REFINE_TOP = 8  # candidates refined by small steps after each ranking
+# Per-param unit steps of the refinement rounds, halving: the first about a notch on a 25-value
+# grid, the last a quarter of that. Three rounds instead of one: 0.88x the trials to the target on
+# 10 LCBench tuning tasks (200 fresh-seed pairs), for about a fifth more ask time.
+REFINE_STEPS = (0.04, 0.02, 0.01)
 MAX_EXTRA = 50  # recent running / infeasible trials the GP conditions on, each
 
 
@@ -164,17 +166,20 @@ class SurrogateStrategy(Strategy):
             return fill_random(space, [], n, rng, context.seen)
         rank = self._ranker(space, history, context, ratio)
         scores = rank(fresh)
-        # One refinement round: small steps around the best-ranked candidates, ranked alike,
-        # so a continuous optimum is approached closer than a random pool reaches.
-        best = [fresh[i] for i in np.argsort(-scores, kind="stable")[:REFINE_TOP]]
+        # Refinement rounds: ever smaller steps around the best-ranked candidates so far, ranked
+        # alike, so the acquisition's optimum is approached closer than a random pool reaches
+        # (a cheap stand-in for the gradient search GP samplers run on it).
         per = max(1, size // (4 * REFINE_TOP))
-        refined = neighbours(context.encoder, [c for c in best for _ in range(per)],
-                             [REFINE_STEP * math.sqrt(len(c)) for c in best for _ in range(per)],
-                             rng)
-        refined = take_unseen(refined, context.seen, len(refined), also=fresh_keys)
-        if refined:
-            fresh += refined
-            scores = np.concatenate([scores, rank(refined)])
+        for step in REFINE_STEPS:
+            best = [fresh[i] for i in np.argsort(-scores, kind="stable")[:REFINE_TOP]]
+            refined, keys = unseen_with_keys(
+                neighbours(context.encoder, [c for c in best for _ in range(per)],
+                           [step * math.sqrt(len(c)) for c in best for _ in range(per)], rng),
+                context.seen, per * len(best), also=fresh_keys)
+            if refined:
+                fresh += refined
+                fresh_keys |= keys
+                scores = np.concatenate([scores, rank(refined)])
         order = np.argsort(-scores, kind="stable")
         return fill_random(space, [fresh[i] for i in order[:n]], n, rng, context.seen)
 
