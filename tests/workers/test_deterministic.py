@@ -23,7 +23,7 @@ from tests.conftest import MIXED_SPACE, REDIS_URL, make_settings, new_key
 from tests.workers.test_retraining import pruner_rows, redis  # noqa: F401 (fixture)
 
 N_TRIALS = 30
-MIN_TRIALS = 10  # the first retraining is due after 10 results, then every 5: 10, 15, 20, 25
+MIN_TRIALS = 10  # the first retraining is due after 10 results, then every 5: 10, 15, 20, 25, 30
 
 
 def objective(params: dict) -> float:
@@ -48,7 +48,8 @@ def ask(api: TestClient, study_id: str, refusals: list[dict] | None = None) -> d
 
 def run(api: TestClient, name: str, pause_s: float = 0.0) -> tuple[str, list[dict]]:
     """A study with seed 7 and one sequential client; ``pause_s`` after each tell lets the
-    background retraining land before the next ask (without it, the ask waits for it)."""
+    background retraining land before the next ask (without it, the ask waits for it). Returns
+    the ``N_TRIALS`` told trials and a last one, asked only."""
     created = api.post("/v1/studies", json={"name": name, "space": MIXED_SPACE, "seed": 7})
     assert created.status_code == 201, created.text
     study = created.json()
@@ -61,6 +62,9 @@ def run(api: TestClient, name: str, pause_s: float = 0.0) -> tuple[str, list[dic
                         json={"value": objective(trial["params"])})
         assert told.status_code == 200, told.text
         time.sleep(pause_s)
+    # One more ask: it waits for a retraining the last tell made due, which otherwise lands
+    # whenever it lands, so both runs are compared with the same pruner versions stored.
+    trials.append(ask(api, study["id"]))
     return study["id"], trials
 
 
