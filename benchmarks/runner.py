@@ -91,15 +91,16 @@ def import_runs(root: Path, reference: Path, tasks: Sequence[str], methods: Sequ
     """Cache the runs of ``methods`` on ``tasks`` that an earlier report (its ``quality.json``)
     holds and the cache lacks; the labels of what was imported.
 
-    For a peer too slow to rerun on 2 cores (SMAC: about 100 s a run) whose code is unchanged.
-    A rerun is no more exact than the import: SMAC is not bit-for-bit repeatable (three runs of
-    its seed 0 on nb201/cifar10 agreed through trial 66, reached the target at 67, then
-    differed). The report keeps each run's best-so-far at every improvement as ``scores.stored``
-    (7 significant digits), so a value equal to the task's target at that precision is restored
-    to the target: on a table benchmark such as HPOBench car runs hit the target exactly, and
-    rounded down they would miss it. Per-run timings are not kept, so an imported run carries its
-    method's mean ask and tell time on that task. The record names its source
-    (``imported_from``); the report names the methods.
+    For peers whose code is unchanged: one too slow to rerun on 2 cores (SMAC: about 100 s a run),
+    or every peer when a table is regenerated for an engine change, which alters only the engine's
+    runs. A rerun is no more exact than the import: SMAC is not bit-for-bit repeatable (three runs
+    of its seed 0 on nb201/cifar10 agreed through trial 66, reached the target at 67, then
+    differed). The report keeps each run's best-so-far at every improvement as ``scores.stored`` (7
+    significant digits), so a value equal to the task's target at that precision is restored to the
+    target: on a table benchmark such as HPOBench car runs hit the target exactly, and rounded down
+    they would miss it. Per-run timings are not kept, so an imported run carries its method's mean
+    ask and tell time on that task. The record names its source (``imported_from``); the report
+    names the methods.
     """
     from benchmarks.scores import expand, stored
 
