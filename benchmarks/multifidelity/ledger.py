@@ -100,7 +100,41 @@ class Ledger:
                 "n_trials": sum(1 for t in self._trials if t["step"] > 0),
                 "n_stopped": len(stopped), "n_stopped_top5": int(good),
                 "n_full": self.n_full, "n_evaluations": self.n_evaluations,
+                "hindsight_epochs_to_target": self.hindsight_epochs_to_target(),
                 "notes": dict(self.notes)}
+
+    def hindsight_epochs_to_target(self) -> int | None:
+        """What the same configurations, in the same order, would have cost with perfect stop
+        decisions: each trained to the maximum only if its final value beats every earlier
+        configuration's, else stopped after the first step (``fmin``); over at the first one
+        whose final value reaches the target (None if none does). The gap between a method's
+        epochs and this bound is what its stop decisions cost; the bound itself is what its
+        proposals cost.
+
+        >>> from benchmarks.multifidelity.tasks import MFTask
+        >>> task = MFTask("toy", {}, "maximize", 1, 10, tuple(range(1, 11)), target=9.0,
+        ...               top5=8.0, value_fn=lambda p, step: p["x"] * step / 10)
+        >>> ledger = Ledger(task)
+        >>> [ledger.start({"x": x}).advance(10) for x in (5, 4, 6, 3)]
+        [5.0, 4.0, 6.0, 3.0]
+        >>> ledger.start({"x": 9.5}).advance(2)  # stopped at step 2: it would have reached 9.5
+        1.9
+        >>> ledger.spent, ledger.hindsight_epochs_to_target()  # 10 + 1 + 10 + 1 + 10
+        (42, 32)
+        """
+        best, spent = None, 0
+        first = self.task.steps[0]
+        for trial in self._trials:
+            if trial["step"] == 0:
+                continue
+            final = self.task.value(trial["params"], self.task.fmax)
+            if best is None or self.task.sign * final < self.task.sign * best:
+                best, spent = final, spent + self.task.fmax
+                if self.task.reached(final):
+                    return spent
+            else:
+                spent += first
+        return None
 
 
 class TrialRun:

@@ -77,6 +77,37 @@ def test_only_a_full_fidelity_value_reaches_the_target() -> None:
     assert Ledger(task).task.nearest_step(2.4) == 1 and task.nearest_step(66.7) == 4
 
 
+def test_hindsight_trains_only_improvements_and_stops_at_the_first_config_that_reaches() -> None:
+    ledger = Ledger(_task(), budget=100)
+    ledger.start({"x": 0.5}).advance(4)  # improves: 4
+    ledger.start({"x": 0.3}).advance(4)  # does not: 1 in hindsight, 4 paid
+    stopped = ledger.start({"x": 0.95})  # would have reached the target: stopped wrongly
+    stopped.advance(1)
+    stopped.stop()
+    ledger.start({"x": 0.6}).advance(4)
+    assert ledger.spent == 13
+    assert ledger.summary()["hindsight_epochs_to_target"] == 4 + 1 + 4
+    never = Ledger(_task(), budget=100)
+    never.start({"x": 0.2}).advance(4)
+    assert never.summary()["hindsight_epochs_to_target"] is None
+
+
+def test_the_headroom_table_censors_at_the_budget_and_skips_older_records() -> None:
+    from benchmarks.multifidelity.report import _hindsight_cell, summarise
+
+    def rec(seed: int, epochs: int | None, hindsight: int | None) -> dict:
+        return {"seed": seed, "reached": epochs is not None, "epochs_to_target": epochs,
+                "n_trials": 1, "n_stopped": 0, "n_stopped_top5": 0, "n_full": 1,
+                "wall_s": 0.1, "hindsight_epochs_to_target": hindsight}
+
+    s = summarise([rec(0, 40, 10), rec(1, None, None), rec(2, 80, 20)], budget=100)
+    assert s["hindsight_median"] == 20 and s["median"] == 80
+    assert _hindsight_cell(s) == "20 (4.00x)"
+    older = rec(3, 50, None)
+    del older["hindsight_epochs_to_target"]
+    assert summarise([rec(0, 40, 10), older], budget=100)["hindsight_median"] is None
+
+
 def test_references_and_suites() -> None:
     import numpy as np
 
