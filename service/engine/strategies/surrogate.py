@@ -170,7 +170,12 @@ class SurrogateStrategy(Strategy):
         scores = rank(fresh)
         # Refinement rounds: ever smaller steps around the best-ranked candidates so far, ranked
         # alike, so the acquisition's optimum is approached closer than a random pool reaches
-        # (a cheap stand-in for the gradient search GP samplers run on it).
+        # (a cheap stand-in for the gradient search GP samplers run on it). Where the pruner's
+        # score or a prior is mixed in by rank, each batch is ranked among itself, so the best
+        # of a refinement batch scores as the pool's best: refinements are favoured. Ranking
+        # later batches on the pool's scale instead was neutral (0.98x and 1.02x the trials on
+        # two sets of 170 fresh-seed pairs, 10 LCBench tuning tasks and the other development
+        # tasks), so it was not adopted.
         per = max(1, size // (4 * REFINE_TOP))
         for step in REFINE_STEPS:
             best = [fresh[i] for i in np.argsort(-scores, kind="stable")[:REFINE_TOP]]
