@@ -44,13 +44,14 @@ RUNG_SAMPLE = 1000
 # Tuned on 10 LCBench tasks x 5 fresh seeds (none held out): pooled geometric mean of
 # epochs-to-target 807 with 5, 828 with none, 851 with 3, 890 with 8 (benchmarks.multifidelity).
 HEDGE_EVERY = 5
-# Measured against this policy and not adopted (10 LCBench tuning tasks, seeds 100-109,
-# geometric mean of epochs-to-target over 100 pairs): stopping a trial whose value at rung 9 or
-# 27 is below the best complete trial's value there, 0.95x (within noise; twice the stopped
-# top-5 % trials); the same at rung 27 only, 0.95x; stopping when a copula puts the chance of
-# beating the best complete trial below 5 %, 1.07x; one hedge in 10, 1.04x. Stopping more starts
-# more trials, and the search learns less from a stopped trial than from a complete one; the
-# benchmark's headroom table shows how far perfect stop decisions would go on the same proposals.
+# Measured against this policy (then with MISS_PER_RUNG 0.1) and not adopted (10 LCBench
+# tuning tasks, seeds 100-109, geometric mean of epochs-to-target over 100 pairs): stopping a
+# trial whose value at rung 9 or 27 is below the best complete trial's value there, 0.95x
+# (within noise; twice the stopped top-5 % trials); the same at rung 27 only, 0.95x; stopping
+# when a copula puts the chance of beating the best complete trial below 5 %, 1.07x; one hedge
+# in 10, 1.04x. Stopping more starts more trials, and the search learns less from a stopped
+# trial than from a complete one; the benchmark's headroom table shows how far perfect stop
+# decisions would go on the same proposals.
 # A policy calibrated on n curves is recomputed once max(1, RECALIBRATE_GROWTH x n) more trials
 # have finished (``recalibration_due``).
 RECALIBRATE_GROWTH = 0.05
