@@ -106,7 +106,7 @@ class Ledger:
     def hindsight_epochs_to_target(self) -> int | None:
         """What the same configurations, in the same order, would have cost with perfect stop
         decisions: each trained to the maximum only if its final value beats every earlier
-        configuration's, else stopped after the first step (``fmin``); over at the first one
+        configuration's, else stopped after the task's first step; over at the first one
         whose final value reaches the target (None if none does). The gap between a method's
         epochs and this bound is what its stop decisions cost; the bound itself is what its
         proposals cost.

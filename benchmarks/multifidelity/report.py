@@ -6,7 +6,9 @@ not reached within the budget) counts as the budget for the median and quartiles
 best peer's (the best non-DyESP method) and to random-full's; a ratio computed from a censored
 median is a bound, marked with ">" or "<". Stop quality: over all seeds, of the trials stopped
 early (never trained to the maximum fidelity), how many would have ended in the task's top 5 %,
-with the totals of trials and stopped trials. Wall time: median seconds per run.
+with the totals of trials and stopped trials. Headroom: the median of each run's hindsight bound
+(`Ledger.hindsight_epochs_to_target`: its own configurations with perfect stop decisions) and the
+method's median over it. Wall time: median seconds per run.
 """
 
 from __future__ import annotations
