@@ -28,14 +28,15 @@ def to_observation(row: Trial, curve: Iterable[tuple[int, float]] = ()) -> Obser
 
 def to_observations(session: Session, rows: Iterable[Trial],
                     rungs: tuple[int, ...]) -> list[Observation]:
-    """``rows`` as observations, each finished trial that reported with its values at the study's
-    ``rungs`` (one query for all of them): what early stopping calibrates on and what a stopped
-    trial's estimated result is mapped through. A running trial's curve is still growing and
-    left out; at most ``len(rungs)`` points a trial, however long its curve."""
+    """``rows`` as observations, each finished trial that reported with its values at the
+    study's rungs (one query for all of them; none when ``rungs`` is empty: no fidelity): what
+    early stopping calibrates on and what a stopped trial's estimated result is mapped through.
+    A running trial's curve is still growing and left out; at most ``len(rungs)`` points a
+    trial, however long its curve."""
     rows = list(rows)
     with_curve = [r.id for r in rows if rungs and r.last_step is not None
                   and TrialState(r.state).finished]
-    curves = report_queries.points_at(session, with_curve, rungs)
+    curves = report_queries.rung_points(session, with_curve)
     return [to_observation(r, curves.get(r.id, ())) for r in rows]
 
 

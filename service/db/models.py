@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -149,14 +150,20 @@ class TrialReport(Base):
     """One intermediate value of a running trial (its learning curve), one row per step.
 
     ``reason`` is the stop decision the report was answered with (None: go on), kept so the same
-    report sent again gets the same answer and a trial told ``stopped`` records why."""
+    report sent again gets the same answer and a trial told ``stopped`` records why. ``rung`` is
+    the rung the report was the trial's value at (``Fidelity.rung_crossed``: its first report at
+    or past it), None for the others: most rows, which the rung indexes leave out."""
 
     __tablename__ = "trial_reports"
     __table_args__ = (
         UniqueConstraint("trial_id", "step", name="uq_trial_reports_trial_step"),
-        # The newest values at one rung: a range of (study, step) read backwards by id, so a
-        # rung decision reads a bounded sample however many trials reported there.
-        Index("ix_trial_reports_study_step_id", "study_id", "step", "id"),
+        # The newest values at one rung: a range of (study, rung) read backwards by id, so a
+        # rung decision reads a bounded sample however many trials reached it.
+        Index("ix_trial_reports_study_rung_id", "study_id", "rung", "id",
+              postgresql_where=text("rung IS NOT NULL"), sqlite_where=text("rung IS NOT NULL")),
+        # A finished trial's rung values (the history's curves): at most one row per rung.
+        Index("ix_trial_reports_trial_rung", "trial_id", "rung",
+              postgresql_where=text("rung IS NOT NULL"), sqlite_where=text("rung IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -166,6 +173,7 @@ class TrialReport(Base):
     value: Mapped[float] = mapped_column(Float)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rung: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class StoppingPolicyRow(Base):

@@ -69,10 +69,11 @@ def count(session: Session, trial_id: int) -> int:
 
 
 def add(session: Session, study_id: str, trial_id: int, step: int, value: float,
-        reason: str | None) -> None:
-    """One report row (a plain INSERT: no ORM object to track)."""
+        reason: str | None, rung: int | None = None) -> None:
+    """One report row (a plain INSERT: no ORM object to track); ``rung``: the rung it was the
+    trial's value at, if any."""
     session.execute(insert(TrialReport).values(study_id=study_id, trial_id=trial_id, step=step,
-                                               value=value, reason=reason,
+                                               value=value, reason=reason, rung=rung,
                                                created_at=utcnow()))
 
 
@@ -82,31 +83,30 @@ def add_many(session: Session, rows: list[dict]) -> None:
         session.execute(insert(TrialReport), [{"created_at": utcnow(), **row} for row in rows])
 
 
-def values_at(session: Session, study_id: str, step: int, other_than: int,
+def values_at(session: Session, study_id: str, rung: int, other_than: int,
               limit: int) -> list[float]:
-    """The newest ``limit`` values the study's other trials reported at ``step`` (one backwards
-    range of the (study_id, step, id) index): the sample a rung decision ranks against, bounded
-    however many trials the study has."""
+    """The newest ``limit`` values the study's other trials had at ``rung`` (one backwards range
+    of the partial (study_id, rung, id) index): the sample a rung decision ranks against,
+    bounded however many trials the study has."""
     return list(session.scalars(
         select(TrialReport.value).where(
-            TrialReport.study_id == study_id, TrialReport.step == step,
-            TrialReport.trial_id != other_than)
+            TrialReport.study_id == study_id, TrialReport.rung == rung,
+            TrialReport.rung.isnot(None), TrialReport.trial_id != other_than)
         .order_by(TrialReport.id.desc()).limit(limit)))
 
 
-def points_at(session: Session, trial_ids: Iterable[int],
-              steps: Iterable[int]) -> dict[int, list[tuple[int, float]]]:
-    """Each trial's values at ``steps`` (its rung points), in step order, in one query: at most
-    ``len(steps)`` rows a trial through the (trial_id, step) unique index."""
-    ids, wanted = list(trial_ids), list(steps)
+def rung_points(session: Session, trial_ids: Iterable[int]) -> dict[int, list[tuple[int, float]]]:
+    """Each trial's values at its rungs, ``(rung, value)`` in rung order, in one query: at most
+    one row per rung a trial, through the partial (trial_id, rung) index."""
+    ids = list(trial_ids)
     out: dict[int, list[tuple[int, float]]] = {}
-    if not ids or not wanted:
+    if not ids:
         return out
-    rows = session.execute(select(TrialReport.trial_id, TrialReport.step, TrialReport.value)
-                           .where(TrialReport.trial_id.in_(ids), TrialReport.step.in_(wanted))
-                           .order_by(TrialReport.trial_id, TrialReport.step))
-    for trial_id, step, value in rows:
-        out.setdefault(trial_id, []).append((step, value))
+    rows = session.execute(select(TrialReport.trial_id, TrialReport.rung, TrialReport.value)
+                           .where(TrialReport.trial_id.in_(ids), TrialReport.rung.isnot(None))
+                           .order_by(TrialReport.trial_id, TrialReport.rung))
+    for trial_id, rung, value in rows:
+        out.setdefault(trial_id, []).append((rung, value))
     return out
 
 

@@ -2,12 +2,14 @@
 with each rung's cut set by the study's measured evidence (``stopping_policy``).
 
 A study that declares a fidelity (integer steps from ``min`` to ``max``, e.g. epochs) has rungs
-at ``min * eta**k`` steps below ``max`` (``eta`` = 3; a ``min`` of 0 counts from 1). A trial that
-reports exactly at a rung goes on only if its value is within the best ``keep`` of the values
-reported at that rung by the study's trials (the newest ``RUNG_SAMPLE``), its own included,
-direction-aware; ``keep`` is the rung's calibrated fraction (``1/eta`` without a policy). It always
-goes on while fewer than ``eta`` other trials reported at that rung, so no worker ever waits for
-another. Reports between rungs never stop a trial.
+at ``min * eta**k`` steps below ``max`` (``eta`` = 3; a ``min`` of 0 counts from 1). A trial's first
+report at or past a rung it had not reached (``Fidelity.rung_crossed``) is its value at that rung,
+as in Optuna's successive halving and Ray Tune's ASHA: a job that validates every 2 or 5 epochs is
+judged at rungs 1, 3, 9, 27 like one that reports every epoch. It goes on only if that value is
+within the best ``keep`` of the values the study's trials had at the rung (the newest
+``RUNG_SAMPLE``), its own included, direction-aware; ``keep`` is the rung's calibrated fraction
+(``1/eta`` without a policy). It always goes on while fewer than ``eta`` other trials reached the
+rung, so no worker ever waits for another. Reports that reach no new rung never stop a trial.
 
 One trial in ``HEDGE_EVERY`` (by trial number) is never stopped: a *hedge*, as Hyperband's
 most conservative bracket. Only trials that reach the end pair their rung values with a final one,
@@ -80,16 +82,45 @@ class Fidelity:
             step *= eta
         return out
 
-    def rung_of(self, step: int, eta: int = ETA) -> int | None:
-        """``step`` when it is a rung, else None (no list is built: a report pays O(log max))."""
-        rung = max(self.min, 1)
-        while rung < self.max:
-            if rung == step:
-                return step
-            if rung > step:
-                return None
-            rung *= eta
-        return None
+    def rung_crossed(self, step: int, reached: int | None) -> int | None:
+        """The rung a report at ``step`` is the trial's value at, ``reached`` being the furthest
+        step the trial reported before (None: nothing yet): the highest rung in
+        ``(reached, step]``, else None. A report that skips rungs counts at the last of them; a
+        report at or below ``reached`` reaches nothing new, nor does one at ``max``: the
+        training is over, there is nothing left to stop. O(log max): no list is built.
+
+        >>> fidelity = Fidelity("epoch", 1, 52)
+        >>> [fidelity.rung_crossed(s, s - 2 if s > 2 else None) for s in (2, 4, 6, 8, 10, 28)]
+        [1, 3, None, None, 9, 27]
+        >>> [fidelity.rung_crossed(3, None), fidelity.rung_crossed(3, 3)]
+        [3, None]
+        >>> fidelity.rung_crossed(52, 9) is None  # the report at the maximum
+        True
+        """
+        if step >= self.max:
+            return None
+        crossed, rung = None, max(self.min, 1)
+        while rung < self.max and rung <= step:
+            if reached is None or rung > reached:
+                crossed = rung
+            rung *= ETA
+        return crossed
+
+    def rung_points(self, curve: Sequence[tuple[int, float]]) -> list[tuple[int, int, float]]:
+        """``(rung, step, value)`` for the reports of ``curve`` that reached a new rung, taken in
+        step order (``rung_crossed``): what a curve recorded in one go (an import) stores as its
+        rung values, the same a trial reporting those steps one by one would have.
+
+        >>> Fidelity("epoch", 1, 52).rung_points([(2, 0.5), (4, 0.4), (6, 0.3), (30, 0.2)])
+        [(1, 2, 0.5), (3, 4, 0.4), (27, 30, 0.2)]
+        """
+        out, reached = [], None
+        for step, value in sorted(curve):
+            rung = self.rung_crossed(step, reached)
+            if rung is not None:
+                out.append((rung, step, value))
+            reached = step if reached is None else max(reached, step)
+        return out
 
 
 @dataclass(frozen=True)
@@ -112,10 +143,11 @@ def is_hedge(number: int) -> bool:
 
 def decide(value: float, others: Sequence[float], direction: Direction, rung: int,
            eta: int = ETA, rule: RungRule | None = None,
-           number: int | None = None) -> StopDecision:
+           number: int | None = None, step: int | None = None) -> StopDecision:
     """Whether a trial reporting ``value`` at ``rung`` should stop, given the values ``others``
-    (the study's other trials) reported at that rung and the rung's calibrated ``rule``. Trial
-    ``number`` (when given) is never stopped if it is a hedge (``is_hedge``).
+    (the study's other trials) had at that rung and the rung's calibrated ``rule``. Trial
+    ``number`` (when given) is never stopped if it is a hedge (``is_hedge``); ``step`` (when
+    given) is the step of the report, named in the reason when it is past the rung.
 
     >>> decide(0.9, [0.1, 0.2, 0.3], "minimize", 9).should_stop
     True
@@ -135,15 +167,21 @@ def decide(value: float, others: Sequence[float], direction: Direction, rung: in
     kept = max(1, int(len(losses) * keep + 1e-9))  # 1/eta of 3k values is k, not k - 1
     cut = sign * losses[kept - 1]
     if sign * value > sign * cut:
-        return StopDecision(True, _reason(value, rung, kept, len(losses), cut, rule))
+        return StopDecision(True, _reason(value, rung, kept, len(losses), cut, rule, step))
     return GO_ON
 
 
 def _reason(value: float, rung: int, kept: int, n: int, cut: float,
-            rule: RungRule | None) -> str:
-    """Why a trial stopped (DESIGN rule 11): the rung, the cut, and the evidence behind it."""
-    text = (f"rung {rung}: {value:.6g} is not in the best {kept} of {n} values at this step "
-            f"(cut {cut:.6g}")
+            rule: RungRule | None, step: int | None = None) -> str:
+    """Why a trial stopped (DESIGN rule 11): the rung, the cut, and the evidence behind it.
+
+    >>> _reason(0.9, 3, 1, 4, 0.2, None, step=4)
+    'rung 3 (reported at step 4): 0.9 is not in the best 1 of 4 values at this rung (cut 0.2)'
+    """
+    at = f" (reported at step {step})" if step is not None and step != rung else ""
+    where = "rung" if at else "step"
+    text = (f"rung {rung}{at}: {value:.6g} is not in the best {kept} of {n} values at this "
+            f"{where} (cut {cut:.6g}")
     if rule is None:
         return text + ")"
     text += f", keep {rule.keep:.2f} from trust {rule.trust:.2f}"

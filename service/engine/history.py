@@ -73,8 +73,9 @@ class Observation:
     value: float | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)  # static metrics, when known
     proposal: ProposalInfo | None = None
-    # What it reported at the fidelity's rung steps ((step, value), ascending): the part of its
-    # learning curve that early stopping calibrates on and a stopped trial's evidence comes from.
+    # Its values at the fidelity's rungs ((rung, value), ascending; each the first report at or
+    # past the rung, ``Fidelity.rung_crossed``): the part of its learning curve that early
+    # stopping calibrates on and a stopped trial's evidence comes from.
     curve: tuple[tuple[int, float], ...] = ()
     # The study revision of its last change; a finished trial's result never changes after, so
     # for one it says when its result arrived (``retraining_policy.arrival_order``). 0 where no

@@ -84,7 +84,7 @@ class Optimizer:
         self.n_trainings = 0
         self.fidelity = fidelity  # the steps reports are made at; None: reports never stop
         self._reports: dict[int, dict[int, tuple[float, StopDecision]]] = {}
-        # The newest values reported at each rung, as the service's rung query reads them.
+        # The newest values trials had at each rung, as the service's rung query reads them.
         self._at_rung: dict[int, deque[float]] = {}
         self._policy: early_stopping.StoppingPolicy | None = None
         self._policy_finished = -1  # finished trials the cached policy was calibrated on
@@ -160,16 +160,17 @@ class Optimizer:
         if trial.state is not TrialState.RUNNING:
             raise ValueError(f"trial {number} is {trial.state.value}, not running")
         decision = early_stopping.GO_ON
-        rung = fidelity.rung_of(step) if fidelity is not None else None
+        rung = (fidelity.rung_crossed(step, max(reports) if reports else None)
+                if fidelity is not None else None)
         if rung is not None:
             others = self._at_rung.setdefault(
-                step, deque(maxlen=early_stopping.RUNG_SAMPLE))
+                rung, deque(maxlen=early_stopping.RUNG_SAMPLE))
             decision = early_stopping.decide(value, list(others), self.direction, rung,
                                              rule=self._stopping_policy().rule(rung),
-                                             number=number)
+                                             number=number, step=step)
             others.append(value)
             self._put(dataclasses.replace(
-                trial, curve=tuple(sorted((*trial.curve, (step, float(value)))))))
+                trial, curve=tuple(sorted((*trial.curve, (rung, float(value)))))))
         reports[step] = (float(value), decision)
         return decision
 

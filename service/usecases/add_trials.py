@@ -14,6 +14,7 @@ from service.db import report_queries, study_queries, trial_queries
 from service.db.history import study_fidelity
 from service.db.models import Study, Trial, utcnow
 from service.db.session import transaction
+from service.engine.early_stopping import Fidelity
 from service.engine.space import SpaceError
 from service.errors import Invalid, NotFound
 from service.schemas import MAX_IMPORT_POINTS, MAX_IMPORT_TRIALS, FinishedTrialIn
@@ -53,7 +54,7 @@ def add_trials(ctx: UseCaseContext, owner_id: int, study_id: str,
                 completed_at=completed,
                 last_step=item.intermediate[-1][0] if item.intermediate else None))
         session.flush()  # the ids the curves hang on
-        _add_curves(session, study_id, trials, items)
+        _add_curves(session, study_id, study_fidelity(study), trials, items)
     if points:  # new finished curves: how far each rung predicts the finals may have changed
         reports.recalibrate(ctx, study_id)
     ctx.told(study_id, lock.revision, len(items))
@@ -83,9 +84,14 @@ def _checked(ctx: UseCaseContext, study: Study, i: int,
     return params, attrs
 
 
-def _add_curves(session: Session, study_id: str, trials: list[Trial],
-                items: list[FinishedTrialIn]) -> None:
-    rows = [{"study_id": study_id, "trial_id": trial.id, "step": step, "value": float(value),
-             "reason": None}
-            for trial, item in zip(trials, items, strict=True) for step, value in item.intermediate]
+def _add_curves(session: Session, study_id: str, fidelity: Fidelity | None,
+                trials: list[Trial], items: list[FinishedTrialIn]) -> None:
+    """The items' curves, each report with the rung it reached (``Fidelity.rung_points``: the
+    rungs the same reports sent one by one would have recorded)."""
+    rows = []
+    for trial, item in zip(trials, items, strict=True):
+        rungs = ({step: rung for rung, step, _ in fidelity.rung_points(item.intermediate)}
+                 if fidelity is not None else {})
+        rows += [{"study_id": study_id, "trial_id": trial.id, "step": step, "value": float(value),
+                  "reason": None, "rung": rungs.get(step)} for step, value in item.intermediate]
     report_queries.add_many(session, rows)

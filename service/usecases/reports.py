@@ -2,9 +2,10 @@
 
 A report takes its trial's row lock, not the study's: reports of one trial are serialised (one
 value per step, ``last_step`` never goes back), reports of different trials and asks never wait
-for each other, and nothing the history cache reads changes (no revision bump). Only at a rung step
-does it read more: the newest ``RUNG_SAMPLE`` values at that step (one backwards index range) and
-the study's stored stopping policy (one row by key). It never runs the proposal engine.
+for each other, and nothing the history cache reads changes (no revision bump). Only a report that
+reaches a new rung (``Fidelity.rung_crossed``: the trial's first at or past it) reads more: the
+newest ``RUNG_SAMPLE`` values at that rung (one backwards index range) and the study's stored
+stopping policy (one row by key). It never runs the proposal engine.
 
 The policy (how much each rung keeps, from the study's finished curves: ``engine.stopping_policy``)
 is recalibrated after tells of trials that reported (``recalibrate``), so the report path only
@@ -77,14 +78,14 @@ def report(ctx: UseCaseContext, owner_id: int, study_id: str, trial_id: int, ste
                 raise Invalid("step", f"trial {trial_id} already reported {reported} steps, the "
                                       f"limit is {MAX_REPORTS_PER_TRIAL}; tell its result")
         decision = early_stopping.GO_ON
-        rung = fidelity.rung_of(step) if fidelity is not None else None
+        rung = fidelity.rung_crossed(step, target.last_step) if fidelity is not None else None
         if rung is not None:
-            others = report_queries.values_at(session, study_id, step, other_than=trial_id,
+            others = report_queries.values_at(session, study_id, rung, other_than=trial_id,
                                               limit=early_stopping.RUNG_SAMPLE)
             rule = current_policy(session, study_id, target.direction, fidelity)[1].rule(rung)
             decision = early_stopping.decide(value, others, target.direction, rung, rule=rule,
-                                             number=target.number)
-        report_queries.add(session, study_id, trial_id, step, value, decision.reason)
+                                             number=target.number, step=step)
+        report_queries.add(session, study_id, trial_id, step, value, decision.reason, rung)
         trial_queries.touch(session, study_id, trial_id, now, timeout_s, last_step=largest)
         return decision
 

@@ -61,6 +61,23 @@ def test_each_state_is_recorded_with_its_curve_and_attrs(api: TestClient) -> Non
     assert api.get(f"/v1/studies/{study['id']}/stopping").json()["curves"] == 2
 
 
+def test_imported_curves_count_at_their_first_step_past_each_rung(app, api: TestClient) -> None:
+    study = api.post("/v1/studies", json={"name": unique_name("add"), "space": MIXED_SPACE,
+                                          "fidelity": FIDELITY}).json()  # rungs 1, 3, 9
+    every_other = [[s, 1.0 / s] for s in range(2, 28, 2)]
+    assert add(api, study, [{"params": config(0), "value": 0.01, "intermediate": every_other},
+                            {"params": config(1), "value": 0.02,
+                             "intermediate": [[10, 0.3], [4, 0.5]]}]).status_code == 201
+    context = app.state.context
+    with context.sessions() as session:
+        history = context.histories.load(session, study["id"], "minimize", rungs=(1, 3, 9))
+    # what the same reports sent one by one would have reached: rung 1 at step 2, 3 at 4, 9 at 10
+    assert [t.curve for t in history.trials] == [((1, 0.5), (3, 0.25), (9, 0.1)),
+                                                  ((3, 0.5), (9, 0.3))]
+    rules = api.get(f"/v1/studies/{study['id']}/stopping").json()["rules"]
+    assert {r["step"]: r["pairs"] for r in rules} == {1: 1, 3: 2, 9: 2}
+
+
 def test_asks_continue_from_the_imported_history(api: TestClient, study: dict) -> None:
     assert ask(api, study)[0]["proposal"]["strategy"] == "initial"  # a cold study: the design
     items = [{"params": config(i), "value": float(i)} for i in range(12)]

@@ -181,6 +181,32 @@ def test_a_bad_value_at_a_rung_is_told_to_stop_and_a_good_one_is_not(api: TestCl
     assert report(api, study, better, 3, 0.1).json()["should_stop"] is False
 
 
+def test_a_job_reporting_every_other_epoch_is_judged_at_its_first_report_past_each_rung(
+        app, api: TestClient) -> None:
+    study = create(api, fidelity=FIDELITY)
+    good = ask(api, study, count=3)
+    for trial, value in zip(good, [0.3, 0.2, 0.25], strict=True):
+        for step in (2, 4):  # rung 1 at step 2, rung 3 at step 4
+            assert report(api, study, trial, step, value).json()["should_stop"] is False
+    bad, hedge, better = ask(api, study, count=3)  # number 4 is a hedge: never stopped
+    assert report(api, study, hedge, 2, 0.1).json()["should_stop"] is False
+    assert report(api, study, bad, 2, 0.9).json()["should_stop"] is True
+    answer = report(api, study, better, 2, 0.1).json()
+    assert answer["should_stop"] is False
+    assert report(api, study, better, 4, 0.95).json()["should_stop"] is True  # rung 3, at 4
+    assert report(api, study, better, 6, 0.1).json()["should_stop"] is False  # no new rung
+    stopped = report(api, study, bad, 2, 0.9).json()["reason"]
+    assert stopped.startswith("rung 1 (reported at step 2): 0.9 is not in the best")
+    api.post(trial_url(study, bad, "tell"), json={"state": "stopped"})
+    api.post(trial_url(study, good[0], "tell"), json={"value": 0.3})
+    context = app.state.context
+    with context.sessions() as session:
+        history = context.histories.load(session, study["id"], "minimize", rungs=(1, 3, 9, 27))
+    curves = {t.number: t.curve for t in history.trials}
+    assert curves[bad["number"]] == ((1, 0.9),)  # the value at step 2, kept at its rung
+    assert curves[good[0]["number"]] == ((1, 0.3), (3, 0.3))
+
+
 def test_maximize_studies_stop_the_small_values(api: TestClient) -> None:
     study = create(api, direction="maximize", fidelity=FIDELITY)
     for trial, value in zip(ask(api, study, count=3), [0.5, 0.6, 0.7], strict=True):

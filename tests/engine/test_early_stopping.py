@@ -13,7 +13,41 @@ def test_rungs_sit_at_min_times_powers_of_eta_below_max() -> None:
     assert Fidelity("epoch", 2, 18).rungs() == [2, 6]
     assert Fidelity("epoch", 0, 4).rungs() == [1, 3]
     fidelity = Fidelity("epoch", 1, 52)
-    assert [s for s in range(0, 60) if fidelity.rung_of(s) is not None] == [1, 3, 9, 27]
+    every_step = [fidelity.rung_crossed(s, s - 1 if s else None) for s in range(0, 53)]
+    assert [r for r in every_step if r is not None] == [1, 3, 9, 27]
+
+
+@pytest.mark.parametrize("every", [1, 2, 4, 5, 10, 25])
+def test_a_job_reporting_every_k_steps_reaches_each_rung_once_at_its_first_report_past_it(
+        every: int) -> None:
+    fidelity = Fidelity("epoch", 1, 52)
+    reached: int | None = None
+    hits: list[tuple[int, int]] = []
+    for step in range(every, 53, every):
+        rung = fidelity.rung_crossed(step, reached)
+        if rung is not None:
+            hits.append((rung, step))
+        reached = step
+    rungs = [r for r, _ in hits]
+    assert rungs == sorted(set(rungs)) and set(rungs) <= {1, 3, 9, 27}
+    # every rung some report got to counts, at the first report at or past it; a report that
+    # skips rungs counts only at the last one it passed
+    for rung, step in hits:
+        assert step >= rung and step - every < rung
+    assert rungs[-1] == 27  # every job reports past the last rung before the maximum
+    assert fidelity.rung_points([(s, float(s)) for s in range(every, 53, every)]) == [
+        (r, s, float(s)) for r, s in hits]
+
+
+def test_out_of_order_and_repeated_steps_reach_no_rung_twice() -> None:
+    fidelity = Fidelity("epoch", 1, 52)
+    assert fidelity.rung_crossed(3, 4) is None  # rung 3 was reached at step 4 already
+    assert fidelity.rung_crossed(9, 9) is None
+    assert fidelity.rung_crossed(10, 4) == 9
+    assert Fidelity("epoch", 0, 10).rung_crossed(0, None) is None  # below the first rung
+    # a report at the maximum ends the training: nothing is left to stop, whatever it skipped
+    assert fidelity.rung_crossed(52, None) is None and fidelity.rung_crossed(52, 9) is None
+    assert Fidelity("epoch", 12, 200).rung_points([(12, 0.5), (200, 0.9)]) == [(12, 12, 0.5)]
 
 
 @pytest.mark.parametrize("others", [[], [0.1], [0.1, 0.2]])
@@ -27,6 +61,9 @@ def test_bottom_values_at_a_rung_stop_and_top_ones_go_on() -> None:
     stop = decide(0.71, others, "minimize", 9)
     assert stop.should_stop
     assert stop.reason == "rung 9: 0.71 is not in the best 2 of 7 values at this step (cut 0.2)"
+    late = decide(0.71, others, "minimize", 9, step=10)
+    assert late.reason == ("rung 9 (reported at step 10): 0.71 is not in the best 2 of 7 values "
+                           "at this rung (cut 0.2)")
     assert not decide(0.2, others, "minimize", 9).should_stop  # ties with the cut go on
     assert not decide(0.05, others, "minimize", 9).should_stop
 

@@ -55,9 +55,11 @@ def test_pruner_ablation_never_trains() -> None:
         opt.tell(s, 1.0)
 
 
-def run_with_early_stopping(seed: int, trials: int = 40) -> tuple[Optimizer, list[int]]:
+def run_with_early_stopping(seed: int, trials: int = 40,
+                            every: int = 1) -> tuple[Optimizer, list[int]]:
     """A toy study whose curves decay towards the final loss ``(x - 0.3)**2``: a trial's value
-    at epoch ``s`` is ``final + 1/s``, so every rung ranks trials as their finals do."""
+    at epoch ``s`` is ``final + 1/s``, so every rung ranks trials as their finals do. Trials
+    report every ``every`` epochs, and at the last."""
     from service.engine.early_stopping import Fidelity
 
     opt = Optimizer({"params": [{"name": "x", "type": "float", "low": -3, "high": 3}]},
@@ -66,7 +68,7 @@ def run_with_early_stopping(seed: int, trials: int = 40) -> tuple[Optimizer, lis
     for _ in range(trials):
         s = opt.ask()
         final = (s.params["x"] - 0.3) ** 2
-        for step in range(1, 28):
+        for step in [*range(every, 27, every), 27]:
             if opt.report(s, step, final + 1.0 / step).should_stop:
                 opt.tell(s, state="stopped")
                 break
@@ -91,6 +93,21 @@ def test_early_stopping_stops_the_bad_trials_and_learns_from_them() -> None:
     # a stopped trial's reason says what the rung saw; reports are answered again alike
     assert opt.report(stopped[0].number, stopped[0].curve[-1][0],
                       stopped[0].curve[-1][1]).should_stop
+
+
+@pytest.mark.parametrize("every", [2, 5])
+def test_trials_reporting_between_rungs_are_judged_at_their_first_report_past_each(
+        every: int) -> None:
+    opt, epochs = run_with_early_stopping(seed=0, every=every)
+    stopped = [t for t in opt.history.trials if t.state is TrialState.STOPPED]
+    assert len(stopped) >= 10 and sum(epochs) < 0.6 * 27 * len(epochs)
+    rungs = {1, 3, 9}  # Fidelity("epoch", 1, 27)
+    assert all(t.curve and {r for r, _ in t.curve} <= rungs for t in opt.history.trials)
+    # a stop happens at the report that reached the rung, which its curve keeps at the rung
+    for t, step in zip(opt.history.trials, epochs, strict=True):
+        if t.state is TrialState.STOPPED:
+            rung, value = t.curve[-1]
+            assert rung <= step < rung + every and value == (t.params["x"] - 0.3) ** 2 + 1 / step
 
 
 def test_early_stopping_decisions_are_deterministic_for_a_seed() -> None:
