@@ -53,6 +53,7 @@ def prefill(database_url: str, study_id: str, n: int, seed: int) -> None:
     from service.db import study_queries, trial_queries
     from service.db.models import Study, Trial, utcnow
     from service.db.session import make_engine, make_sessionmaker, transaction
+    from service.engine.early_stopping import Fidelity
 
     rng = random.Random(seed)
     engine = make_engine(database_url)
@@ -80,12 +81,17 @@ def prefill(database_url: str, study_id: str, n: int, seed: int) -> None:
             session.execute(update(Trial).where(Trial.study_id == study_id)
                             .values(last_step=STEPS))
             buffer = io.StringIO()
+            fidelity = Fidelity(**FIDELITY)
             for trial, points in curves.values():
-                for step, value in enumerate(points, 1):
-                    buffer.write(f"{study_id}\t{trial.id}\t{step}\t{value!r}\t{now.isoformat()}\n")
+                reported = list(enumerate(points, 1))
+                rungs = {step: rung for rung, step, _ in fidelity.rung_points(reported)}
+                for step, value in reported:
+                    rung = rungs.get(step, "\\N")  # NULL in COPY's text format
+                    buffer.write(f"{study_id}\t{trial.id}\t{step}\t{value!r}\t"
+                                 f"{now.isoformat()}\t{rung}\n")
             raw = session.connection().connection.driver_connection
             with raw.cursor().copy("COPY trial_reports (study_id, trial_id, step, value, "
-                                   "created_at) FROM STDIN") as copy:
+                                   "created_at, rung) FROM STDIN") as copy:
                 copy.write(buffer.getvalue())
         # Planner statistics and the visibility map, as autovacuum keeps them on a table that grew
         # over time: right after a bulk load the planner guesses (a 12-row estimate for 10,000

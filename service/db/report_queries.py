@@ -87,11 +87,13 @@ def values_at(session: Session, study_id: str, rung: int, other_than: int,
               limit: int) -> list[float]:
     """The newest ``limit`` values the study's other trials had at ``rung`` (one backwards range
     of the partial (study_id, rung, id) index): the sample a rung decision ranks against,
-    bounded however many trials the study has."""
+    bounded however many trials the study has. No ``rung IS NOT NULL`` here: ``rung = k``
+    already selects the partial index, and PostgreSQL multiplies the two selectivities, expects
+    a few rows and sorts all 10,000 of them (11.7 ms at 10,000 trials, against 1.8 ms)."""
     return list(session.scalars(
         select(TrialReport.value).where(
             TrialReport.study_id == study_id, TrialReport.rung == rung,
-            TrialReport.rung.isnot(None), TrialReport.trial_id != other_than)
+            TrialReport.trial_id != other_than)
         .order_by(TrialReport.id.desc()).limit(limit)))
 
 
