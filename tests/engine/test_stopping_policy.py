@@ -12,6 +12,7 @@ from service.engine.stopping_policy import (
     TrialCurve,
     calibrate,
     keep_for_trust,
+    miss_per_rung,
     prior_trust,
 )
 
@@ -19,10 +20,26 @@ RUNGS = [1, 3, 9, 27]
 
 
 def test_more_trust_keeps_less_and_no_trust_keeps_everything() -> None:
-    keeps = [keep_for_trust(t, 3) for t in (0.2, 0.5, 0.8, 0.95, 0.999)]
+    keeps = [keep_for_trust(t, 3, 0.02) for t in (0.2, 0.5, 0.8, 0.95, 0.999)]
     assert keeps == sorted(keeps, reverse=True) and len(set(keeps)) == len(keeps)
-    assert keep_for_trust(0.0, 3) == keep_for_trust(-0.7, 3) == 1.0
-    assert keep_for_trust(1.0, 3) == pytest.approx(1 / 3**MIN_KEEP_EXPONENT)
+    assert keep_for_trust(0.0, 3, 0.02) == keep_for_trust(-0.7, 3, 0.02) == 1.0
+    assert keep_for_trust(1.0, 3, 0.02) == pytest.approx(1 / 3**MIN_KEEP_EXPONENT)
+    assert keep_for_trust(0.8, 3, 0.08) < keep_for_trust(0.8, 3, 0.02)  # a larger miss budget
+
+
+def test_a_rung_cuts_harder_where_trials_reach_fewer_rungs() -> None:
+    rng = np.random.default_rng(0)
+    finals = rng.normal(size=40)
+    noisy = finals + rng.normal(scale=0.6, size=40)  # what every rung sees
+    everywhere = [TrialCurve({r: float(v) for r in RUNGS}, float(f))
+                  for v, f in zip(noisy, finals, strict=True)]
+    only_nine = [TrialCurve({9: float(v)}, float(f)) for v, f in zip(noisy, finals, strict=True)]
+    four = calibrate(everywhere, "minimize", RUNGS, 52, 3).rule(9)
+    one = calibrate(only_nine, "minimize", RUNGS, 52, 3).rule(9)
+    assert four.trust == one.trust and four.measured == one.measured
+    # the same evidence at rung 9, but a top trial of the second study meets no other rung
+    assert one.keep < four.keep
+    assert miss_per_rung(everywhere, RUNGS) * 4 == miss_per_rung(only_nine, RUNGS)
 
 
 def test_without_evidence_later_rungs_cut_harder() -> None:
@@ -45,7 +62,12 @@ def test_a_predictive_rung_cuts_harder_than_its_prior_and_a_misleading_one_not_a
     policy = calibrate(predictive_and_misleading(40), "minimize", RUNGS, 52, 3)
     assert policy.rule(3).measured > 0.95 and policy.rule(3).keep < prior.rule(3).keep
     assert policy.rule(9).measured < -0.95 and policy.rule(9).keep == 1.0
-    assert policy.rule(1).pairs == 0 and policy.rule(1).keep == prior.rule(1).keep
+    # rung 1 has no evidence: its prior trust alone, at the miss share of the 2 rungs reached
+    curves = predictive_and_misleading(40)
+    assert policy.rule(1).pairs == 0 and policy.rule(1).trust == prior.rule(1).trust
+    assert policy.rule(1).keep == keep_for_trust(prior_trust(1, 52), 3,
+                                                 miss_per_rung(curves, RUNGS))
+    assert miss_per_rung(curves, RUNGS) == 2 * miss_per_rung([], RUNGS)
     # the same value and the same values at the rung: stopped at 3, not at 9
     others = [0.1 * i for i in range(10)]
     assert decide(0.75, others, "minimize", 3, rule=policy.rule(3)).should_stop
