@@ -44,7 +44,7 @@ from benchmarks.runner import collect, finish, select_methods  # noqa: E402
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results"
 # Cheap methods first, so a partial cache is useful early.
 COST_ORDER = {"random-full": 0, "tpe": 1, "tpe-median": 1, "tpe-hyperband": 1,
-              "random-hyperband": 1, "dyesp-es": 2, "dyesp-full": 3, "dehb": 3,
+              "random-hyperband": 1, "dyesp-es": 2, "dyesp-es-5": 2, "dyesp-full": 3, "dehb": 3,
               "smac-hyperband": 4}
 
 

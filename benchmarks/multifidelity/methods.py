@@ -1,11 +1,12 @@
 """The method drivers: each drives its library against a `Ledger` until `RunOver`.
 
 A driver is `drive(task, ledger, seed)`: an endless ask / train / tell loop; the ledger ends it.
-Methods that train on epoch by epoch (`tpe-*`, `random-hyperband`, `dyesp-es`) use
-`Ledger.start` and report every available step; full-fidelity methods train each trial straight to
-the maximum; SMAC and DEHB evaluate at the budgets they ask for, from scratch (`Ledger.evaluate`).
-Configurations pass through `space.active_only` / `to_builtin` exactly as in the quality runner.
-Imports are lazy so the harness loads without the bench extras.
+Methods that train on epoch by epoch (`tpe-*`, `random-hyperband`, `dyesp-es*`) use
+`Ledger.start` and report every available step (`dyesp-es-5`: every fifth); full-fidelity
+methods train each trial straight to the maximum; SMAC and DEHB evaluate at the budgets they ask
+for, from scratch (`Ledger.evaluate`). Configurations pass through `space.active_only` /
+`to_builtin` exactly as in the quality runner. Imports are lazy so the harness loads without the
+bench extras.
 """
 
 from __future__ import annotations
@@ -69,8 +70,22 @@ def optuna_driver(sampler: str, pruner: str | None) -> Driver:
 
 
 # -- DyESP ------------------------------------------------------------------------------------
-def dyesp_driver(early_stopping: bool) -> Driver:
-    """The engine in-process (always imported, never copied: the engine team may change it)."""
+def reported_steps(task: MFTask, every: int) -> list[int]:
+    """The steps a job that validates every ``every`` steps reports at: the first available
+    step at or past each multiple, and the maximum (every one of ``task.steps`` when 1).
+
+    >>> from benchmarks.multifidelity.tasks import MFTask
+    >>> toy = MFTask("toy", {}, "minimize", 1, 12, tuple(range(1, 13)), 0.0, 0.0, lambda p, s: 0)
+    >>> reported_steps(toy, 5), reported_steps(toy, 1) == list(range(1, 13))
+    ([5, 10, 12], True)
+    """
+    wanted = {min(s for s in task.steps if s >= m) for m in range(every, task.fmax + 1, every)}
+    return sorted(wanted | {task.fmax})
+
+
+def dyesp_driver(early_stopping: bool, every: int = 1) -> Driver:
+    """The engine in-process (always imported, never copied: the engine team may change it);
+    with early stopping, a job that reports every ``every`` steps (``reported_steps``)."""
 
     def drive(task: MFTask, ledger: Ledger, seed: int) -> None:
         from service.engine.early_stopping import Fidelity
@@ -88,7 +103,7 @@ def dyesp_driver(early_stopping: bool) -> Driver:
                 value = run.advance(task.fmax)
                 opt.tell(suggestion, value)
                 continue
-            for step in task.steps:
+            for step in reported_steps(task, every):
                 value = run.advance(step)
                 decision = opt.report(suggestion, step, value)
                 if step == task.fmax:
@@ -132,5 +147,8 @@ METHODS: dict[str, Driver] = {
     "dehb": _dehb,
     "dyesp-full": dyesp_driver(False),
     "dyesp-es": dyesp_driver(True),
+    # The same job validating every 5 epochs (LCBench: 5, 10, ..., 50, 52; rungs 3, 9 and 27
+    # are reached at 5, 10 and 30): what users who do not validate every epoch get.
+    "dyesp-es-5": dyesp_driver(True, every=5),
 }
-ENGINE = ("dyesp-full", "dyesp-es")
+ENGINE = ("dyesp-full", "dyesp-es", "dyesp-es-5")

@@ -184,3 +184,13 @@ def test_dehb_speaks_json_lines_and_is_charged_by_the_ledger() -> None:
     s = ledger.summary()
     assert s["n_evaluations"] >= 3 and 0 < s["spent"] <= 60
     assert s["n_trials"] >= s["n_stopped"]
+
+
+def test_a_job_validating_every_fifth_step_reports_at_the_first_step_past_each_multiple() -> None:
+    from benchmarks.multifidelity.methods import reported_steps
+
+    lcbench_like = _task(tuple(range(1, 53)))
+    assert reported_steps(lcbench_like, 5) == [*range(5, 51, 5), 52]
+    assert reported_steps(lcbench_like, 1) == list(range(1, 53))
+    two_fidelities = _task((12, 200))  # NAS-Bench-201: only 12 and 200 epochs exist
+    assert reported_steps(two_fidelities, 5) == [12, 200]
