@@ -4,7 +4,6 @@ time, within the 256-character column), on SQLite and PostgreSQL, from a real 00
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,19 +11,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
 from service.db import migrate
-from tests.conftest import new_postgres_database
 
 SPACE = '{"params": [{"name": "x", "type": "float", "low": 0, "high": 1}]}'
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    """An empty database of its own: the migration under test runs from 0006 up."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.db'}"
-        return
-    with new_postgres_database("dyesp_mig") as url:
-        yield url
 
 
 def _add_study(connection, study_id: str, owner_id: int, name: str, created_at: datetime) -> None:

@@ -6,29 +6,16 @@ queries a report and a history load make."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
 from service.db import migrate, report_queries
 from service.db.session import make_sessionmaker
-from tests.conftest import new_postgres_database
 
 SPACE = '{"params": [{"name": "x", "type": "float", "low": 0, "high": 1}]}'
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    """An empty database of its own: the migration under test runs from 0008 up."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.db'}"
-        return
-    with new_postgres_database("dyesp_mig") as url:
-        yield url
 
 
 def _study(connection, study_id: str, fidelity: dict | None) -> None:
