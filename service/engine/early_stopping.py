@@ -46,10 +46,10 @@ RUNG_SAMPLE = 1000
 # Tuned on 10 LCBench tasks x 5 fresh seeds (none held out): pooled geometric mean of
 # epochs-to-target 807 with 5, 828 with none, 851 with 3, 890 with 8 (benchmarks.multifidelity).
 HEDGE_EVERY = 5
-# Measured against this policy (then with MISS_PER_RUNG 0.1) and not adopted (10 LCBench
+# Measured against this policy (then with a miss of 0.1 a rung) and not adopted (10 LCBench
 # tuning tasks, seeds 100-109, geometric mean of epochs-to-target over 100 pairs): stopping a
 # trial whose value at rung 9 or 27 is below the best complete trial's value there, 0.95x
-# (within noise; twice the stopped top-5 % trials; with MISS_PER_RUNG 0.02, 1.02x and 1.06x on
+# (within noise; twice the stopped top-5 % trials; with 0.02 a rung, 1.02x and 1.06x on
 # seeds 100-109 and 110-119); the same at rung 27 only, 0.95x; stopping
 # when a copula puts the chance of beating the best complete trial below 5 %, 1.07x; one hedge
 # in 10, 1.04x. Stopping more starts more trials, and the search learns less from a stopped
@@ -82,7 +82,7 @@ class Fidelity:
             step *= eta
         return out
 
-    def rung_crossed(self, step: int, reached: int | None) -> int | None:
+    def rung_crossed(self, step: int, reached: int | None, eta: int = ETA) -> int | None:
         """The rung a report at ``step`` is the trial's value at, ``reached`` being the furthest
         step the trial reported before (None: nothing yet): the highest rung in
         ``(reached, step]``, else None. A report that skips rungs counts at the last of them; a
@@ -103,10 +103,11 @@ class Fidelity:
         while rung < self.max and rung <= step:
             if reached is None or rung > reached:
                 crossed = rung
-            rung *= ETA
+            rung *= eta
         return crossed
 
-    def rung_points(self, curve: Sequence[tuple[int, float]]) -> list[tuple[int, int, float]]:
+    def rung_points(self, curve: Sequence[tuple[int, float]],
+                    eta: int = ETA) -> list[tuple[int, int, float]]:
         """``(rung, step, value)`` for the reports of ``curve`` that reached a new rung, taken in
         step order (``rung_crossed``): what a curve recorded in one go (an import) stores as its
         rung values, the same a trial reporting those steps one by one would have.
@@ -116,7 +117,7 @@ class Fidelity:
         """
         out, reached = [], None
         for step, value in sorted(curve):
-            rung = self.rung_crossed(step, reached)
+            rung = self.rung_crossed(step, reached, eta)
             if rung is not None:
                 out.append((rung, step, value))
             reached = step if reached is None else max(reached, step)
