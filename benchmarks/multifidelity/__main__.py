@@ -10,6 +10,7 @@ runs of the requested tasks, methods and seeds are aggregated (`report.py`) into
 Examples:
     python -m benchmarks.multifidelity                           # dev suite, all methods, 10 seeds
     python -m benchmarks.multifidelity --tasks heldout --seeds 5
+    python -m benchmarks.multifidelity --methods dyesp-es --first-seed 100 --out /tmp/mf  # fresh
     python -m benchmarks.multifidelity --tasks lcbench/3945,nb201/cifar100 --methods dyesp-es,tpe
     python -m benchmarks.multifidelity --report-only              # re-aggregate the cache
     python -m benchmarks.multifidelity --setup-dehb               # create .venv-dehb for `dehb`
@@ -54,7 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tasks", help="comma list: task names (lcbench/<OpenML id>, "
                                     "nb201/<dataset>), 'dev' (default) or 'heldout'")
     ap.add_argument("--methods", help=f"comma list or 'all' (default): {', '.join(METHODS)}")
-    ap.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
+    ap.add_argument("--seeds", type=int, default=10,
+                    help="how many seeds, from --first-seed (default 10)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="the first seed (default 0: the published table's); fresh seeds check "
+                         "a change on runs nothing was tuned on")
     ap.add_argument("--budget-trainings", type=int, default=BUDGET_FULL_TRAININGS,
                     help="a run's budget in full trainings' worth of epochs (default "
                          f"{BUDGET_FULL_TRAININGS}); the cache key holds the budget in epochs")
@@ -134,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         methods.remove("dehb")
     failures: list[str] = []
     if not args.report_only:
-        todo = [(t, m, s, budgets[t]) for m in methods for t in tasks for s in range(args.seeds)
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        todo = [(t, m, s, budgets[t]) for m in methods for t in tasks for s in seeds
                 if args.force or not run_path(args.out, t, m, s, budgets[t]).exists()]
         todo.sort(key=lambda x: (x[2], COST_ORDER.get(x[1], 5), x[0], x[1]))
         failures = fill_cache(todo, args.jobs, args.out)
@@ -143,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.multifidelity " + shlex.join(argv if argv is not None
                                                                  else sys.argv[1:])
     table, result = build(args.out, tasks, methods, budgets, args.seeds, command.strip(),
-                          failures, notes, dehb_versions=dehb_versions())
+                          failures, notes, dehb_versions=dehb_versions(),
+                          first_seed=args.first_seed)
     write(args.out, result)
     return finish(table, failures)
 

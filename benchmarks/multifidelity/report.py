@@ -92,20 +92,21 @@ def _ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 def build(root: Path, tasks: list[str], methods: list[str], budgets: dict[str, int],
           seeds: int, command: str, failures: list[str], notes: list[str],
-          dehb_versions: str | None = None) -> tuple[str, dict]:
+          dehb_versions: str | None = None, first_seed: int = 0) -> tuple[str, dict]:
     data: dict[str, Any] = {"command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "python": sys.version.split()[0], "versions": versions(),
                             "dehb_versions": dehb_versions,
-                            "seeds": seeds, "tasks": {}, "failures": failures, "notes": notes}
+                            "seeds": seeds, "first_seed": first_seed, "tasks": {},
+                            "failures": failures, "notes": notes}
     peers = [m for m in methods if m not in ENGINE]
     head = ["task", "target", "budget", *methods, "dyesp-es / best peer",
             "dyesp-es / random-full"]
     rows = []
     for task in tasks:
         budget = budgets[task]
-        per = {m: summarise(load_runs(root, task, m, budget, seeds), budget) for m in methods}
-        target = next((r["target"] for m in methods
-                       for r in load_runs(root, task, m, budget, seeds)[:1]), None)
+        runs = {m: load_runs(root, task, m, budget, seeds, first_seed) for m in methods}
+        per = {m: summarise(runs[m], budget) for m in methods}
+        target = next((r["target"] for m in methods for r in runs[m][:1]), None)
         peer_stats = [per[m] for m in peers if per[m]["n_seeds"]]
         best_peer = min(peer_stats, key=lambda s: s["median"]) if peer_stats else None
         best_name = next((m for m in peers if per[m] is best_peer), None)

@@ -53,10 +53,11 @@ def run_and_store(root: str, task_name: str, method: str, seed: int,
     return str(path), record
 
 
-def load_runs(root: Path, task: str, method: str, budget: int, seeds: int) -> list[dict]:
-    """The cached runs of seeds 0..seeds-1 (those present)."""
+def load_runs(root: Path, task: str, method: str, budget: int, seeds: int,
+              first_seed: int = 0) -> list[dict]:
+    """The cached runs of seeds first_seed..first_seed+seeds-1 (those present)."""
     runs = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         path = run_path(root, task, method, seed, budget)
         if path.exists():
             with open(path) as fh:

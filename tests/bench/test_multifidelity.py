@@ -194,3 +194,16 @@ def test_a_job_validating_every_fifth_step_reports_at_the_first_step_past_each_m
     assert reported_steps(lcbench_like, 1) == list(range(1, 53))
     two_fidelities = _task((12, 200))  # NAS-Bench-201: only 12 and 200 epochs exist
     assert reported_steps(two_fidelities, 5) == [12, 200]
+
+
+def test_fresh_seeds_are_loaded_from_the_first_seed_on(tmp_path) -> None:
+    from benchmarks.multifidelity.run import load_runs, run_path
+    from benchmarks.runner import write_record
+
+    for seed in (0, 1, 100, 101, 102):
+        write_record(run_path(tmp_path, "lcbench/1", "dyesp-es", seed, 520),
+                     {"seed": seed, "epochs_to_target": seed + 1})
+    assert [r["seed"] for r in load_runs(tmp_path, "lcbench/1", "dyesp-es", 520, 2)] == [0, 1]
+    fresh = load_runs(tmp_path, "lcbench/1", "dyesp-es", 520, 3, first_seed=100)
+    assert [r["seed"] for r in fresh] == [100, 101, 102]
+    assert load_runs(tmp_path, "lcbench/1", "dyesp-es", 104, 3, first_seed=100) == []  # budget
