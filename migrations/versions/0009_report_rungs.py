@@ -6,7 +6,6 @@ Create Date: 2026-12-07 08:00:00
 
 """
 
-import json
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -46,8 +45,6 @@ def upgrade() -> None:
                        sa.column("step", sa.Integer), sa.column("rung", sa.Integer))
     for study_id, fidelity in bind.execute(
             sa.select(studies.c.id, studies.c.fidelity).where(studies.c.fidelity.isnot(None))):
-        if isinstance(fidelity, str):  # a JSON column read without its type on some drivers
-            fidelity = json.loads(fidelity)
         rungs = _rungs(fidelity) if fidelity else []
         if rungs:
             bind.execute(reports.update()
