@@ -39,6 +39,9 @@ class Telemetry:
         )
         self.told = Counter("dyesp_trials_told", "Results told, by the state they set",
                             ["state"], registry=self.registry)
+        self.coalesced = Counter("dyesp_asks_coalesced",
+                                 "Asks answered from the engine batch of another ask of their "
+                                 "study (usecases/coalescing.py)", registry=self.registry)
 
     def exposition(self) -> bytes:
         """The text a scrape gets: every worker process's values summed in multiprocess mode,

@@ -25,6 +25,7 @@ from service.engine.space import SearchSpace, SpaceError
 from service.errors import Conflict, Invalid, NotFound, TooManyRequests
 from service.schemas import CandidateMetrics, TellRequest
 from service.usecases import deterministic, proposals, reports
+from service.usecases.coalescing import Ticket
 from service.usecases.context import UseCaseContext
 from service.usecases.study_lifecycle import find_study
 
@@ -36,6 +37,7 @@ class AskResult:
     trials: list[Trial]
     candidates: list[Candidate] = field(default_factory=list)
     expires_at: datetime | None = None
+    coalesced: bool = False  # its fresh trials came from another ask's engine batch
 
 
 def ask(ctx: UseCaseContext, owner_id: int, study_id: str, count: int, client_id: str | None,
@@ -59,21 +61,25 @@ def ask(ctx: UseCaseContext, owner_id: int, study_id: str, count: int, client_id
     # (only tells and other processes hold study locks, and neither waits for this gate).
     # A deterministic study's ask whose scheduled pruner version is not stored yet waits for it
     # outside the gate and the lock (``usecases.deterministic``), then asks again.
+    # Asks of the study queued behind the one running the engine get their picks from its
+    # batch (``coalescing``): the ticket is taken on arrival, before the gate.
     deadline = time.monotonic() + ctx.deterministic_wait_s
-    while True:
-        with ctx.engine_gate.admit(owner_id), ctx.seed_offsets.hold(study_id) as salt:
-            # the seed offset is held until the commit: overlapping asks differ
-            try:
-                return _ask(ctx, owner_id, study_id, count, client_id, candidates, salt)
-            except ScheduledVersionPending as pending:
-                due = pending.n_results
-        deterministic.wait_for_scheduled_version(ctx, study_id, due, deadline)
+    with ctx.coalescer.arrive(study_id, count) as ticket:
+        while True:
+            with ctx.engine_gate.admit(owner_id), ctx.seed_offsets.hold(study_id) as salt:
+                # the seed offset is held until the commit: overlapping asks differ
+                try:
+                    return _ask(ctx, owner_id, study_id, count, client_id, candidates, salt,
+                                ticket)
+                except ScheduledVersionPending as pending:
+                    due = pending.n_results
+            deterministic.wait_for_scheduled_version(ctx, study_id, due, deadline)
 
 
 def _ask(ctx: UseCaseContext, owner_id: int, study_id: str, count: int, client_id: str | None,
-         candidates: list[CandidateMetrics] | None, salt: int) -> AskResult:
+         candidates: list[CandidateMetrics] | None, salt: int, ticket: Ticket) -> AskResult:
     try:
-        draft = proposals.draft(ctx, owner_id, study_id, count, salt) \
+        draft = proposals.draft(ctx, owner_id, study_id, count, salt, ticket) \
             if candidates is None else None
     except ScheduledVersionPending:
         draft = None  # the study's lock decides: a client's own running trials need no pruner
@@ -117,6 +123,7 @@ def _ask(ctx: UseCaseContext, owner_id: int, study_id: str, count: int, client_i
                 result.candidates, result.expires_at = fresh.offer_pool(missing)
             else:
                 result.trials += fresh.propose(missing, draft)
+                result.coalesced = draft is not None and draft.batched and fresh.used_draft
         session.flush()
         return result
 

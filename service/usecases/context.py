@@ -19,6 +19,7 @@ from service.caches.pruners import PrunerStore
 from service.caches.spaces import SpaceCache
 from service.config import Settings
 from service.engine.retraining_policy import RetrainPolicy
+from service.usecases.coalescing import AskCoalescer
 
 # Called with a study id once results (or, at creation, prior studies) arrive for it, after the
 # transaction commits: the retrainer (``service.retraining.Retrainer.notify``) decides whether the
@@ -87,6 +88,8 @@ class UseCaseContext:
     verified_keys: VerifiedKeys = field(default_factory=lambda: VerifiedKeys(ttl_s=0))
     on_told: OnTold | None = None
     seed_offsets: SeedOffsets = field(default_factory=SeedOffsets)
+    # Concurrent asks of one study in this process share one engine call (``coalescing``).
+    coalescer: AskCoalescer = field(default_factory=AskCoalescer)
     # Deterministic studies (``usecases.deterministic``): the schedule their asks follow (None
     # while retraining is off: no scheduled version, no pruner), how long an ask waits for a
     # scheduled version, and whom to ask for its training now (``Retrainer.request``; it must

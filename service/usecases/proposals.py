@@ -30,6 +30,7 @@ from service.engine.space import config_key
 from service.engine.transfer import Prior
 from service.errors import Conflict, Invalid
 from service.schemas import CandidateMetrics
+from service.usecases.coalescing import Ticket
 from service.usecases.context import UseCaseContext
 
 
@@ -39,13 +40,24 @@ class Draft:
 
     revision: int
     decision: Decision
+    batched: bool = False  # drafted by another ask of the study for this one (``coalescing``)
 
 
 def draft(ctx: UseCaseContext, owner_id: int, study_id: str, count: int,
-          salt: int = 0) -> Draft | None:
+          salt: int = 0, ticket: Ticket | None = None) -> Draft | None:
     """The engine's decision on the newest committed history, made without the study's lock.
     Overlapping asks of one study in this process get distinct seed offsets ``salt`` (the
-    first one the study's own seed), so they don't all propose the same configuration."""
+    first one the study's own seed), so they don't all propose the same configuration.
+
+    With a ``ticket`` (``coalescing``), picks a leader batched for this ask come first; failing
+    those, this ask leads: it drafts for itself and for the asks of the study queued behind it.
+    """
+    if ticket is not None:
+        batched = ctx.coalescer.take(ticket, count)
+        if batched is not None:
+            return Draft(*batched, batched=True)
+    # before the study is read: the asks this counts arrived before every result it reads
+    snapshot = ctx.coalescer.snapshot(ticket) if ticket is not None else None
     with ctx.sessions() as session:
         study = study_queries.get_study(session, owner_id, study_id)
         if study is None or study.static_metrics:
@@ -58,7 +70,13 @@ def draft(ctx: UseCaseContext, owner_id: int, study_id: str, count: int,
         pruner = ctx.pruners.for_ask(session, study, history, prior is not None,
                                      ctx.retrain_policy)
         seed = study.seed
-    decision = propose(space, history, count, seed=seed + salt, pruner=pruner, prior=prior)
+    extra = snapshot.demand if snapshot is not None else 0
+    decision = propose(space, history, count + extra, seed=seed + salt, pruner=pruner,
+                       prior=prior)
+    if ticket is not None and snapshot is not None and extra:
+        ctx.coalescer.keep(ticket, snapshot, revision,
+                           Decision(decision.proposals[count:], (), decision.plan))
+        decision = Decision(decision.proposals[:count], decision.pruned, decision.plan)
     return Draft(revision, decision)
 
 
@@ -73,6 +91,7 @@ class FreshTrials:
     history: History
     client_id: str | None
     now: datetime
+    used_draft: bool = False  # whether ``propose`` recorded the draft it was given
 
     def propose(self, count: int, draft: Draft | None = None) -> list[Trial]:
         """The draft if it still holds (nothing changed since, or nothing it proposes was taken
@@ -80,6 +99,7 @@ class FreshTrials:
         if draft is not None and len(draft.decision.proposals) >= count and (
                 draft.revision == self.lock.revision - 1
                 or not _taken(draft.decision, self.history)):
+            self.used_draft = True
             decision = draft.decision
             kept = Decision(decision.proposals[:count], decision.pruned, decision.plan)
             return self._record(kept, [{}] * count)

@@ -47,10 +47,12 @@ StateFilter = Literal["waiting", "running", "complete", "failed", "infeasible", 
 
 
 @router.post("/ask", operation_id="ask")
-def ask(study_id: StudyId, owner: AskingOwner, ctx: ContextDep,
+def ask(study_id: StudyId, owner: AskingOwner, ctx: ContextDep, request: Request,
         body: AskRequest | None = None) -> AskResponse:
     body = body or AskRequest()
     result = ask_tell.ask(ctx, owner, study_id, body.count, body.client_id, body.candidates)
+    if result.coalesced:
+        request.app.state.telemetry.coalesced.inc()
     return AskResponse(
         trials=trials_out_of(ctx, result.trials),
         candidates=[CandidateOut(token=c.token, params=c.params) for c in result.candidates],
