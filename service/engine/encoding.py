@@ -88,8 +88,7 @@ class Encoder:
             rows = np.flatnonzero(present) if not present.all() else None
             chosen = configs if rows is None else [configs[i] for i in rows]
             if isinstance(param, CategoricalParam):
-                index = np.fromiter((param.index(c[name]) for c in chosen), dtype=np.intp,
-                                    count=len(chosen))
+                index = np.array(param.indices([c[name] for c in chosen]), dtype=np.intp)
                 out[np.arange(len(configs)) if rows is None else rows, where.start + index] = 1.0
             else:
                 values = np.fromiter((c[name] for c in chosen), dtype=np.float64,
@@ -287,7 +286,7 @@ def neighbours(encoder: Encoder, centres: Sequence[Mapping[str, Any]], steps: Se
             continue
         name, d = param.name, delta[rows, j]
         if isinstance(param, CategoricalParam):
-            index = np.array([param.index(centres[i][name]) for i in rows], dtype=np.intp)
+            index = np.array(param.indices([centres[i][name] for i in rows]), dtype=np.intp)
             positions = ordinal_positions(param)
             if positions is not None:
                 target = positions[index] + d

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +151,19 @@ class CategoricalParam:
             if _same_choice(value, choice):
                 return i
         raise ValueError(value)
+
+    def indices(self, values: Iterable[Any]) -> list[int]:
+        """``index`` of each value, the choice lookup fetched once: encoding a candidate pool
+        asks for thousands, and fetching the lookup hashes the whole param each time."""
+        lookup, out = _choice_lookup(self), []
+        append = out.append
+        for value in values:
+            try:
+                hit = lookup.get((isinstance(value, bool), isinstance(value, str), value))
+            except TypeError:
+                hit = None
+            append(hit if hit is not None else self.index(value))
+        return out
 
 
 Param = FloatParam | IntParam | CategoricalParam
