@@ -30,6 +30,17 @@ def test_gp_gradient_matches_finite_differences() -> None:
     np.testing.assert_allclose(gp._gradient(theta, X, X * X, y), numeric, rtol=1e-4, atol=1e-4)
 
 
+def test_the_in_place_kernel_is_the_kernel_bit_for_bit() -> None:
+    """Predictions use the in-place kernel, hyperparameter fits the one with its gradient
+    factor: they must agree exactly, or proposals would change with the code path."""
+    rng = np.random.default_rng(5)
+    for n, m, d in [(400, 300, 12), (1, 7, 3), (60, 60, 20)]:
+        X, Z, scales = rng.random((n, d)), rng.random((m, d)), rng.random(d) + 0.05
+        assert np.array_equal(gp._matern_kernel(X, Z, scales), gp._matern(X, Z, scales)[0])
+    X = rng.random((30, 4))  # the diagonal: distances that cancel to zero (or just below)
+    assert np.array_equal(gp._matern_kernel(X, X, np.ones(4)), gp._matern(X, X, np.ones(4))[0])
+
+
 def test_gp_learns_which_input_matters_and_ranks_held_out_points() -> None:
     rng = np.random.default_rng(1)
     X = rng.random((40, 4))
