@@ -30,6 +30,7 @@ _BENCHMARKS = {
     "multi-server": "benchmarks.multi_server",  # servers sharing PostgreSQL + Redis, checked
     "dashboard": "benchmarks.dashboard",  # every dashboard page of a 100,000-trial study
     "parallel": "benchmarks.parallel",  # 8 asynchronous workers vs. sequential, simulated time
+    "coalescing": "benchmarks.coalescing",  # coalesced vs. one-by-one asks, simulated engine time
 }
 
 
