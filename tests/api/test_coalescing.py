@@ -54,6 +54,14 @@ def test_a_batch_too_small_for_an_ask_is_not_split() -> None:
         assert coalescer.take(queued, 2) is None
 
 
+def _wait_until(condition, timeout_s: float = 30.0) -> None:
+    """Poll until ``condition()`` holds; fail (rather than hang) after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the asks never queued at the gate"
+        time.sleep(0.005)
+
+
 def test_asks_queued_at_the_gate_get_one_engine_batch(api, app, study) -> None:
     """Four asks queue behind the engine gate: the first drafts four picks, the three others
     take theirs, and the four are exactly the engine's batch for the history they asked on."""
@@ -75,15 +83,16 @@ def test_asks_queued_at_the_gate_get_one_engine_batch(api, app, study) -> None:
 
     holder = threading.Thread(target=hold_gate)
     holder.start()
-    while ctx.engine_gate.running == 0:
-        time.sleep(0.005)
-    with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(api.post, f"/v1/studies/{sid}/ask") for _ in range(4)]
-        while ctx.coalescer.in_flight(sid) < 4:
-            time.sleep(0.005)
+    try:
+        _wait_until(lambda: ctx.engine_gate.running == 1)
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(api.post, f"/v1/studies/{sid}/ask") for _ in range(4)]
+            _wait_until(lambda: ctx.coalescer.in_flight(sid) == 4)
+            release.set()
+            answers = [f.result() for f in futures]
+    finally:
         release.set()
-        answers = [f.result() for f in futures]
-    holder.join()
+        holder.join()
     assert [a.status_code for a in answers] == [200] * 4
     trials = [a.json()["trials"][0] for a in answers]
     assert sorted(t["number"] for t in trials) == [6, 7, 8, 9]
