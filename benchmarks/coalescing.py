@@ -41,7 +41,7 @@ import numpy as np
 from benchmarks import scores
 from benchmarks import space as sp
 from benchmarks.optimizers.base import Optimizer
-from benchmarks.parallel import SIGMA, WORKERS, durations
+from benchmarks.parallel import DEFAULT_OUT, SIGMA, WORKERS, durations
 from benchmarks.runner import (
     add_cache_options,
     finish,
@@ -54,7 +54,6 @@ from benchmarks.runner import (
 )
 from service.usecases.coalescing import MAX_BATCH
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 MODES = ("serial", "coalesced")
 # A batch of k picks costs 1 + BATCH_EXTRA * (k - 1) single asks: 8 picks took about 3.6x one
 # pick at 300 trials on the load benchmark's space (service/usecases/coalescing.py).

@@ -82,7 +82,9 @@ class AskCoalescer:
         self._numbers = itertools.count(1)
         self._tickets: dict[str, dict[int, Ticket]] = {}
         self._batches: dict[str, Batch] = {}
-        self.coalesced = 0  # asks answered from a batch (for tests and the metrics)
+        # picks handed out of batches (tests read it; /metrics counts the asks that recorded
+        # them, AskResult.coalesced, since the study's lock may still reject a pick)
+        self.coalesced = 0
 
     @contextlib.contextmanager
     def arrive(self, study_id: str, count: int) -> Iterator[Ticket]:

@@ -73,7 +73,7 @@ def draft(ctx: UseCaseContext, owner_id: int, study_id: str, count: int,
     extra = snapshot.demand if snapshot is not None else 0
     decision = propose(space, history, count + extra, seed=seed + salt, pruner=pruner,
                        prior=prior)
-    if ticket is not None and snapshot is not None and extra:
+    if extra:  # a leader (ticket and snapshot set) with asks queued behind it
         ctx.coalescer.keep(ticket, snapshot, revision,
                            Decision(decision.proposals[count:], (), decision.plan))
         decision = Decision(decision.proposals[:count], decision.pruned, decision.plan)
