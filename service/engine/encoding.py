@@ -76,26 +76,35 @@ class Encoder:
 
     def encode_many(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """The vectors of ``configs``, ``(len(configs), dim)``: one numpy pass per param over
-        all of them (a candidate pool is hundreds of configurations, ranked on every ask)."""
-        out = np.zeros((len(configs), self.dim), dtype=np.float64)
+        all of them (a candidate pool is hundreds of configurations, ranked on every ask). A
+        param every configuration holds (all but inactive conditionals) is read in one list
+        comprehension, without a presence pass first."""
+        n = len(configs)
+        out = np.zeros((n, self.dim), dtype=np.float64)
         if not configs:
             return out
         for param in self.space.params:
             name, where = param.name, self.slices[param.name]
-            present = np.fromiter((name in c for c in configs), dtype=bool, count=len(configs))
+            try:
+                values = [c[name] for c in configs]
+                rows = None  # every configuration holds it
+            except KeyError:
+                present = np.fromiter((name in c for c in configs), dtype=bool, count=n)
+                rows = np.flatnonzero(present)
+                values = [configs[i][name] for i in rows.tolist()]
             if name in self.active_bit:
-                out[:, self.active_bit[name]] = present
-            rows = np.flatnonzero(present) if not present.all() else None
-            chosen = configs if rows is None else [configs[i] for i in rows]
+                out[slice(None) if rows is None else rows, self.active_bit[name]] = 1.0
             if isinstance(param, CategoricalParam):
-                index = np.array(param.indices([c[name] for c in chosen]), dtype=np.intp)
-                out[np.arange(len(configs)) if rows is None else rows, where.start + index] = 1.0
+                index = np.array(param.indices(values), dtype=np.intp)
+                out[np.arange(n) if rows is None else rows, where.start + index] = 1.0
             else:
-                values = np.fromiter((c[name] for c in chosen), dtype=np.float64,
-                                     count=len(chosen))
-                column = np.full(len(configs), 0.5)
-                column[slice(None) if rows is None else rows] = to_units(param, values)
-                out[:, where.start] = column
+                units = to_units(param, np.array(values, dtype=np.float64))
+                if rows is None:
+                    out[:, where.start] = units
+                else:
+                    column = np.full(n, 0.5)
+                    column[rows] = units
+                    out[:, where.start] = column
         return out
 
     def decode(self, vector: np.ndarray) -> dict[str, Any]:

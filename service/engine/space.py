@@ -153,17 +153,26 @@ class CategoricalParam:
         raise ValueError(value)
 
     def indices(self, values: Iterable[Any]) -> list[int]:
-        """``index`` of each value, the choice lookup fetched once: encoding a candidate pool
-        asks for thousands, and fetching the lookup hashes the whole param each time."""
-        lookup, out = _choice_lookup(self), []
-        append = out.append
-        for value in values:
-            try:
-                hit = lookup.get((isinstance(value, bool), isinstance(value, str), value))
-            except TypeError:
-                hit = None
-            append(hit if hit is not None else self.index(value))
-        return out
+        """``index`` of each value, the lookups fetched once: encoding a candidate pool asks for
+        thousands, and fetching a lookup hashes the whole param each time. Strings (most
+        choices) are looked up directly: a string equals only string choices, so its token
+        (``_choice_token``) is redundant."""
+        values = values if isinstance(values, Sequence) else list(values)
+        try:
+            out: list[int | None] = list(map(_string_lookup(self).get, values))
+        except TypeError:  # an unhashable value: each goes the general way
+            out = [None] * len(values)
+        if None in out:
+            lookup = _choice_lookup(self)
+            for i, hit in enumerate(out):
+                if hit is None:
+                    value = values[i]
+                    try:
+                        hit = lookup.get(_choice_token(value))
+                    except TypeError:
+                        hit = None
+                    out[i] = hit if hit is not None else self.index(value)
+        return out  # type: ignore[return-value]  # every None was replaced
 
 
 Param = FloatParam | IntParam | CategoricalParam
@@ -172,6 +181,16 @@ Param = FloatParam | IntParam | CategoricalParam
 def _choice_token(value: Any) -> tuple[bool, bool, Any]:
     """A dict key that equals another exactly when ``_same_choice`` says the values match."""
     return isinstance(value, bool), isinstance(value, str), value
+
+
+@functools.lru_cache(maxsize=4096)
+def _string_lookup(param: CategoricalParam) -> dict[str, int]:
+    """The string choices' positions (the first of equal ones, as ``_choice_lookup``)."""
+    lookup: dict[str, int] = {}
+    for i, choice in enumerate(param.choices):
+        if isinstance(choice, str):
+            lookup.setdefault(choice, i)
+    return lookup
 
 
 @functools.lru_cache(maxsize=4096)

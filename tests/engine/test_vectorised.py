@@ -116,6 +116,42 @@ def test_encode_many_marks_inactive_params_and_matches_one_at_a_time() -> None:
 
 
 @pytest.mark.parametrize("space_name", sorted(SPACES))
+def test_encode_many_matches_the_scalar_definition(space_name: str) -> None:
+    """Each row: a categorical's one-hot position, a number's ``to_unit``, 0.5 for an inactive
+    number, and the active bit of a conditional param, however the pool mixes activity."""
+    space = SPACES[space_name]
+    encoder = encoder_for(space)
+    configs = [space.sample(np.random.default_rng(i)) for i in range(40)]
+    for configs_ in (configs, [c for c in configs if len(c) == len(space.params)][:5],
+                     [c for c in configs if len(c) < len(space.params)][:5]):
+        expected = np.zeros((len(configs_), encoder.dim))
+        for row, config in zip(expected, configs_, strict=True):
+            for param in space.params:
+                where = encoder.slices[param.name]
+                if param.name in encoder.active_bit:
+                    row[encoder.active_bit[param.name]] = float(param.name in config)
+                if isinstance(param, CategoricalParam):
+                    if param.name in config:
+                        row[where.start + param.index(config[param.name])] = 1.0
+                else:
+                    row[where.start] = (to_unit(param, config[param.name])
+                                        if param.name in config else 0.5)
+        np.testing.assert_array_equal(encoder.encode_many(configs_), expected)
+
+
+def test_indices_agree_with_index_whatever_the_value_types() -> None:
+    """True is not 1, "1" is not 1, 1.0 is 1: the batched lookup keeps ``index``'s rules."""
+    param = CategoricalParam("c", ("1", 1, True, 2.5, "relu", False, 0))
+    values = ["1", 1, 1.0, True, 0, False, "relu", 2.5, np.int64(1), np.float64(2.5), 0.0]
+    assert param.indices(values) == [param.index(v) for v in values] == [
+        0, 1, 1, 2, 6, 5, 4, 3, 1, 3, 6]
+    assert param.indices(iter(["relu", True])) == [4, 2]
+    for absent in (["gelu"], ["relu", 2], [[1]], ["relu", {"a": 1}]):
+        with pytest.raises(ValueError):
+            param.indices(absent)
+
+
+@pytest.mark.parametrize("space_name", sorted(SPACES))
 def test_parzen_draws_are_valid_configurations_in_space_order(space_name: str) -> None:
     space = SPACES[space_name]
     ratio = DensityRatio(space, make_history(space, 25), exploration=0.5)
