@@ -9,4 +9,4 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 from service.app import create_app  # noqa: E402  (after the BLAS setting, which must come first)
 
-app = create_app(freeze_gc=True)
+app = create_app(tune_gc=True)

@@ -31,6 +31,7 @@ _BENCHMARKS = {
     "dashboard": "benchmarks.dashboard",  # every dashboard page of a 100,000-trial study
     "parallel": "benchmarks.parallel",  # 8 asynchronous workers vs. sequential, simulated time
     "coalescing": "benchmarks.coalescing",  # coalesced vs. one-by-one asks, simulated engine time
+    "gc-threshold": "benchmarks.gc_threshold",  # the collector's young threshold, ask time
 }
 
 

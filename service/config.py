@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     # synchronous write to stderr; /metrics counts requests by route and status, and a reverse
     # proxy usually keeps an access log already. Turn it on to watch requests while developing.
     access_log: bool = False
+    # Container allocations (net of those freed) between the cyclic collector's young
+    # collections in a server process (``app.tune_collector``; CPython's default is 700). An ask
+    # builds thousands of short-lived containers that reference counting frees anyway; collecting
+    # every 700 of them cost about 2 ms an ask on a 10,000-trial study, its engine time 1.10x
+    # (benchmarks/results/gc_threshold.md). Uncollected cyclic garbage stays bounded by it.
+    gc_young_threshold: int = Field(50_000, ge=100)
     # Migrations on start keep `dyesp serve` a one-command experience; several processes serialise
     # on an advisory lock (PostgreSQL) so they don't race.
     migrate_on_start: bool = True
