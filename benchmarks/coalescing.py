@@ -41,7 +41,7 @@ import numpy as np
 from benchmarks import scores
 from benchmarks import space as sp
 from benchmarks.optimizers.base import Optimizer
-from benchmarks.parallel import DEFAULT_OUT, SIGMA, WORKERS, durations
+from benchmarks.parallel import DEFAULT_OUT, SIGMA, WORKERS, durations, tell_finished
 from benchmarks.runner import (
     add_cache_options,
     finish,
@@ -103,11 +103,8 @@ def simulate(optimizer: Optimizer, task: Any, budget: int, workers: int,
                 heapq.heappush(events, (now + next(times), next(order), "finish", index))
             start_engine(now)
             continue
-        raw, start = open_trials.pop(payload)
-        value = float(task.objective(sp.clean(params_list, raw)))
-        optimizer.tell(raw, value)
-        told.append([payload, start, now, value])
-        best = value if best is None or task.better(value, best) else best
+        best = tell_finished(optimizer, task, params_list, open_trials, payload, now, told,
+                             best)
         if ttt is None and task.reached(best):
             ttt, wall = len(told), now
             if stop_at_target:

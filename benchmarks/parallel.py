@@ -77,6 +77,18 @@ def durations(seed: int, sigma: float = SIGMA) -> Iterator[float]:
         yield float(rng.lognormal(0.0, sigma))
 
 
+def tell_finished(optimizer: Optimizer, task: Any, params_list: Any,
+                  open_trials: dict[int, tuple[Any, float]], index: int, now: float,
+                  told: list[list[Any]], best: float | None) -> float | None:
+    """Trial ``index`` finishes at simulated time ``now``: evaluate it, tell the optimizer,
+    record ``[index, start, now, value]`` in ``told`` and return the best value so far."""
+    raw, start = open_trials.pop(index)
+    value = float(task.objective(sp.clean(params_list, raw)))
+    optimizer.tell(raw, value)
+    told.append([index, start, now, value])
+    return value if best is None or task.better(value, best) else best
+
+
 def simulate(optimizer: Optimizer, task: Any, budget: int, workers: int,
              times: Iterator[float], stop_at_target: bool = True) -> dict[str, Any]:
     """Drive `optimizer` with `workers` asynchronous workers in simulated time.
@@ -110,11 +122,7 @@ def simulate(optimizer: Optimizer, task: Any, budget: int, workers: int,
         if not running:
             break
         now, index = heapq.heappop(running)
-        raw, start = open_trials.pop(index)
-        value = float(task.objective(sp.clean(params_list, raw)))
-        optimizer.tell(raw, value)
-        told.append([index, start, now, value])
-        best = value if best is None or task.better(value, best) else best
+        best = tell_finished(optimizer, task, params_list, open_trials, index, now, told, best)
         if ttt is None and task.reached(best):
             ttt, wall = len(told), now
             if stop_at_target:
