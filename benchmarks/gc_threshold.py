@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.load import percentile  # nearest rank, as the load table reports
+
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,12 +83,6 @@ def measure(n: int, asks: int, threshold: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile, as the load benchmark reports."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for t in thresholds:
         p50 = [statistics.median(run["times_ms"]) for run in runs[t]]
-        p99 = [percentile(run["times_ms"], 99) for run in runs[t]]
+        p99 = [percentile([ms / 1000 for ms in run["times_ms"]], 0.99) for run in runs[t]]
         rows.append({
             "threshold": t, "ask_p50_ms": statistics.median(p50),
             "ask_p99_ms": statistics.median(p99),
