@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from service.engine import gp, stats
+from service.engine.encoding import Encoder
 from service.engine.history import History, Observation, ProposalInfo, TrialState
-from service.engine.strategies import local
+from service.engine.space import SearchSpace
+from service.engine.strategies import local, surrogate
 from tests.engine.conftest import SPACES
 
 
@@ -86,6 +88,62 @@ def test_normal_scores_are_monotone_and_share_ties() -> None:
     scores = stats.normal_scores(np.array([3.0, 1.0, 2.0, 2.0, 1e9]))
     assert scores[1] < scores[2] == scores[3] < scores[0] < scores[4]
     assert scores[4] < 1.5  # a diverged run is just "the worst", not a million times worse
+
+
+def test_magnitudes_are_kept_only_on_spaces_with_a_continuous_float() -> None:
+    assert gp.keeps_magnitudes(SPACES["float_only"])
+    assert gp.keeps_magnitudes(SPACES["mixed_conditional"])
+    for grid in ("categorical_only", "ordinal_grid", "tiny"):
+        assert not gp.keeps_magnitudes(SPACES[grid])
+    stepped = SearchSpace.from_dict({"params": [
+        {"name": "dropout", "type": "float", "low": 0.0, "high": 0.6, "step": 0.3},
+        {"name": "units", "type": "int", "low": 16, "high": 512, "log": True}]})
+    assert not gp.keeps_magnitudes(stepped)
+
+
+def test_blended_targets_keep_the_ranks_and_add_the_magnitudes() -> None:
+    losses = np.array([3.0, 1.0, 2.0, 2.0, 10.0, 1.5])
+    normal = stats.normal_scores(losses)
+    blended = gp.targets(normal, losses)
+    np.testing.assert_array_equal(np.argsort(blended, kind="stable"),
+                                  np.argsort(losses, kind="stable"))
+    assert blended[2] == blended[3]  # ties stay tied
+    # the outlier's lead over the next worst is wider than its rank alone says
+    assert blended[4] - blended[0] > 0.5 * (normal[4] - normal[0])
+    rows = np.array([1, 4, 5])
+    np.testing.assert_array_equal(gp.targets(normal[rows], losses, rows),
+                                  gp.targets(normal, losses)[rows])
+    same = np.full(4, 7.0)
+    np.testing.assert_array_equal(gp.targets(stats.normal_scores(same), same),
+                                  0.5 * stats.normal_scores(same))
+
+
+def _ranking_after(space: SearchSpace, transform) -> np.ndarray:
+    """The surrogate's GP ranking of a fixed pool after 20 trials told ``transform(toy loss)``."""
+    rng = np.random.default_rng(5)
+    configs = [space.sample(rng) for _ in range(20)]
+    history = History("minimize", tuple(
+        Observation(i, c, TrialState.COMPLETE, transform(_toy(c))) for i, c in enumerate(configs)))
+    pool = [space.sample(rng) for _ in range(40)]
+    return surrogate.gp_ranker(Encoder(space), history)(pool)
+
+
+def _toy(config: dict) -> float:
+    return sum((float(v) - 0.3) ** 2 for v in config.values())
+
+
+def test_the_gp_reads_loss_magnitudes_on_continuous_spaces_only() -> None:
+    """The same results under a monotone transform: on a grid the GP sees only their ranks, so
+    its ranking is unchanged; on a continuous space the magnitudes move it."""
+    grid = SearchSpace.from_dict({"params": [
+        {"name": "x", "type": "float", "low": 0.0, "high": 1.0, "step": 0.1},
+        {"name": "y", "type": "int", "low": 0, "high": 10}]})
+    continuous = SearchSpace.from_dict({"params": [
+        {"name": "x", "type": "float", "low": 0.0, "high": 1.0},
+        {"name": "y", "type": "int", "low": 0, "high": 10}]})
+    cubed = lambda loss: loss ** 3  # noqa: E731 (strictly monotone: no two losses merge)
+    np.testing.assert_array_equal(_ranking_after(grid, float), _ranking_after(grid, cubed))
+    assert not np.allclose(_ranking_after(continuous, float), _ranking_after(continuous, cubed))
 
 
 def local_history(outcomes: list[bool]) -> History:
