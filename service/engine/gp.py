@@ -192,12 +192,14 @@ def keeps_magnitudes(space: SearchSpace) -> bool:
     return any(isinstance(p, FloatParam) and p.step is None for p in space.params)
 
 
-def targets(normal: np.ndarray, losses: np.ndarray, rows: np.ndarray | None = None
-            ) -> np.ndarray:
-    """The blended targets of ``keeps_magnitudes``: ``normal``, the normal scores of
-    ``losses[rows]`` (all of them by default), averaged with the same rows of the losses
-    standardised over all of ``losses`` (mean 0, sd 1; zeros when every loss is equal). Both
-    halves grow with the loss, so the order of the rows is the ranks' order."""
+def targets(space: SearchSpace, normal: np.ndarray, losses: np.ndarray,
+            rows: np.ndarray | None = None) -> np.ndarray:
+    """The GP's targets for ``losses[rows]`` (all of them by default), given ``normal``, their
+    normal scores: those alone, unless the space ``keeps_magnitudes``; then their mean with the
+    same rows of the losses standardised over all of ``losses`` (mean 0, sd 1; zeros when every
+    loss is equal). Both halves grow with the loss, so the order of the rows is the ranks'."""
+    if not keeps_magnitudes(space):
+        return normal
     losses = np.asarray(losses, dtype=np.float64)
     sd = float(losses.std()) if len(losses) else 0.0
     z = (losses - losses.mean()) / sd if sd > 0 else np.zeros(len(losses))

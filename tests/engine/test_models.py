@@ -104,7 +104,7 @@ def test_magnitudes_are_kept_only_on_spaces_with_a_continuous_float() -> None:
 def test_blended_targets_keep_the_ranks_and_add_the_magnitudes() -> None:
     losses = np.array([3.0, 1.0, 2.0, 2.0, 10.0, 1.5])
     normal = stats.normal_scores(losses)
-    blended = gp.targets(normal, losses)
+    blended = gp.targets(SPACES["float_only"], normal, losses)
     np.testing.assert_array_equal(np.argsort(blended, kind="stable"),
                                   np.argsort(losses, kind="stable"))
     assert blended[2] == blended[3]  # ties stay tied
@@ -112,10 +112,11 @@ def test_blended_targets_keep_the_ranks_and_add_the_magnitudes() -> None:
     assert (blended[4] - blended[0]) / (blended[0] - blended[2]) > \
         2 * (normal[4] - normal[0]) / (normal[0] - normal[2])
     rows = np.array([1, 4, 5])
-    np.testing.assert_array_equal(gp.targets(normal[rows], losses, rows),
-                                  gp.targets(normal, losses)[rows])
+    continuous = SPACES["float_only"]
+    np.testing.assert_array_equal(gp.targets(continuous, normal[rows], losses, rows),
+                                  gp.targets(continuous, normal, losses)[rows])
     same = np.full(4, 7.0)
-    np.testing.assert_array_equal(gp.targets(stats.normal_scores(same), same),
+    np.testing.assert_array_equal(gp.targets(continuous, stats.normal_scores(same), same),
                                   0.5 * stats.normal_scores(same))
 
 

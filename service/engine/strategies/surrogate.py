@@ -65,10 +65,8 @@ def gp_ranker(encoder: Encoder, history: History) -> Callable[[list[Config]], np
     # Only the rows the GP conditions on are scored and encoded (normal scores rank by loss, so
     # the losses' order picks them): nothing here sorts the whole history.
     keep = gp.subset_of_order(order, gp.MAX_POINTS - 2 * MAX_EXTRA)
-    scores = normal_scores_at(history.complete_losses, order, keep)
-    if gp.keeps_magnitudes(encoder.space):
-        scores = gp.targets(scores, history.complete_losses, keep)
-    scores = scores.tolist()
+    scores = gp.targets(encoder.space, normal_scores_at(history.complete_losses, order, keep),
+                        history.complete_losses, keep).tolist()
     rows = [done[i] for i in keep]
     running, infeasible = history.running[-MAX_EXTRA:], history.infeasible[-MAX_EXTRA:]
     rows += infeasible
@@ -105,9 +103,7 @@ def _hyperparameters(features: Features, history: History) -> np.ndarray:
     if hit is not None and len(hit[0]) == c and all(map(operator.is_, hit[0], prefix)):
         return hit[1]
     losses = np.asarray(history.complete_losses[:c])
-    scores = normal_scores(losses)
-    if gp.keeps_magnitudes(features.encoder.space):
-        scores = gp.targets(scores, losses)
+    scores = gp.targets(features.encoder.space, normal_scores(losses), losses)
     keep = gp.subset(scores, gp.FIT_POINTS)
     theta = gp.fit_hyperparameters(_feature_rows(features, [prefix[i] for i in keep]),
                                    scores[keep], features.groups)
