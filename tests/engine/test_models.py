@@ -90,7 +90,7 @@ def test_normal_scores_are_monotone_and_share_ties() -> None:
     assert scores[4] < 1.5  # a diverged run is just "the worst", not a million times worse
 
 
-def test_magnitudes_are_kept_only_on_spaces_with_a_continuous_float() -> None:
+def test_magnitudes_are_kept_only_on_spaces_with_a_float() -> None:
     assert gp.keeps_magnitudes(SPACES["float_only"])
     assert gp.keeps_magnitudes(SPACES["mixed_conditional"])
     for grid in ("categorical_only", "ordinal_grid", "tiny"):
@@ -98,7 +98,11 @@ def test_magnitudes_are_kept_only_on_spaces_with_a_continuous_float() -> None:
     stepped = SearchSpace.from_dict({"params": [
         {"name": "dropout", "type": "float", "low": 0.0, "high": 0.6, "step": 0.3},
         {"name": "units", "type": "int", "low": 16, "high": 512, "log": True}]})
-    assert not gp.keeps_magnitudes(stepped)
+    assert gp.keeps_magnitudes(stepped)  # a stepped float is still a quantity
+    ints_and_numeric_choices = SearchSpace.from_dict({"params": [
+        {"name": "lr", "type": "categorical", "choices": [1e-4, 1e-3, 0.5]},
+        {"name": "units", "type": "int", "low": 16, "high": 512, "log": True}]})
+    assert not gp.keeps_magnitudes(ints_and_numeric_choices)
 
 
 def test_blended_targets_keep_the_ranks_and_add_the_magnitudes() -> None:
@@ -134,18 +138,21 @@ def _toy(config: dict) -> float:
     return sum((float(v) - 0.3) ** 2 for v in config.values())
 
 
-def test_the_gp_reads_loss_magnitudes_on_continuous_spaces_only() -> None:
-    """The same results under a monotone transform: on a grid the GP sees only their ranks, so
-    its ranking is unchanged; on a continuous space the magnitudes move it."""
-    grid = SearchSpace.from_dict({"params": [
-        {"name": "x", "type": "float", "low": 0.0, "high": 1.0, "step": 0.1},
-        {"name": "y", "type": "int", "low": 0, "high": 10}]})
-    continuous = SearchSpace.from_dict({"params": [
-        {"name": "x", "type": "float", "low": 0.0, "high": 1.0},
-        {"name": "y", "type": "int", "low": 0, "high": 10}]})
+def test_the_gp_reads_loss_magnitudes_on_spaces_with_a_float_only() -> None:
+    """The same results under a monotone transform: on a grid of ints and choices the GP sees
+    only their ranks, so its ranking is unchanged; with a float, stepped or not, the magnitudes
+    move it."""
+    def space_with(x: dict) -> SearchSpace:
+        return SearchSpace.from_dict({"params": [
+            {"name": "x", **x}, {"name": "y", "type": "int", "low": 0, "high": 10}]})
+
+    grid = space_with({"type": "categorical", "choices": [i / 10 for i in range(11)]})
+    stepped = space_with({"type": "float", "low": 0.0, "high": 1.0, "step": 0.1})
+    continuous = space_with({"type": "float", "low": 0.0, "high": 1.0})
     cubed = lambda loss: loss ** 3  # noqa: E731 (strictly monotone: no two losses merge)
     np.testing.assert_array_equal(_ranking_after(grid, float), _ranking_after(grid, cubed))
-    assert not np.allclose(_ranking_after(continuous, float), _ranking_after(continuous, cubed))
+    for space in (stepped, continuous):
+        assert not np.allclose(_ranking_after(space, float), _ranking_after(space, cubed))
 
 
 def local_history(outcomes: list[bool]) -> History:
