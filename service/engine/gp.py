@@ -187,7 +187,8 @@ def keeps_magnitudes(space: SearchSpace) -> bool:
     with it). With a continuous float (LCBench, where Optuna's GP sampler, which models
     standardised losses, was the strongest peer) the blend needed 0.94x the trials to the target
     (0.89-0.99 over 400 fresh-seed pairs on 10 tuning tasks); with stepped floats (HPOLib, whose
-    squared errors span decades) 0.90x (0.83-0.98 over 80 pairs, 40 of them fresh). On spaces of
+    squared errors span decades) 0.90x (0.83-0.98 over 80 pairs; 0.88x on the two HPOLib
+    datasets not tuned on). On spaces of
     ints and categoricals only (HPOBench's grids, cell spaces: a handful of values per param, a
     flat top) it was neutral to worse (HPOBench car 1.67x on one seed set), so they keep the
     ranks alone (docs/proposal-variants.md)."""
