@@ -183,15 +183,14 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
 
 def keeps_magnitudes(space: SearchSpace) -> bool:
     """Whether the GP's targets blend the losses' magnitudes into their ranks: on spaces with a
-    float param, stepped or not (a float is a quantity, so its results tend to vary smoothly
-    with it). With a continuous float (LCBench, where Optuna's GP sampler, which models
-    standardised losses, was the strongest peer) the blend needed 0.94x the trials to the target
-    (0.89-0.99 over 400 fresh-seed pairs on 10 tuning tasks); with stepped floats (HPOLib, whose
-    squared errors span decades) 0.90x (0.83-0.98 over 80 pairs; 0.88x on the two HPOLib
-    datasets not tuned on). On spaces of
-    ints and categoricals only (HPOBench's grids, cell spaces: a handful of values per param, a
-    flat top) it was neutral to worse (HPOBench car 1.67x on one seed set), so they keep the
-    ranks alone (docs/proposal-variants.md)."""
+    float param, stepped or not. With a continuous float (LCBench, where Optuna's GP sampler,
+    which models standardised losses, was the strongest peer) the blend needed 0.94x the trials
+    to the target (0.89-0.99 over 400 fresh-seed pairs on 10 tuning tasks); with stepped floats
+    (HPOLib, whose squared errors span decades) 0.90x (0.83-0.98 over 80 pairs), and 0.88x on
+    the two HPOLib datasets not tuned on. On spaces of ints and categoricals only (HPOBench's
+    grids, cell spaces: a handful of values per param, a flat top) it was neutral to worse
+    (HPOBench car 1.67x on one seed set), so they keep the ranks alone
+    (docs/proposal-variants.md)."""
     return any(isinstance(p, FloatParam) for p in space.params)
 
 
