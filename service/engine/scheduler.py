@@ -94,27 +94,32 @@ def credits(history: History, window: int) -> dict[str, float]:
     done = history.complete
     losses = history.complete_losses
     recent = done[-window:]
-    recent_losses = losses[-window:].tolist()
-    before = np.sort(losses[:-window])
-    best = float(before[0]) if len(before) else math.inf
+    window_losses = losses[-window:]
+    recent_losses = window_losses.tolist()
+    older = losses[:-window]  # with the window, every complete result once
+    best = float(older.min()) if len(older) else math.inf
+    # The older results below each recent one: all results below it, counted in the ranking
+    # the history keeps, less the recent ones below it (no ask sorts the whole study).
+    below = window_losses[None, :] < window_losses[:, None]  # [i, j]: recent j below recent i
+    below_all = np.searchsorted(losses[history.rank_order], window_losses, side="left")
+    below_older = (below_all - below.sum(1)).tolist()
+    below_earlier = np.tril(below, -1).sum(1).tolist()  # the recent ones before it, below it
     totals = {name: CREDIT_PRIOR_REWARD * CREDIT_PRIOR_COUNT for name in STRATEGIES}
     counts = {name: CREDIT_PRIOR_COUNT for name in STRATEGIES}
-    seen: list[float] = []
-    for trial, loss in zip(recent, recent_losses, strict=True):
+    for i, (trial, loss) in enumerate(zip(recent, recent_losses, strict=True)):
         name = trial.proposal.strategy if trial.proposal is not None else None
         if name in totals:
-            n_before = len(before) + len(seen)
+            n_before = len(older) + i
             if loss < best:
                 reward = 1.0
             elif n_before:
-                rank = (np.searchsorted(before, loss) + sum(v < loss for v in seen)) / n_before
+                rank = (below_older[i] + below_earlier[i]) / n_before
                 reward = 0.5 * max(0.0, 1.0 - rank / TOP_SHARE)
             else:
                 reward = 0.0
             totals[name] += reward
             counts[name] += 1
         best = min(best, loss)
-        seen.append(loss)
     return {name: totals[name] / counts[name] for name in STRATEGIES}
 
 

@@ -106,3 +106,51 @@ def test_the_strategy_registry_is_the_only_list(monkeypatch) -> None:
     assert scheduler.recent_strategies(history) == ["echo", "echo", "parzen"]
     plan = scheduler.plan(SPACE, history, None, 0.0)
     assert set(plan.weights) == set(STRATEGIES) and plan.weights["echo"] > 0
+
+
+def _credits_by_sorting(history: History, window: int) -> dict[str, float]:
+    """The credit's definition, written the direct way: every older result sorted, then a
+    binary search per recent one (what ``scheduler.credits`` did before it read the history's
+    ranking instead)."""
+    import math
+
+    import numpy as np
+
+    losses = history.complete_losses
+    before = np.sort(losses[:-window])
+    best = float(before[0]) if len(before) else math.inf
+    totals = {n: scheduler.CREDIT_PRIOR_REWARD * scheduler.CREDIT_PRIOR_COUNT
+              for n in scheduler.STRATEGIES}
+    counts = dict.fromkeys(scheduler.STRATEGIES, scheduler.CREDIT_PRIOR_COUNT)
+    seen: list[float] = []
+    for trial, loss in zip(history.complete[-window:], losses[-window:].tolist(), strict=True):
+        name = trial.proposal.strategy
+        n_before = len(before) + len(seen)
+        if loss < best:
+            reward = 1.0
+        elif n_before:
+            rank = (np.searchsorted(before, loss) + sum(v < loss for v in seen)) / n_before
+            reward = 0.5 * max(0.0, 1.0 - rank / scheduler.TOP_SHARE)
+        else:
+            reward = 0.0
+        totals[name] += reward
+        counts[name] += 1
+        best = min(best, loss)
+        seen.append(loss)
+    return {n: totals[n] / counts[n] for n in scheduler.STRATEGIES}
+
+
+def test_credits_equal_their_direct_definition_with_ties_and_any_window() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    names = sorted(scheduler.STRATEGIES)
+    for n, direction in ((0, "minimize"), (7, "maximize"), (150, "minimize"), (400, "maximize")):
+        values = rng.integers(0, 25, size=n).astype(float)  # few distinct values: many ties
+        trials = tuple(Observation(i, {"x": float(v)}, TrialState.COMPLETE, float(v),
+                                   proposal=ProposalInfo(names[i % len(names)], 0.5))
+                       for i, v in enumerate(values))
+        history = History(direction, trials)
+        for window in (0, 1, 5, 60, n, n + 10):
+            assert scheduler.credits(history, window) == _credits_by_sorting(history, window), \
+                (n, direction, window)
