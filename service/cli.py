@@ -21,6 +21,7 @@ _BENCHMARKS = {
     "retraining": "benchmarks.retraining",  # training time; ask latency during retraining
     "ask-time": "benchmarks.ask_time",  # the engine's time per ask as history grows
     "ask-profile": "benchmarks.ask_profile",  # where an ask's time goes (py-spy)
+    "ask-phases": "benchmarks.ask_phases",  # one client's ask on the server, phase by phase
     "transfer": "benchmarks.transfer",  # warm start from past studies, leave one dataset out
     "load": "benchmarks.load",  # server on PostgreSQL under 1-64 clients vs. Optuna's RDBStorage
     "worst-case": "benchmarks.worst_case",  # the costliest asks inside the documented limits
