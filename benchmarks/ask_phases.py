@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
             "machine": f"{os.cpu_count()} CPU cores, Python {platform.python_version()}"}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ask_phases.json").write_text(json.dumps(
-        {"meta": meta, "rows": rows, "records": records}, indent=1))
+        {"meta": meta, "rows": rows, "records": records}, separators=(",", ":")))
     table = markdown(rows, meta)
     (args.out / "ask_phases.md").write_text(table)
     print(table)
