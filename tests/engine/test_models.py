@@ -183,3 +183,24 @@ def test_local_search_restarts_when_the_step_collapses() -> None:
     state = local.replay(space, local_history([False] * (local.patience(space) * 12)))
     assert state.restarts >= 1 and state.converged
     assert state.step >= local.STEP_MIN
+
+
+def test_the_gp_ranks_the_first_pick_after_the_initial_design() -> None:
+    """From ``GP_MIN_TRIALS`` (3) results the surrogate ranks by the GP's expected improvement;
+    below it, by the Parzen ratio (a GP of two points is its prior)."""
+    from service.engine.strategies.base import Context
+    from service.engine.strategies.parzen import DensityRatio
+
+    space = SPACES["float_only"]
+    rng = np.random.default_rng(2)
+    pool = [space.sample(rng) for _ in range(30)]
+    for n, by_gp in ((2, False), (3, True), (4, True)):
+        configs = [space.sample(rng) for _ in range(n)]
+        history = History("minimize", tuple(
+            Observation(i, c, TrialState.COMPLETE, _toy(c)) for i, c in enumerate(configs)))
+        ratio = DensityRatio(space, history, 0.5)
+        rank = surrogate.SurrogateStrategy._own_ranker(
+            space, history, Context(Encoder(space)), ratio)
+        gp_scores = surrogate.gp_ranker(Encoder(space), history)(pool)
+        assert np.array_equal(rank(pool), gp_scores) is by_gp, n
+        assert np.array_equal(rank(pool), ratio.score(pool)) is not by_gp, n
