@@ -42,7 +42,8 @@ BETA_MAX = 2.0  # optimism at full exploration; 0 at full exploitation
 # Below this many results the Parzen ratio ranks instead of the GP. 3, so the GP ranks from the
 # first pick after the initial design of 4: 0.92x the trials to the target against 5 (0.85-0.995
 # over 340 fresh-seed pairs on the 17 development tasks, two seed sets of 0.915 and 0.925; at 4
-# results Parzen's good group is one trial). docs/proposal-variants.md.
+# results Parzen's good group is one trial); neutral on the held-out LCBench tasks (0.99x over
+# 50). docs/proposal-variants.md.
 GP_MIN_TRIALS = 3
 MAX_NOTCH = 128  # one-notch neighbours of the incumbent added to the pool, at most
 REFINE_TOP = 8  # candidates refined by small steps after each ranking
