@@ -101,7 +101,7 @@ def credits(history: History, window: int) -> dict[str, float]:
     # The older results below each recent one: all results below it, counted in the ranking
     # the history keeps, less the recent ones below it (no ask sorts the whole study).
     below = window_losses[None, :] < window_losses[:, None]  # [i, j]: recent j below recent i
-    below_all = np.searchsorted(losses[history.rank_order], window_losses, side="left")
+    below_all = np.searchsorted(losses, window_losses, side="left", sorter=history.rank_order)
     below_older = (below_all - below.sum(1)).tolist()
     below_earlier = np.tril(below, -1).sum(1).tolist()  # the recent ones before it, below it
     totals = {name: CREDIT_PRIOR_REWARD * CREDIT_PRIOR_COUNT for name in STRATEGIES}

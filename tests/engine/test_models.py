@@ -9,6 +9,8 @@ from service.engine.encoding import Encoder
 from service.engine.history import History, Observation, ProposalInfo, TrialState
 from service.engine.space import SearchSpace
 from service.engine.strategies import local, surrogate
+from service.engine.strategies.base import Context
+from service.engine.strategies.parzen import DensityRatio
 from tests.engine.conftest import SPACES
 
 
@@ -188,9 +190,6 @@ def test_local_search_restarts_when_the_step_collapses() -> None:
 def test_the_gp_ranks_the_first_pick_after_the_initial_design() -> None:
     """From ``GP_MIN_TRIALS`` (3) results the surrogate ranks by the GP's expected improvement;
     below it, by the Parzen ratio (a GP of two points is its prior)."""
-    from service.engine.strategies.base import Context
-    from service.engine.strategies.parzen import DensityRatio
-
     space = SPACES["float_only"]
     rng = np.random.default_rng(2)
     pool = [space.sample(rng) for _ in range(30)]

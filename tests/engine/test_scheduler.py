@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from service.engine import scheduler
 from service.engine.history import History, Observation, ProposalInfo, TrialState
 from service.engine.options import EngineOptions
@@ -112,10 +116,6 @@ def _credits_by_sorting(history: History, window: int) -> dict[str, float]:
     """The credit's definition, written the direct way: every older result sorted, then a
     binary search per recent one (what ``scheduler.credits`` did before it read the history's
     ranking instead)."""
-    import math
-
-    import numpy as np
-
     losses = history.complete_losses
     before = np.sort(losses[:-window])
     best = float(before[0]) if len(before) else math.inf
@@ -141,8 +141,6 @@ def _credits_by_sorting(history: History, window: int) -> dict[str, float]:
 
 
 def test_credits_equal_their_direct_definition_with_ties_and_any_window() -> None:
-    import numpy as np
-
     rng = np.random.default_rng(3)
     names = sorted(scheduler.STRATEGIES)
     for n, direction in ((0, "minimize"), (7, "maximize"), (150, "minimize"), (400, "maximize")):
