@@ -2,7 +2,8 @@
 
 Times `engine.propose` for one configuration on a HAS-like space with histories of 100, 1,000
 and 10,000 finished trials (plus a few running ones), in one run so the sizes compare as ratios:
-the same History asked again (without and with a trained pruner), and a new result before every
+the same History asked again (without and with a trained pruner, and with one whose forecasts on
+the newest trials earned it trust, so the surrogate ranks with it), and a new result before every
 ask, as a one-client study sees it (a new History per revision, from the ``HistoryLedger`` where
 the checkout has one), also with 5 % of the trials stopped at a rung. Single-threaded BLAS, as
 the service runs it.
@@ -36,9 +37,9 @@ os.environ["OPENBLAS_NUM_THREADS"] = "1"
 import numpy as np
 from benchmarks.retraining import HAS_SPACE, history_of
 from service.engine.encoding import Encoder
-from service.engine.history import History, Observation, TrialState
+from service.engine.history import History, Observation, ProposalInfo, TrialState
 from service.engine.propose import propose
-from service.engine.pruner import make_training_set
+from service.engine.pruner import featurize, make_training_set
 from service.engine.space import SearchSpace
 from service.training import train_pruner
 try:  # the service's per-study view (newer checkouts); without it, a History per revision
@@ -82,10 +83,20 @@ for n in [int(s) for s in sys.argv[1].split(",")]:
                                 TrialState.RUNNING) for i in range(4))
     history = History("minimize", done.trials + running)
     model = train_pruner(make_training_set(Encoder(space), done, ()), device="cpu")
+    # The pruner trusted: the newest 200 trials carry its own forecasts, as trials proposed
+    # while it had a say do (by the four strategies in turn), so the scheduler plans the
+    # surrogate and it ranks its pool with the pruner: the slow asks' path.
+    forecasts, _ = model.predict(featurize(Encoder(space), [t.params for t in done.trials[-200:]],
+                                           None, ()))
+    kinds = ("surrogate", "local", "parzen", "random")
+    trusted = History("minimize", done.trials[:-200] + tuple(
+        dataclasses.replace(t, proposal=ProposalInfo(kinds[i % 4], 0.3, float(f)))
+        for i, (t, f) in enumerate(zip(done.trials[-200:], forecasts))) + running)
     extra = [dataclasses.replace(done.trials[i % n], number=n + 4 + i)
              for i in range(repeats + 1)]
     cases = [("no pruner", None, [history] * (repeats + 1)),
              ("with pruner", model, [history] * (repeats + 1)),
+             ("trusted pruner", model, [trusted] * (repeats + 1)),
              ("new result per ask", None, list(revisions(done.trials + running, extra))),
              ("5 % stopped, new result per ask", None, list(revisions(
                  stopped_at_rungs(done.trials, np.random.default_rng(n)) + list(running),

@@ -78,8 +78,11 @@ class Features:
             self.groups = np.concatenate([self.groups, np.concatenate(kinds) + (
                 int(self.groups.max()) + 1 if len(self.groups) else 0)])
 
-    def __call__(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        X = self.encoder.encode_many(list(configs))
+    def __call__(self, configs: Sequence[Mapping[str, Any]],
+                 encoded: np.ndarray | None = None) -> np.ndarray:
+        """The feature rows of ``configs``; ``encoded``, their ``encode_many`` when the caller
+        has it already (the surrogate's ranking encodes a batch once for the GP and the pruner)."""
+        X = self.encoder.encode_many(list(configs)) if encoded is None else encoded
         parts = [X[:, self.keep]]
         for where, positions in self.ordinal:
             block = X[:, where]
@@ -177,7 +180,7 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
     signal, noise = math.exp(theta[-2]), math.exp(theta[-1])
     K = signal * _matern_kernel(X[rows], X[rows], lengthscales) + (noise + 1e-6) * np.eye(len(rows))
     chol = np.linalg.cholesky(K)
-    alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y[rows]))
+    alpha = cho_solve((chol, True), y[rows], check_finite=False)
     return GP(X[rows], y[rows], alpha, chol, lengthscales, signal, noise)
 
 

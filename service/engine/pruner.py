@@ -57,7 +57,7 @@ def signed_log1p(x: np.ndarray) -> np.ndarray:
 
 def featurize(encoder: Encoder, configs: Sequence[Mapping[str, Any]],
               metrics: Sequence[Mapping[str, float]] | None,
-              metric_names: Sequence[str]) -> np.ndarray:
+              metric_names: Sequence[str], encoded: np.ndarray | None = None) -> np.ndarray:
     """Feature rows: ``encoder.encode(config)`` ++ the cells' structure features
     (``encoder.structure``, none without cells; in [0, 1] like the encoding) ++ one transformed
     value per static metric ++ one missing bit per static metric.
@@ -65,9 +65,10 @@ def featurize(encoder: Encoder, configs: Sequence[Mapping[str, Any]],
     Values go through ``signed_log1p``; a missing or NaN metric is written as NaN with its missing
     bit set, and the model replaces NaN by its column's centre (``standardize``), so a candidate
     without metrics is predicted from its configuration alone. ``metrics`` None means none known.
+    ``encoded``: ``encoder.encode_many(configs)``, when the caller has it already.
     """
     configs = list(configs)
-    encoded = encoder.encode_many(configs)
+    encoded = encoder.encode_many(configs) if encoded is None else encoded
     if encoder.cells:
         encoded = np.concatenate([encoded, encoder.structure(configs)], axis=1)
     k = len(metric_names)

@@ -59,9 +59,12 @@ class Scorer:
                 self._metrics[config_key(config)] = dict(values)
         return [self._metrics[config_key(c)] for c in configs]
 
-    def __call__(self, configs: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, configs: Sequence[Mapping[str, Any]],
+                 encoded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and spread of each configuration's predicted goodness. ``encoded``: their
+        ``encoder.encode_many``, when the caller has it already."""
         features = featurize(self.encoder, list(configs), self.metrics(configs),
-                             self.model.metric_names)
+                             self.model.metric_names, encoded)
         mean, std = self.model.predict(features)
         return np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
 

@@ -7,11 +7,15 @@ import numpy as np
 from service.engine import gp, stats
 from service.engine.encoding import Encoder
 from service.engine.history import History, Observation, ProposalInfo, TrialState
+from service.engine.pruner import make_training_set
+from service.engine.pruning import Scorer
 from service.engine.space import SearchSpace
 from service.engine.strategies import local, surrogate
 from service.engine.strategies.base import Context
 from service.engine.strategies.parzen import DensityRatio
-from tests.engine.conftest import SPACES
+from service.training import train_pruner
+from tests.engine.conftest import SPACES, make_history
+from tests.engine.test_cells import CELL
 
 
 def test_gp_gradient_matches_finite_differences() -> None:
@@ -203,3 +207,37 @@ def test_the_gp_ranks_the_first_pick_after_the_initial_design() -> None:
         gp_scores = surrogate.gp_ranker(Encoder(space), history)(pool)
         assert np.array_equal(rank(pool), gp_scores) is by_gp, n
         assert np.array_equal(rank(pool), ratio.score(pool)) is not by_gp, n
+
+
+def test_a_shared_encoding_ranks_exactly_as_encoding_apart() -> None:
+    """The surrogate encodes a batch once for the GP and the pruner (``encoded``): on spaces
+    with conditional params, ordinal grids and cells, both must score exactly as when each
+    encodes the batch itself, or sharing would change proposals."""
+    spaces = [SPACES["mixed_conditional"], SPACES["ordinal_grid"], CELL]
+    for space in spaces:
+        encoder = Encoder(space)
+        history = make_history(space, 40, seed=4)
+        rank = surrogate.gp_ranker(encoder, history)
+        scorer = Scorer(train_pruner(make_training_set(encoder, history, ()), device="cpu"),
+                        encoder, None)
+        rng = np.random.default_rng(6)
+        pool = [space.sample(rng) for _ in range(90)]
+        encoded = encoder.encode_many(pool)
+        assert np.array_equal(rank(pool, encoded), rank(pool))
+        for shared, apart in zip(scorer(pool, encoded), scorer(pool), strict=True):
+            assert np.array_equal(shared, apart)
+        # the check can fail: a wrong encoding changes both scores
+        wrong = encoder.encode_many(pool[::-1])
+        assert not np.array_equal(rank(pool, wrong), rank(pool))
+        assert not np.array_equal(scorer(pool, wrong)[0], scorer(pool)[0])
+
+
+def test_the_gp_features_are_built_once_per_encoder() -> None:
+    first, other = Encoder(SPACES["mixed_conditional"]), Encoder(SPACES["mixed_conditional"])
+    features = surrogate._features_of(first)
+    assert surrogate._features_of(first) is features
+    assert features.encoder is first
+    assert surrogate._features_of(other) is not features
+    assert surrogate._features_of(other).encoder is other
+    configs = [SPACES["mixed_conditional"].sample(np.random.default_rng(i)) for i in range(5)]
+    assert np.array_equal(features(configs), gp.Features(first)(configs))

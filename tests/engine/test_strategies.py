@@ -102,7 +102,7 @@ def test_surrogate_ranks_by_the_scorer_when_given() -> None:
     space = SPACES["float_only"]
     history = make_history(space, 20)
 
-    def prefers_small_x(configs):
+    def prefers_small_x(configs, encoded=None):  # a Scorer's signature
         x = np.array([c["x"] for c in configs])
         return 1.0 - x, np.zeros(len(x))
 
