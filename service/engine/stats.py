@@ -3,9 +3,10 @@
 Studies differ in scale (accuracy here, a loss spanning decades there) and a diverged run can score
 a million times the optimum, so the engine's models, labels and trust measures all work on ranks.
 Every rule for turning numbers into ranks lives here, once, with the two normal-distribution
-functions the models need. They are closed-form approximations, not scipy.special's (scipy is a
-dependency, for the GP's triangular solves): swapping them moved a pruner-driven golden trace, and
-a seeded study proposes the same configurations only while its numerics stay bit for bit.
+functions the models need. They are closed-form approximations, not scipy.special's: swapping them
+moved a pruner-driven golden trace, and a seeded study proposes the same configurations only while
+its numerics stay bit for bit. Where the approximation's absolute error matters, far in a tail, the
+caller uses scipy.special (the GP's expected improvement, ``gp.log_expected_improvement``).
 
 >>> rank_goodness(np.array([0.3, 0.1, 0.9])).tolist()  # lower loss = better = closer to 1
 [0.5, 1.0, 0.0]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy import special
 
 from service.engine import gp, stats
 from service.engine.encoding import Encoder
@@ -174,6 +177,24 @@ def local_history(outcomes: list[bool]) -> History:
         trials.append(Observation(i, params, TrialState.COMPLETE, value,
                                   proposal=ProposalInfo("local", 0.5)))
     return History("minimize", tuple(trials))
+
+
+def test_log_expected_improvement_is_exact_far_into_the_tail() -> None:
+    # Near the incumbent a confident GP puts z = (best - mean) / std far below 0, where EI's own
+    # formula cancels (and the closed-form erf made it wrong, even negative, from about -4.5).
+    z = np.linspace(-3.0, 3.0, 61)
+    plain = np.log(z * special.ndtr(z) + np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi))
+    np.testing.assert_allclose(gp._log_h(z), plain, rtol=1e-12)
+    t = -np.geomspace(20.0, 1e4, 60)  # the asymptotic series pdf / z^2 (1 - 3/z^2 + 15/z^4 ...)
+    series = 1 - 3 / t**2 + 15 / t**4 - 105 / t**6 + 945 / t**8 - 10395 / t**10
+    expected = -0.5 * t * t - 0.5 * math.log(2 * math.pi) - 2 * np.log(-t) + np.log(series)
+    np.testing.assert_allclose(gp._log_h(t), expected, rtol=1e-9)
+    dense = np.linspace(-60.0, 6.0, 4001)
+    assert np.all(np.diff(gp._log_h(dense)) > 0)  # EI grows with z: the ranking is never scrambled
+    mean, std = np.array([0.3, 0.3, 2.0]), np.array([0.01, 0.02, 1e-6])
+    log_ei = gp.log_expected_improvement(mean, std, best=0.2)
+    np.testing.assert_allclose(log_ei, np.log(std) + gp._log_h((0.2 - mean) / std))
+    assert np.isfinite(log_ei).all() and log_ei[1] > log_ei[0] > log_ei[2]
 
 
 def test_local_step_grows_on_success_and_shrinks_on_stall() -> None:

@@ -89,7 +89,7 @@ def gp_ranker(encoder: Encoder, history: History) -> Callable[..., np.ndarray]:
 
     def rank(configs: list[Config], encoded: np.ndarray | None = None) -> np.ndarray:
         mean, std = model.predict(features(configs, encoded))
-        return gp.expected_improvement(mean, std, best)
+        return gp.log_expected_improvement(mean, std, best)
 
     return rank
 
