@@ -315,9 +315,9 @@ def _log_h(z: np.ndarray) -> np.ndarray:
     out[upper] = np.log(zu * special.ndtr(zu) + np.exp(-0.5 * zu * zu - _LOG_SQRT_2PI))
     zl = z[~upper]
     # h = pdf * (1 + z * cdf / pdf), and cdf / pdf = sqrt(pi / 2) * erfcx(-z / sqrt(2)).
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         tail = np.log1p(zl * math.sqrt(math.pi / 2) * special.erfcx(-zl / math.sqrt(2)))
-    # Far out (|z| > ~1e8) 1 + z * ratio rounds to 0: h tends to pdf / z^2 there.
+    # Far out (|z| > ~1e8) 1 + z * ratio rounds to 0 or below: h tends to pdf / z^2 there.
     tail = np.where(np.isfinite(tail), tail, -2.0 * np.log(np.abs(zl)))
     out[~upper] = -0.5 * zl * zl - _LOG_SQRT_2PI + tail
     return out
