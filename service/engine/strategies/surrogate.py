@@ -1,14 +1,14 @@
 """Surrogate-guided proposals: generate a large, varied candidate pool and rank it with a model.
 
-The pool mixes three generators so the ranking can choose between them: draws from the Parzen
-"good" density (global structure), random-direction neighbours of the top trials at several step
-sizes (exploitation of incumbents; on small grids this is where the next best usually is), and a
-Latin hypercube (a chance for the model to point somewhere new), plus the incumbent's whole
-one-notch neighbourhood on grids. The pool is ranked by the engine's own GP (expected improvement,
+The pool mixes three generators so the ranking can choose between them: draws from the Parzen "good"
+density (global structure), random-direction neighbours of the top trials at several step sizes
+(exploitation of incumbents; on small grids this is where the next best usually is), and a Latin
+hypercube (a chance for the model to point somewhere new), plus the incumbent's whole one-notch
+neighbourhood on grids. The pool is ranked by the engine's own GP (log expected improvement,
 ``service.engine.gp``), which learns from a handful of trials; once the pruner has earned trust its
 optimistic score (mean + beta * std, beta growing with the exploration degree) is averaged in by
-rank. Before the GP has ``GP_MIN_TRIALS`` results, the Parzen density ratio ranks. Three
-refinement rounds of ever smaller steps around the best-ranked candidates follow, ranked alike.
+rank. Before the GP has ``GP_MIN_TRIALS`` results, the Parzen density ratio ranks. Three refinement
+rounds of ever smaller steps around the best-ranked candidates follow, ranked alike.
 """
 
 from __future__ import annotations
@@ -58,12 +58,13 @@ MAX_EXTRA = 50  # recent running / infeasible trials the GP conditions on, each
 
 
 def gp_ranker(encoder: Encoder, history: History) -> Callable[..., np.ndarray]:
-    """Expected improvement under the engine's GP. Infeasible trials enter a full unit below the
-    worst result, without tying with it, so the model steers away from their region. Running
-    trials enter at the model's own mean there (a *kriging believer*): the GP's uncertainty
+    """The log of the expected improvement under the engine's GP (a score to rank by: it orders
+    candidates as EI does, and stays exact where EI underflows). Infeasible trials enter a full unit
+    below the worst result, without tying with it, so the model steers away from their region.
+    Running trials enter at the model's own mean there (a *kriging believer*): the GP's uncertainty
     collapses at points already being trained, so concurrent asks spread out, while the region's
-    promise stays as measured. A constant liar at the median score, used before, told the model
-    that every pending neighbour of the incumbent was mediocre: with 8 asynchronous workers
+    promise stays as measured. A constant liar at the median score, used before, told the model that
+    every pending neighbour of the incumbent was mediocre: with 8 asynchronous workers
     (``benchmarks.parallel``, 30 seeds) the believer needs 0.93x its trials to the target on 10
     LCBench tuning tasks (95 % CI 0.89-0.97; a liar at the best score 1.05x), 0.96x on the
     development suite and 0.94x on the held-out LCBench tasks."""
