@@ -14,6 +14,7 @@ is deterministic and its cost bounded (``FIT_POINTS`` x ``FIT_STEPS``).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from scipy import special
-from scipy.linalg import cho_solve, solve_triangular
+from scipy.linalg import cho_solve, lapack, solve_triangular
 
 from service.engine.encoding import Encoder, ordinal_positions
 from service.engine.space import CategoricalParam, FloatParam, SearchSpace
@@ -141,6 +142,56 @@ class GP:
         v = solve_triangular(self.chol, Ks.T, lower=True, check_finite=False)
         var = np.maximum(self.signal - (v * v).sum(0), 1e-12)
         return mean, np.sqrt(var)
+
+    @functools.cached_property
+    def _scaled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``1 / lengthscales^2``, the data rows times it, and their dot products with the rows:
+        the same for every gradient evaluation of one polish."""
+        inverse = 1.0 / self.lengthscales ** 2
+        scaled = self.X * inverse
+        return inverse, scaled, (self.X * scaled).sum(1)
+
+    def _solve(self, b: np.ndarray, trans: int) -> np.ndarray:
+        """``solve_triangular(self.chol, b, lower=True, trans=trans)`` as scipy calls LAPACK
+        for it, bit for bit, without its wrapper's checks: the polish solves a few times per
+        ask, and the wrapper was a third of that."""
+        if self.chol.flags.f_contiguous:
+            x, _ = lapack.dtrtrs(self.chol, b, lower=1, trans=trans)
+        else:  # scipy solves the transposed system, as LAPACK expects Fortran order
+            x, _ = lapack.dtrtrs(self.chol.T, b, lower=0, trans=1 - trans)
+        return x
+
+    def log_expected_improvement_with_gradient(
+            self, Xs: np.ndarray, best: float) -> tuple[np.ndarray, np.ndarray]:
+        """``log_expected_improvement(*self.predict(Xs), best)`` and its gradient with respect
+        to each row of ``Xs`` (same shape as ``Xs``), in closed form: the Matern-5/2 kernel is
+        differentiable everywhere, its derivative ``-5/3 s (1 + sqrt(5) r) exp(-sqrt(5) r)
+        (x - x_i) / l^2`` has no pole at ``r = 0``. What ``polish`` climbs."""
+        inverse, B, B_norms = self._scaled
+        A = Xs * inverse
+        r = np.sqrt(np.maximum((Xs * A).sum(1)[:, None] + B_norms[None, :]
+                               - 2 * A @ self.X.T, 0.0))
+        decay = np.exp(-_SQRT5 * r)
+        k = self.signal * (1 + _SQRT5 * r + 5.0 / 3.0 * r * r) * decay
+        # dk/dx_b = c_bn (x_b - x_n) / l^2: every weighted sum of it over n is two matrix products.
+        c = -5.0 / 3.0 * self.signal * (1 + _SQRT5 * r) * decay
+
+        def weighted(weights: np.ndarray) -> np.ndarray:  # sum_n weights_bn dk_bn / dx_b
+            return weights.sum(1)[:, None] * A - weights @ B
+
+        mean = k @ self.alpha
+        v = self._solve(k.T, 0)
+        w = self._solve(v, 1)
+        var = self.signal - (v * v).sum(0)
+        floored = var <= 1e-12
+        std = np.sqrt(np.maximum(var, 1e-12))
+        d_mean = weighted(c * self.alpha)
+        d_std = np.where(floored[:, None], 0.0, -weighted(c * w.T) / std[:, None])
+        z = (best - mean) / std
+        log_h = _log_h(z)
+        ratio = np.exp(special.log_ndtr(z) - log_h)  # d log h / dz = cdf / h
+        d_z = (-d_mean - z[:, None] * d_std) / std[:, None]
+        return np.log(std) + log_h, d_std / std[:, None] + ratio[:, None] * d_z
 
     def conditioned_on(self, Xn: np.ndarray, yn: np.ndarray) -> GP:
         """This GP also conditioned on rows ``Xn`` scored ``yn``, with the same hyperparameters:

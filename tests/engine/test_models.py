@@ -200,6 +200,56 @@ def test_log_expected_improvement_is_exact_far_into_the_tail() -> None:
                                - 2 * np.log(-far), rtol=1e-12)
 
 
+def test_the_log_ei_gradient_matches_finite_differences() -> None:
+    """``polish`` climbs this gradient: it must be log EI's, at points far from the data, next
+    to them and on one of them (where the kernel's distance has no derivative of its own)."""
+    rng = np.random.default_rng(3)
+    X = rng.random((25, 4))
+    model = gp.fit(X, stats.normal_scores(np.sin(3 * X[:, 0]) + X[:, 1] ** 2))
+    best = float(model.y.min())
+    points = np.vstack([rng.random((6, 4)), X[:2] + 1e-3, X[2:3]])
+    values, gradient = model.log_expected_improvement_with_gradient(points, best)
+    np.testing.assert_allclose(values, gp.log_expected_improvement(*model.predict(points), best),
+                               rtol=1e-10)
+    numeric = np.zeros_like(points)
+    for j, e in enumerate(np.eye(4) * 1e-6):
+        up, _ = model.log_expected_improvement_with_gradient(points + e, best)
+        down, _ = model.log_expected_improvement_with_gradient(points - e, best)
+        numeric[:, j] = (up - down) / 2e-6
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-4, atol=1e-4)
+
+
+def test_polish_climbs_log_ei_along_numbers_only() -> None:
+    """Polished candidates score at least as well as where they started (on a continuous space
+    nothing is snapped away from the point reached), some move, all stay in the space with the
+    same active params, and no categorical changes: the gradient only moves numbers."""
+    space = SPACES["mixed_conditional"]
+    rng = np.random.default_rng(4)
+    configs = [space.sample(rng) for _ in range(12)]
+    history = History("minimize", tuple(
+        Observation(i, c, TrialState.COMPLETE, _toy({"x": c["x"] / 5}))
+        for i, c in enumerate(configs)))
+    ranker = surrogate.gp_ranker(Encoder(space), history)
+    starts = [space.sample(rng) for _ in range(8)]
+    polished = ranker.polish(starts)
+    assert len(polished) == len(starts)
+    for before, after in zip(starts, polished, strict=True):
+        assert space.validate_config(after) == after
+        assert after.keys() == before.keys()
+        assert after["kind"] == before["kind"]
+    assert any(after != before for before, after in zip(starts, polished, strict=True))
+    floats = SPACES["float_only"]
+    configs = [floats.sample(rng) for _ in range(10)]
+    history = History("minimize", tuple(
+        Observation(i, c, TrialState.COMPLETE, _toy(c)) for i, c in enumerate(configs)))
+    ranker = surrogate.gp_ranker(Encoder(floats), history)
+    starts = [floats.sample(rng) for _ in range(8)]
+    polished = ranker.polish(starts)
+    assert np.all(ranker(polished) >= ranker(starts) - 1e-9)
+    assert np.sum(ranker(polished) > ranker(starts) + 1e-6) >= 4
+    assert ranker.polish([]) == []
+
+
 def test_local_step_grows_on_success_and_shrinks_on_stall() -> None:
     space = SPACES["float_only"]
     start = local.replay(space, local_history([])).step
@@ -226,8 +276,9 @@ def test_the_gp_ranks_the_first_pick_after_the_initial_design() -> None:
         history = History("minimize", tuple(
             Observation(i, c, TrialState.COMPLETE, _toy(c)) for i, c in enumerate(configs)))
         ratio = DensityRatio(space, history, 0.5)
+        context = Context(Encoder(space))
         rank = surrogate.SurrogateStrategy._own_ranker(
-            space, history, Context(Encoder(space)), ratio)
+            context, ratio, surrogate.SurrogateStrategy._model(context, history))
         gp_scores = surrogate.gp_ranker(Encoder(space), history)(pool)
         assert np.array_equal(rank(pool), gp_scores) is by_gp, n
         assert np.array_equal(rank(pool), ratio.score(pool)) is not by_gp, n
