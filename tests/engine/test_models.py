@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 from scipy import special
+from scipy.linalg import solve_triangular
 
 from service.engine import gp, stats
 from service.engine.encoding import Encoder
@@ -217,6 +218,21 @@ def test_the_log_ei_gradient_matches_finite_differences() -> None:
         down, _ = model.log_expected_improvement_with_gradient(points - e, best)
         numeric[:, j] = (up - down) / 2e-6
     np.testing.assert_allclose(gradient, numeric, rtol=1e-4, atol=1e-4)
+
+
+def test_the_gps_triangular_solve_is_scipys_bit_for_bit() -> None:
+    """``GP._solve`` calls LAPACK as ``solve_triangular`` does, to skip its wrapper: any other
+    order of operations would change proposals in the last bits, so it must be exactly scipy's,
+    for a C-ordered factor (what ``fit`` builds) and a Fortran-ordered one."""
+    rng = np.random.default_rng(5)
+    model = gp.fit(rng.random((30, 3)), rng.standard_normal(30))
+    b = rng.standard_normal((8, 30)).T
+    for chol in (model.chol, np.asfortranarray(model.chol)):
+        copy = gp.GP(model.X, model.y, model.alpha, chol, model.lengthscales, model.signal,
+                     model.noise)
+        for trans in (0, 1):
+            expected = solve_triangular(chol, b, lower=True, trans=trans, check_finite=False)
+            assert np.array_equal(copy._solve(b, trans), expected)
 
 
 def test_polish_climbs_log_ei_along_numbers_only() -> None:
